@@ -1,1 +1,18 @@
-pub fn x() {}
+//! The Natter peer: the user's program.
+//!
+//! # Layout
+//! - [`profile`]: the user's profile directory: identity key (0600), pinned directory key,
+//!   settings.
+//! - [`pins`]: keys of other users pinned on first contact (trust on first use).
+//! - [`endpoint`]: the one QUIC endpoint (one UDP socket) that listens for chats, dials
+//!   other peers and talks to the directory.
+//! - [`directory_client`]: the directory protocol from the peer's side: hello, login,
+//!   lookup, who, events.
+//! - [`chat`]: one end-to-end chat session with another peer: connect request, mutual
+//!   verification, sealed messages with acknowledgements.
+
+pub mod chat;
+pub mod directory_client;
+pub mod endpoint;
+pub mod pins;
+pub mod profile;

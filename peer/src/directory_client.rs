@@ -1,0 +1,406 @@
+//! The directory protocol from the peer's side.
+//!
+//! [`DirectoryClient::connect`] dials the directory from the peer's endpoint (so the
+//! directory observes the address other peers can reach), checks the directory's key
+//! against the pinned one *before sending anything*, and says `Hello`. Requests may be
+//! issued from several tasks at once: they are written in order on the one control
+//! stream and each caller gets its own reply (the directory answers in order). Events
+//! the directory pushes (shutdown, forced logout) arrive on [`DirectoryClient::take_events`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proto::frame::{self, FrameError};
+use proto::message::{
+    ErrorCode, Event, OnlineUser, PeerInfo, Refusal, Reply, Request, ServerMsg, login_transcript,
+    resume_transcript,
+};
+use proto::names::NameError;
+use proto::{Fingerprint, Identity, PublicKey};
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use crate::endpoint::{self, EndpointError};
+
+/// How long to wait for any one reply (argon2 on a busy directory can take a while).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many pushed events may wait unread before further ones are dropped.
+const EVENT_QUEUE: usize = 64;
+
+/// Why a directory operation failed. The `Display` text is meant for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the directory: {0}")]
+    Unreachable(#[from] EndpointError),
+    #[error(
+        "the directory at {addr} presents a different key than the one pinned!\n  pinned:    {pinned}\n  presented: {presented}\nSomeone may be impersonating the directory. If its operator really replaced the key, \
+         remove its line from the profile's known_directories file or pass --directory-fingerprint"
+    )]
+    FingerprintChanged {
+        addr: SocketAddr,
+        pinned: Fingerprint,
+        presented: Fingerprint,
+    },
+    #[error("{}", refusal_text(.reason, .attempts_left, .retry_after_secs))]
+    Refused {
+        reason: Refusal,
+        attempts_left: Option<u32>,
+        retry_after_secs: Option<u64>,
+    },
+    #[error("directory error ({code:?}): {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("connection to the directory lost: {0}")]
+    Lost(String),
+    #[error("the directory did not answer within {} s", REPLY_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the directory sent something unexpected: {0}")]
+    Unexpected(String),
+    #[error(transparent)]
+    Invalid(#[from] NameError),
+    #[error("protocol error: {0}")]
+    Frame(#[from] FrameError),
+}
+
+fn refusal_text(reason: &Refusal, attempts_left: &Option<u32>, retry: &Option<u64>) -> String {
+    let mut s = format!("refused: {reason}");
+    if let Some(n) = attempts_left {
+        s.push_str(&format!(
+            " ({n} attempt{} left before lockout)",
+            if *n == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some(secs) = retry {
+        s.push_str(&format!(" (try again in {secs} s)"));
+    }
+    s
+}
+
+/// What a successful login gives.
+#[derive(Clone)]
+pub struct Grant {
+    /// The user name logged in.
+    pub user: String,
+    /// Ticket for a later password-less [`DirectoryClient::resume`]. Kept in memory only.
+    pub ticket: Zeroizing<Vec<u8>>,
+    /// How long the ticket stays valid.
+    pub ticket_lifetime: Duration,
+    /// Our address as the directory sees it.
+    pub observed: SocketAddr,
+    /// Whether this account is an administrator.
+    pub admin: bool,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("user", &self.user)
+            .field("observed", &self.observed)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+type ReplySlot = oneshot::Sender<Result<Reply, ClientError>>;
+
+/// Replies awaited, in request order; `closed` is set once the stream is gone.
+#[derive(Default)]
+struct Pending {
+    waiting: VecDeque<ReplySlot>,
+    closed: Option<String>,
+}
+
+/// A connection to the directory.
+pub struct DirectoryClient {
+    conn: quinn::Connection,
+    writer: tokio::sync::Mutex<quinn::SendStream>,
+    pending: Arc<Mutex<Pending>>,
+    events: Mutex<Option<mpsc::Receiver<Event>>>,
+    addr: SocketAddr,
+    key: PublicKey,
+    nonce: [u8; 32],
+    open_registration: bool,
+}
+
+impl DirectoryClient {
+    /// Dials the directory at `addr` from `endpoint`. With `pinned`, a directory presenting
+    /// any other key is refused before anything is sent; without, the caller should pin
+    /// [`DirectoryClient::directory_key`] (trust on first use).
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        pinned: Option<PublicKey>,
+    ) -> Result<Self, ClientError> {
+        let config = endpoint::client_config(None, None, proto::ALPN_DIRECTORY)?;
+        let conn = endpoint::dial(endpoint, config, addr).await?;
+        let key = endpoint::remote_key(&conn)
+            .ok_or_else(|| ClientError::Unexpected("no ed25519 certificate".into()))?;
+        if let Some(pinned) = pinned
+            && pinned != key
+        {
+            conn.close(1u32.into(), b"directory key changed");
+            return Err(ClientError::FingerprintChanged {
+                addr,
+                pinned: pinned.fingerprint(),
+                presented: key.fingerprint(),
+            });
+        }
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
+        let hello = Request::Hello {
+            version: proto::PROTOCOL_VERSION,
+            software: format!("natter-peer/{}", env!("CARGO_PKG_VERSION")),
+        };
+        frame::write_frame(&mut send, &hello).await?;
+        let welcome = tokio::time::timeout(REPLY_TIMEOUT, frame::read_frame::<_, ServerMsg>(&mut recv))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        let (nonce, open_registration) = match welcome {
+            Some(ServerMsg::Reply(Reply::Welcome {
+                nonce,
+                open_registration,
+                ..
+            })) => (nonce, open_registration),
+            Some(ServerMsg::Reply(Reply::Error { code, message })) => {
+                return Err(ClientError::Server { code, message });
+            }
+            None => return Err(ClientError::Lost("directory closed the stream".into())),
+            Some(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(read_loop(recv, pending.clone(), events_tx));
+        Ok(Self {
+            conn,
+            writer: tokio::sync::Mutex::new(send),
+            pending,
+            events: Mutex::new(Some(events_rx)),
+            addr,
+            key,
+            nonce,
+            open_registration,
+        })
+    }
+
+    /// The key the directory proved in the TLS handshake.
+    pub fn directory_key(&self) -> PublicKey {
+        self.key
+    }
+
+    /// The directory's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the directory lets peers register themselves.
+    pub fn open_registration(&self) -> bool {
+        self.open_registration
+    }
+
+    /// The events the directory pushes. Can be taken once.
+    pub fn take_events(&self) -> Option<mpsc::Receiver<Event>> {
+        self.events.lock().ok()?.take()
+    }
+
+    /// Waits until the connection to the directory is gone, and says why.
+    pub async fn closed(&self) -> String {
+        self.conn.closed().await.to_string()
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
+    /// Closes the connection (after a logout, or on exit).
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"bye");
+    }
+
+    /// Creates an account (only where the directory allows open registration).
+    pub async fn register(&self, user: &str, password: &str, identity: &PublicKey) -> Result<(), ClientError> {
+        proto::names::check_username(user)?;
+        proto::names::check_new_password(password)?;
+        let reply = self
+            .request(Request::Register {
+                user: user.to_string(),
+                password: password.to_string(),
+                identity: *identity,
+            })
+            .await?;
+        match reply {
+            Reply::Registered { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Logs in with a password and a signature by `identity` over this connection's nonce.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        identity: &Identity,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<Grant, ClientError> {
+        proto::names::check_password_len(password)?;
+        let key = identity.public();
+        let signature = identity.sign(&login_transcript(&self.nonce, user, &key));
+        let reply = self
+            .request(Request::Login {
+                user: user.to_string(),
+                password: password.to_string(),
+                identity: key,
+                signature,
+                addresses,
+            })
+            .await?;
+        grant(reply)
+    }
+
+    /// Logs back in without the password, with a ticket from an earlier [`Grant`].
+    pub async fn resume(
+        &self,
+        user: &str,
+        ticket: &[u8],
+        identity: &Identity,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<Grant, ClientError> {
+        let signature = identity.sign(&resume_transcript(&self.nonce, user, ticket));
+        let reply = self
+            .request(Request::Resume {
+                user: user.to_string(),
+                ticket: ticket.to_vec(),
+                signature,
+                addresses,
+            })
+            .await?;
+        grant(reply)
+    }
+
+    /// Where is `user`, with which key? `None` when they are not online (or unknown).
+    pub async fn lookup(&self, user: &str) -> Result<Option<PeerInfo>, ClientError> {
+        match self.request(Request::Lookup { user: user.to_string() }).await? {
+            Reply::Found(info) if info.user == user => Ok(Some(info)),
+            Reply::NotFound { .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Who is online.
+    pub async fn who(&self) -> Result<Vec<OnlineUser>, ClientError> {
+        match self.request(Request::Who).await? {
+            Reply::Online { users } => Ok(users),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends the directory session; the connection stays open until [`Self::close`].
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        match self.request(Request::Logout).await? {
+            Reply::LoggedOut => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends one request and waits for its reply. Refusals and errors become `Err`.
+    async fn request(&self, request: Request) -> Result<Reply, ClientError> {
+        // Requests may carry a password: wipe the encoded copy once it is written.
+        let bytes = Zeroizing::new(frame::encode(&request)?);
+        drop(request);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut writer = self.writer.lock().await;
+            {
+                let mut pending = self.pending.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
+                if let Some(reason) = &pending.closed {
+                    return Err(ClientError::Lost(reason.clone()));
+                }
+                pending.waiting.push_back(tx);
+            }
+            if let Err(e) = writer.write_all(&bytes).await {
+                return Err(ClientError::Lost(e.to_string()));
+            }
+        }
+        let reply = tokio::time::timeout(REPLY_TIMEOUT, rx)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| ClientError::Lost("reply channel closed".into()))??;
+        match reply {
+            Reply::Refused {
+                reason,
+                attempts_left,
+                retry_after_secs,
+            } => Err(ClientError::Refused {
+                reason,
+                attempts_left,
+                retry_after_secs,
+            }),
+            Reply::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Ok(other),
+        }
+    }
+}
+
+impl Drop for DirectoryClient {
+    fn drop(&mut self) {
+        self.conn.close(0u32.into(), b"bye");
+    }
+}
+
+fn grant(reply: Reply) -> Result<Grant, ClientError> {
+    match reply {
+        Reply::Granted {
+            user,
+            ticket,
+            ticket_lifetime_secs,
+            observed,
+            admin,
+        } => Ok(Grant {
+            user,
+            ticket: Zeroizing::new(ticket),
+            ticket_lifetime: Duration::from_secs(ticket_lifetime_secs),
+            observed,
+            admin,
+        }),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(reply: Reply) -> ClientError {
+    ClientError::Unexpected(format!("{reply:?}"))
+}
+
+/// Routes everything the directory sends: replies to their waiting callers, events to
+/// the event queue. On the stream's end every waiting caller is told why.
+async fn read_loop(mut recv: quinn::RecvStream, pending: Arc<Mutex<Pending>>, events: mpsc::Sender<Event>) {
+    let reason = loop {
+        match frame::read_frame::<_, ServerMsg>(&mut recv).await {
+            Ok(Some(ServerMsg::Reply(reply))) => {
+                let slot = pending.lock().ok().and_then(|mut p| p.waiting.pop_front());
+                match slot {
+                    Some(slot) => {
+                        let _ = slot.send(Ok(reply));
+                    }
+                    None => break format!("unsolicited reply {reply:?}"),
+                }
+            }
+            Ok(Some(ServerMsg::Event(event))) => {
+                if events.try_send(event).is_err() {
+                    tracing::warn!("directory event dropped: event queue full or unread");
+                }
+            }
+            Ok(None) => break "the directory closed the connection".to_string(),
+            Err(e) => break e.to_string(),
+        }
+    };
+    tracing::debug!(%reason, "directory stream ended");
+    if let Ok(mut p) = pending.lock() {
+        p.closed = Some(reason.clone());
+        for slot in p.waiting.drain(..) {
+            let _ = slot.send(Err(ClientError::Lost(reason.clone())));
+        }
+    }
+}
