@@ -35,8 +35,8 @@ pub enum ClientError {
     #[error("cannot reach the directory: {0}")]
     Unreachable(#[from] EndpointError),
     #[error(
-        "the directory at {addr} presents a different key than the one pinned!\n  pinned:    {pinned}\n  presented: {presented}\nSomeone may be impersonating the directory. If its operator really replaced the key, \
-         remove its line from the profile's known_directories file or pass --directory-fingerprint"
+        "the directory at {addr} presents a different key than the one pinned (pinned {pinned}, presented {presented}): \
+         someone may be impersonating it; if its operator really replaced the key, pass --directory-fingerprint with the new one"
     )]
     FingerprintChanged {
         addr: SocketAddr,
@@ -117,6 +117,7 @@ pub struct DirectoryClient {
     writer: tokio::sync::Mutex<quinn::SendStream>,
     pending: Arc<Mutex<Pending>>,
     events: Mutex<Option<mpsc::Receiver<Event>>>,
+    forced_out: Arc<std::sync::atomic::AtomicBool>,
     addr: SocketAddr,
     key: PublicKey,
     nonce: [u8; 32],
@@ -155,9 +156,10 @@ impl DirectoryClient {
             software: format!("natter-peer/{}", env!("CARGO_PKG_VERSION")),
         };
         frame::write_frame(&mut send, &hello).await?;
-        let welcome = tokio::time::timeout(REPLY_TIMEOUT, frame::read_frame::<_, ServerMsg>(&mut recv))
-            .await
-            .map_err(|_| ClientError::Timeout)??;
+        let welcome =
+            tokio::time::timeout(REPLY_TIMEOUT, frame::read_frame::<_, ServerMsg>(&mut recv))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
         let (nonce, open_registration) = match welcome {
             Some(ServerMsg::Reply(Reply::Welcome {
                 nonce,
@@ -172,12 +174,19 @@ impl DirectoryClient {
         };
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(read_loop(recv, pending.clone(), events_tx));
+        let forced_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(read_loop(
+            recv,
+            pending.clone(),
+            events_tx,
+            forced_out.clone(),
+        ));
         Ok(Self {
             conn,
             writer: tokio::sync::Mutex::new(send),
             pending,
             events: Mutex::new(Some(events_rx)),
+            forced_out,
             addr,
             key,
             nonce,
@@ -215,13 +224,24 @@ impl DirectoryClient {
         self.conn.close_reason().is_some()
     }
 
+    /// Whether the directory ended our session on purpose (an operator's forced logout):
+    /// logging back in automatically would be wrong then.
+    pub fn forced_out(&self) -> bool {
+        self.forced_out.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Closes the connection (after a logout, or on exit).
     pub fn close(&self) {
         self.conn.close(0u32.into(), b"bye");
     }
 
     /// Creates an account (only where the directory allows open registration).
-    pub async fn register(&self, user: &str, password: &str, identity: &PublicKey) -> Result<(), ClientError> {
+    pub async fn register(
+        &self,
+        user: &str,
+        password: &str,
+        identity: &PublicKey,
+    ) -> Result<(), ClientError> {
         proto::names::check_username(user)?;
         proto::names::check_new_password(password)?;
         let reply = self
@@ -282,7 +302,12 @@ impl DirectoryClient {
 
     /// Where is `user`, with which key? `None` when they are not online (or unknown).
     pub async fn lookup(&self, user: &str) -> Result<Option<PeerInfo>, ClientError> {
-        match self.request(Request::Lookup { user: user.to_string() }).await? {
+        match self
+            .request(Request::Lookup {
+                user: user.to_string(),
+            })
+            .await?
+        {
             Reply::Found(info) if info.user == user => Ok(Some(info)),
             Reply::NotFound { .. } => Ok(None),
             other => Err(unexpected(other)),
@@ -314,7 +339,10 @@ impl DirectoryClient {
         {
             let mut writer = self.writer.lock().await;
             {
-                let mut pending = self.pending.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
+                let mut pending = self
+                    .pending
+                    .lock()
+                    .map_err(|_| ClientError::Lost("poisoned".into()))?;
                 if let Some(reason) = &pending.closed {
                     return Err(ClientError::Lost(reason.clone()));
                 }
@@ -375,7 +403,12 @@ fn unexpected(reply: Reply) -> ClientError {
 
 /// Routes everything the directory sends: replies to their waiting callers, events to
 /// the event queue. On the stream's end every waiting caller is told why.
-async fn read_loop(mut recv: quinn::RecvStream, pending: Arc<Mutex<Pending>>, events: mpsc::Sender<Event>) {
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    pending: Arc<Mutex<Pending>>,
+    events: mpsc::Sender<Event>,
+    forced_out: Arc<std::sync::atomic::AtomicBool>,
+) {
     let reason = loop {
         match frame::read_frame::<_, ServerMsg>(&mut recv).await {
             Ok(Some(ServerMsg::Reply(reply))) => {
@@ -388,6 +421,9 @@ async fn read_loop(mut recv: quinn::RecvStream, pending: Arc<Mutex<Pending>>, ev
                 }
             }
             Ok(Some(ServerMsg::Event(event))) => {
+                if matches!(event, Event::ForcedLogout { .. }) {
+                    forced_out.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 if events.try_send(event).is_err() {
                     tracing::warn!("directory event dropped: event queue full or unread");
                 }

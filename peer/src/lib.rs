@@ -11,8 +11,14 @@
 //! - [`chat`]: one end-to-end chat session with another peer: connect request, mutual
 //!   verification, sealed messages with acknowledgements.
 
+pub mod app;
 pub mod chat;
+pub mod cli;
+pub mod commands;
 pub mod directory_client;
 pub mod endpoint;
+pub mod link;
+pub mod login;
 pub mod pins;
 pub mod profile;
+pub mod ui;

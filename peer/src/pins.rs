@@ -170,6 +170,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_peers");
         std::fs::write(&path, "ali nothex\n").unwrap();
-        assert!(matches!(Pins::load(&path), Err(PinError::Malformed { line: 1, .. })));
+        assert!(matches!(
+            Pins::load(&path),
+            Err(PinError::Malformed { line: 1, .. })
+        ));
     }
 }

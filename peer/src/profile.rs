@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use proto::{Identity, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,7 @@ pub struct Settings {
 /// An opened profile.
 pub struct Profile {
     dir: PathBuf,
-    identity: Identity,
+    identity: Arc<Identity>,
     /// Settings from `config.toml`.
     pub settings: Settings,
     /// Contacts' pinned identity keys.
@@ -103,7 +104,7 @@ impl Profile {
         Ok(Self {
             peers: Pins::load(dir.join("known_peers"))?,
             directories: Pins::load(dir.join("known_directories"))?,
-            identity,
+            identity: Arc::new(identity),
             settings,
             dir,
         })
@@ -115,7 +116,7 @@ impl Profile {
     }
 
     /// The user's identity key.
-    pub fn identity(&self) -> &Identity {
+    pub fn identity(&self) -> &Arc<Identity> {
         &self.identity
     }
 
@@ -233,13 +234,22 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let key = std::fs::metadata(p.join(IDENTITY_FILE)).unwrap().permissions().mode();
+            let key = std::fs::metadata(p.join(IDENTITY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(key & 0o777, 0o600);
             let d = std::fs::metadata(&p).unwrap().permissions().mode();
             assert_eq!(d & 0o777, 0o700);
-            std::fs::set_permissions(p.join(IDENTITY_FILE), std::fs::Permissions::from_mode(0o644))
-                .unwrap();
-            assert!(matches!(Profile::open(&p), Err(ProfileError::ExposedKey { .. })));
+            std::fs::set_permissions(
+                p.join(IDENTITY_FILE),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+            assert!(matches!(
+                Profile::open(&p),
+                Err(ProfileError::ExposedKey { .. })
+            ));
         }
     }
 
@@ -253,6 +263,9 @@ mod tests {
         let again = Profile::open(dir.path()).unwrap();
         assert_eq!(again.settings, p.settings);
         std::fs::write(dir.path().join(CONFIG_FILE), "usr = 'x'\n").unwrap();
-        assert!(matches!(Profile::open(dir.path()), Err(ProfileError::BadConfig { .. })));
+        assert!(matches!(
+            Profile::open(dir.path()),
+            Err(ProfileError::BadConfig { .. })
+        ));
     }
 }

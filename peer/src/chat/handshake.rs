@@ -1,0 +1,517 @@
+//! Setting a chat up: the connect request, the acceptor's checks, the key exchange.
+//!
+//! The dialer already pinned the acceptor's key in TLS (it got the key from its own
+//! lookup). The acceptor only knows *some* ed25519 key dialed it; it learns whose by
+//! looking the claimed name up at the directory itself ([`verify_initiator`]) and then
+//! applying the user's pins. Every step is bounded by [`HANDSHAKE_TIMEOUT`]; any failure
+//! closes the connection with a code and a reason the other side can show.
+
+use std::net::SocketAddr;
+
+use proto::frame::{self, FrameError};
+use proto::message::{ConnectRefusal, PeerInfo, PeerMsg};
+use proto::session::{Handshake, Role, Session};
+use proto::{Identity, PublicKey};
+use tokio::time::timeout;
+
+use super::{
+    CLOSE_TIMEOUT, CODE_ABORT, CODE_REFUSED, CODE_TIMEOUT, CODE_VIOLATION, ChatError, ChatEvents,
+    ChatHandle, HANDSHAKE_TIMEOUT, application_close_text, close_reason_bytes, session,
+};
+use crate::endpoint;
+
+/// A chat that passed its handshake, ready to run.
+pub(super) struct Established {
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub session: Session,
+    pub peer: String,
+    pub peer_key: PublicKey,
+    pub role: Role,
+}
+
+/// Dialer side: asks the other end of `conn` (from [`endpoint::dial_peer`], which pinned
+/// `peer.identity`) for a chat, introducing ourselves as `me`.
+///
+/// Fails with [`ChatError::Refused`] when the acceptor says no, and with
+/// [`ChatError::TlsRejected`] when its TLS stack did not accept our certificate (with TLS
+/// 1.3 that only shows once the connection is used). The connection is closed on failure.
+pub async fn initiate(
+    conn: quinn::Connection,
+    identity: &Identity,
+    me: &str,
+    peer: &PeerInfo,
+) -> Result<(ChatHandle, ChatEvents), ChatError> {
+    match dial(&conn, identity, me, peer).await {
+        Ok(established) => Ok(session::start(conn, established)),
+        Err(e) => {
+            close_after(&conn, &e);
+            Err(e)
+        }
+    }
+}
+
+/// Acceptor side: answers the chat request arriving on `conn` (from our endpoint's
+/// `accept`), introducing ourselves as `me`.
+///
+/// `lookup` asks the directory about the claimed initiator (`Ok(None)`: not known / not
+/// logged in; `Err`: the directory could not be asked). `pin_check` then applies the
+/// user's pins (trust on first use) and may refuse, normally with
+/// [`ConnectRefusal::PinnedKeyChanged`]. A refusal is sent to the dialer and returned as
+/// [`ChatError::RefusedIncoming`]. The connection is closed on any failure.
+pub async fn accept<L, P>(
+    conn: quinn::Connection,
+    identity: &Identity,
+    me: &str,
+    lookup: L,
+    pin_check: P,
+) -> Result<(ChatHandle, ChatEvents), ChatError>
+where
+    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
+    P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
+{
+    match answer(&conn, identity, me, lookup, pin_check).await {
+        Ok(established) => Ok(session::start(conn, established)),
+        Err(e) => {
+            close_after(&conn, &e);
+            Err(e)
+        }
+    }
+}
+
+/// Refuses the chat request arriving on `conn` without looking at it, e.g. with
+/// [`ConnectRefusal::Busy`] when the app has too many chats open.
+pub async fn refuse(conn: quinn::Connection, reason: ConnectRefusal) {
+    if let Ok(Ok((mut send, _recv))) = timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
+        send_refusal(&conn, &mut send, &reason).await;
+    }
+    conn.close(CODE_REFUSED, close_reason_bytes(&reason.to_string()));
+}
+
+/// The acceptor's decision about a connect request, given what the directory said about
+/// the claimed initiator (`info`, `None` when it does not know them), the key the
+/// connection proved in TLS and the address it comes from.
+///
+/// Accepts only when the directory knows `claimed` under that very name, with that key,
+/// at that address (IPv4-mapped IPv6 addresses compare equal to their IPv4 form).
+pub fn verify_initiator(
+    claimed: &str,
+    handshake_key: &PublicKey,
+    remote: SocketAddr,
+    info: Option<&PeerInfo>,
+) -> Result<(), ConnectRefusal> {
+    let info = info.ok_or(ConnectRefusal::UnknownInitiator)?;
+    if info.user != claimed {
+        // The directory answered about someone else: treat as not known.
+        return Err(ConnectRefusal::UnknownInitiator);
+    }
+    if info.identity != *handshake_key {
+        return Err(ConnectRefusal::KeyMismatch);
+    }
+    let remote = canonical_addr(remote);
+    if !info
+        .all_addresses()
+        .into_iter()
+        .any(|a| canonical_addr(a) == remote)
+    {
+        return Err(ConnectRefusal::AddressMismatch);
+    }
+    Ok(())
+}
+
+/// An address in the form used for comparisons: IPv4-mapped IPv6 becomes IPv4, and IPv6
+/// flow labels and scope ids are dropped (only address and port identify a peer).
+pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    let ip = addr.ip().to_canonical();
+    SocketAddr::new(ip, addr.port())
+}
+
+async fn dial(
+    conn: &quinn::Connection,
+    identity: &Identity,
+    me: &str,
+    peer: &PeerInfo,
+) -> Result<Established, ChatError> {
+    if endpoint::remote_key(conn) != Some(peer.identity) {
+        return Err(ChatError::WrongKey);
+    }
+    let (mut send, mut recv) = match timeout(HANDSHAKE_TIMEOUT, conn.open_bi()).await {
+        Err(_) => return Err(ChatError::Timeout("a stream to open")),
+        Ok(Err(e)) => return Err(connection_error(e)),
+        Ok(Ok(streams)) => streams,
+    };
+    let connect = PeerMsg::Connect {
+        version: proto::PROTOCOL_VERSION,
+        initiator: me.to_owned(),
+    };
+    write_msg(conn, &mut send, &connect, "our connect request to be sent").await?;
+    match read_msg(conn, &mut recv, "the answer to our connect request").await? {
+        PeerMsg::Accepted { user } if user == peer.user => {}
+        PeerMsg::Accepted { user } => {
+            return Err(ChatError::Protocol(format!(
+                "expected {} but the other side calls itself {}",
+                peer.user,
+                printable(&user)
+            )));
+        }
+        PeerMsg::Refused { reason } => return Err(ChatError::Refused(reason)),
+        other => return Err(unexpected(&other, "the answer to a connect request")),
+    }
+    let session = exchange_keys(
+        conn,
+        &mut send,
+        &mut recv,
+        identity,
+        Role::Initiator,
+        peer.identity,
+    )
+    .await?;
+    Ok(Established {
+        send,
+        recv,
+        session,
+        peer: peer.user.clone(),
+        peer_key: peer.identity,
+        role: Role::Initiator,
+    })
+}
+
+async fn answer<L, P>(
+    conn: &quinn::Connection,
+    identity: &Identity,
+    me: &str,
+    lookup: L,
+    pin_check: P,
+) -> Result<Established, ChatError>
+where
+    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
+    P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
+{
+    let key = endpoint::remote_key(conn)
+        .ok_or_else(|| ChatError::Protocol("the dialer presented no ed25519 certificate".into()))?;
+    let (mut send, mut recv) = match timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
+        Err(_) => return Err(ChatError::Timeout("the dialer to open a stream")),
+        Ok(Err(e)) => return Err(connection_error(e)),
+        Ok(Ok(streams)) => streams,
+    };
+    let (version, claimed) = match read_msg(conn, &mut recv, "a connect request").await? {
+        PeerMsg::Connect { version, initiator } => (version, initiator),
+        other => return Err(unexpected(&other, "a connect request")),
+    };
+    let decision = decide(conn, version, &claimed, &key, lookup, pin_check).await;
+    if let Err(reason) = decision {
+        tracing::info!(claimed = %printable(&claimed), %reason, "refusing chat");
+        send_refusal(conn, &mut send, &reason).await;
+        return Err(ChatError::RefusedIncoming {
+            claimed: printable(&claimed),
+            reason,
+        });
+    }
+    let accepted = PeerMsg::Accepted {
+        user: me.to_owned(),
+    };
+    write_msg(conn, &mut send, &accepted, "our acceptance to be sent").await?;
+    let session = exchange_keys(conn, &mut send, &mut recv, identity, Role::Acceptor, key).await?;
+    Ok(Established {
+        send,
+        recv,
+        session,
+        peer: claimed,
+        peer_key: key,
+        role: Role::Acceptor,
+    })
+}
+
+/// Everything the acceptor checks, in order: version, name syntax, directory, pin.
+async fn decide<L, P>(
+    conn: &quinn::Connection,
+    version: u32,
+    claimed: &str,
+    key: &PublicKey,
+    lookup: L,
+    pin_check: P,
+) -> Result<(), ConnectRefusal>
+where
+    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
+    P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
+{
+    if version != proto::PROTOCOL_VERSION {
+        return Err(ConnectRefusal::UnsupportedVersion);
+    }
+    if proto::names::check_username(claimed).is_err() {
+        // Not a name anyone can have; do not bother the directory with it.
+        return Err(ConnectRefusal::UnknownInitiator);
+    }
+    let info = match timeout(HANDSHAKE_TIMEOUT, lookup(claimed)).await {
+        Ok(Ok(info)) => info,
+        Ok(Err(why)) => {
+            tracing::warn!(%claimed, %why, "directory lookup failed");
+            return Err(ConnectRefusal::DirectoryUnavailable);
+        }
+        Err(_) => {
+            tracing::warn!(%claimed, "directory lookup timed out");
+            return Err(ConnectRefusal::DirectoryUnavailable);
+        }
+    };
+    verify_initiator(claimed, key, conn.remote_address(), info.as_ref())?;
+    pin_check(claimed, key)
+}
+
+/// Sends both key shares and derives the end-to-end session.
+async fn exchange_keys(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    identity: &Identity,
+    role: Role,
+    peer_key: PublicKey,
+) -> Result<Session, ChatError> {
+    let (handshake, ours) = Handshake::start(identity, role, peer_key);
+    write_msg(
+        conn,
+        send,
+        &PeerMsg::KeyShare(ours),
+        "our key share to be sent",
+    )
+    .await?;
+    let theirs = match read_msg(conn, recv, "the other side's key share").await? {
+        PeerMsg::KeyShare(share) => share,
+        other => return Err(unexpected(&other, "a key share")),
+    };
+    Ok(handshake.finish(&theirs)?)
+}
+
+/// Sends a refusal and lets the dialer close the connection once it has read it (our own
+/// close could overtake the reply), waiting at most [`CLOSE_TIMEOUT`].
+async fn send_refusal(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    reason: &ConnectRefusal,
+) {
+    let refused = PeerMsg::Refused {
+        reason: reason.clone(),
+    };
+    let _ = timeout(CLOSE_TIMEOUT, frame::write_frame(send, &refused)).await;
+    let _ = send.finish();
+    let _ = timeout(CLOSE_TIMEOUT, conn.closed()).await;
+}
+
+async fn write_msg(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    msg: &PeerMsg,
+    step: &'static str,
+) -> Result<(), ChatError> {
+    match timeout(HANDSHAKE_TIMEOUT, frame::write_frame(send, msg)).await {
+        Err(_) => Err(ChatError::Timeout(step)),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(frame_error(conn, e)),
+    }
+}
+
+async fn read_msg(
+    conn: &quinn::Connection,
+    recv: &mut quinn::RecvStream,
+    step: &'static str,
+) -> Result<PeerMsg, ChatError> {
+    match timeout(HANDSHAKE_TIMEOUT, frame::read_frame::<_, PeerMsg>(recv)).await {
+        Err(_) => Err(ChatError::Timeout(step)),
+        Ok(Ok(Some(msg))) => Ok(msg),
+        Ok(Ok(None)) => Err(match conn.close_reason() {
+            Some(e) => connection_error(e),
+            None => ChatError::Protocol(format!("the stream ended while waiting for {step}")),
+        }),
+        Ok(Err(e)) => Err(frame_error(conn, e)),
+    }
+}
+
+/// A frame could not be read or written: the connection's fate explains an I/O error
+/// best; anything else is the other side sending garbage.
+fn frame_error(conn: &quinn::Connection, e: FrameError) -> ChatError {
+    match e {
+        FrameError::Io(io) => match conn.close_reason() {
+            Some(closed) => connection_error(closed),
+            None => ChatError::ConnectionLost(io.to_string()),
+        },
+        other => ChatError::Protocol(other.to_string()),
+    }
+}
+
+/// Maps how a connection ended to what the user should read.
+fn connection_error(e: quinn::ConnectionError) -> ChatError {
+    use quinn::ConnectionError as E;
+    match e {
+        // 0x100..=0x1ff: a TLS alert. The acceptor's TLS refused our certificate.
+        E::ConnectionClosed(close) if is_crypto(close.error_code) => {
+            ChatError::TlsRejected(close.to_string())
+        }
+        E::TransportError(err) if is_crypto(err.code) => ChatError::TlsRejected(err.to_string()),
+        E::ApplicationClosed(close) => ChatError::ConnectionLost(format!(
+            "the other side closed the connection: {}",
+            application_close_text(&close)
+        )),
+        E::TimedOut => ChatError::ConnectionLost("the other side stopped answering".into()),
+        other => ChatError::ConnectionLost(other.to_string()),
+    }
+}
+
+fn is_crypto(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+fn unexpected(msg: &PeerMsg, wanted: &str) -> ChatError {
+    let got = match msg {
+        PeerMsg::Connect { .. } => "a connect request",
+        PeerMsg::Accepted { .. } => "an acceptance",
+        PeerMsg::Refused { .. } => "a refusal",
+        PeerMsg::KeyShare(_) => "a key share",
+        PeerMsg::Sealed(_) => "a sealed message",
+    };
+    ChatError::Protocol(format!("expected {wanted}, got {got}"))
+}
+
+/// Closes the connection after a failed handshake, with a code that says why. A refusal
+/// we received is closed by us (the acceptor waits for that); one we sent was closed
+/// when the dialer read it, or is closed here after the wait.
+fn close_after(conn: &quinn::Connection, e: &ChatError) {
+    let code = match e {
+        ChatError::Refused(_) | ChatError::RefusedIncoming { .. } => CODE_REFUSED,
+        ChatError::Timeout(_) => CODE_TIMEOUT,
+        ChatError::Protocol(_) | ChatError::Handshake(_) | ChatError::WrongKey => CODE_VIOLATION,
+        _ => CODE_ABORT,
+    };
+    conn.close(code, close_reason_bytes(&e.to_string()));
+}
+
+/// A name from the network, made safe to print: escaped and at most 40 characters.
+fn printable(name: &str) -> String {
+    const MAX: usize = 40;
+    let mut out: String = name
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
+    if name.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn info(user: &str, key: PublicKey, observed: &str, reported: &[&str]) -> PeerInfo {
+        PeerInfo {
+            user: user.into(),
+            identity: key,
+            observed: observed.parse().unwrap(),
+            addresses: reported.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    fn key() -> PublicKey {
+        Identity::generate().public()
+    }
+
+    #[test]
+    fn accepts_the_directory_record() {
+        let k = key();
+        let ali = info("ali", k, "203.0.113.5:4000", &["192.168.1.9:4000"]);
+        let from_public = "203.0.113.5:4000".parse().unwrap();
+        let from_lan = "192.168.1.9:4000".parse().unwrap();
+        assert_eq!(verify_initiator("ali", &k, from_public, Some(&ali)), Ok(()));
+        assert_eq!(verify_initiator("ali", &k, from_lan, Some(&ali)), Ok(()));
+    }
+
+    #[test]
+    fn unknown_initiator() {
+        let k = key();
+        let addr = "203.0.113.5:4000".parse().unwrap();
+        assert_eq!(
+            verify_initiator("ali", &k, addr, None),
+            Err(ConnectRefusal::UnknownInitiator)
+        );
+        // The directory answered about another user: never good enough.
+        let bob = info("bob", k, "203.0.113.5:4000", &[]);
+        assert_eq!(
+            verify_initiator("ali", &k, addr, Some(&bob)),
+            Err(ConnectRefusal::UnknownInitiator)
+        );
+    }
+
+    #[test]
+    fn key_mismatch_wins_over_address() {
+        let ali = info("ali", key(), "203.0.113.5:4000", &[]);
+        let mallory_key = key();
+        let elsewhere = "198.51.100.7:5000".parse().unwrap();
+        assert_eq!(
+            verify_initiator("ali", &mallory_key, elsewhere, Some(&ali)),
+            Err(ConnectRefusal::KeyMismatch)
+        );
+        let same_addr = "203.0.113.5:4000".parse().unwrap();
+        assert_eq!(
+            verify_initiator("ali", &mallory_key, same_addr, Some(&ali)),
+            Err(ConnectRefusal::KeyMismatch)
+        );
+    }
+
+    #[test]
+    fn address_mismatch() {
+        let k = key();
+        let ali = info("ali", k, "203.0.113.5:4000", &["192.168.1.9:4000"]);
+        for other in ["203.0.113.5:4001", "203.0.113.6:4000", "10.0.0.1:4000"] {
+            assert_eq!(
+                verify_initiator("ali", &k, other.parse().unwrap(), Some(&ali)),
+                Err(ConnectRefusal::AddressMismatch),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_compare_as_ipv4() {
+        let k = key();
+        let mapped = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 5).to_ipv6_mapped().into(), 4000);
+        // Connection seen on a dual-stack socket, directory lists IPv4.
+        let ali = info("ali", k, "203.0.113.5:4000", &[]);
+        assert_eq!(verify_initiator("ali", &k, mapped, Some(&ali)), Ok(()));
+        // And the other way round.
+        let ali_mapped = PeerInfo {
+            observed: mapped,
+            ..ali
+        };
+        let plain = "203.0.113.5:4000".parse().unwrap();
+        assert_eq!(
+            verify_initiator("ali", &k, plain, Some(&ali_mapped)),
+            Ok(())
+        );
+        // A real IPv6 address is not confused with anything IPv4.
+        let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 4000);
+        assert_eq!(
+            verify_initiator("ali", &k, v6, Some(&ali_mapped)),
+            Err(ConnectRefusal::AddressMismatch)
+        );
+    }
+
+    #[test]
+    fn canonical_addr_drops_flow_info() {
+        let a: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
+        let with_flow = match a {
+            SocketAddr::V6(v6) => SocketAddr::V6(std::net::SocketAddrV6::new(*v6.ip(), 4000, 7, 0)),
+            v4 => v4,
+        };
+        assert_ne!(a, with_flow);
+        assert_eq!(canonical_addr(a), canonical_addr(with_flow));
+    }
+
+    #[test]
+    fn printable_names_are_escaped_and_short() {
+        assert_eq!(printable("ali"), "ali");
+        assert_eq!(printable("a\nb"), "a\\nb");
+        let long = "x".repeat(100);
+        assert_eq!(printable(&long).chars().count(), 41);
+    }
+}

@@ -1,0 +1,186 @@
+//! Staying logged in to the directory.
+//!
+//! A [`Link`] owns the current [`DirectoryClient`]. When the connection breaks (the
+//! directory restarted, the network changed) [`Link::keep_alive`] logs back in with the
+//! session ticket and an identity-key signature alone, with exponential back-off and
+//! jitter so that thousands of peers do not all return in the same millisecond. The
+//! password is never kept: it is used once at [`Link::login`] and dropped.
+//!
+//! Chats in progress do not depend on the link: they run directly between the peers.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proto::message::{Event, OnlineUser, PeerInfo};
+use proto::{Identity, PublicKey};
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+use crate::directory_client::{ClientError, DirectoryClient, Grant};
+
+/// First delay before logging back in; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest delay between attempts to log back in.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What happened to the directory session, for the user interface.
+#[derive(Debug, Clone)]
+pub enum LinkEvent {
+    /// The connection broke; logging back in.
+    Lost { reason: String },
+    /// Logged back in.
+    Restored,
+    /// Cannot log back in without the user (ticket refused, key changed, forced out).
+    GaveUp { reason: String },
+    /// The directory said something (shutdown notice, forced logout).
+    Directory(Event),
+}
+
+/// A logged-in directory session that survives reconnects.
+pub struct Link {
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    directory_key: PublicKey,
+    user: String,
+    identity: Arc<Identity>,
+    addresses: Vec<SocketAddr>,
+    client: Mutex<Arc<DirectoryClient>>,
+    ticket: Mutex<Zeroizing<Vec<u8>>>,
+    admin: bool,
+}
+
+impl Link {
+    /// Logs in with the password over an already connected client.
+    pub async fn login(
+        endpoint: quinn::Endpoint,
+        client: DirectoryClient,
+        user: &str,
+        password: Zeroizing<String>,
+        identity: Arc<Identity>,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<(Arc<Self>, Grant), ClientError> {
+        let grant = client
+            .login(user, &password, &identity, addresses.clone())
+            .await?;
+        drop(password);
+        let link = Arc::new(Self {
+            endpoint,
+            addr: client.addr(),
+            directory_key: client.directory_key(),
+            user: grant.user.clone(),
+            identity,
+            addresses,
+            client: Mutex::new(Arc::new(client)),
+            ticket: Mutex::new(grant.ticket.clone()),
+            admin: grant.admin,
+        });
+        Ok((link, grant))
+    }
+
+    /// The user name logged in.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Whether the account is an administrator.
+    pub fn admin(&self) -> bool {
+        self.admin
+    }
+
+    /// The current directory connection.
+    pub fn client(&self) -> Arc<DirectoryClient> {
+        self.client.lock().expect("link lock").clone()
+    }
+
+    /// Looks `user` up at the directory.
+    pub async fn lookup(&self, user: &str) -> Result<Option<PeerInfo>, ClientError> {
+        self.client().lookup(user).await
+    }
+
+    /// Who is online.
+    pub async fn who(&self) -> Result<Vec<OnlineUser>, ClientError> {
+        self.client().who().await
+    }
+
+    /// Logs out and closes the directory connection.
+    pub async fn logout(&self) {
+        let client = self.client();
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.logout()).await;
+        client.close();
+    }
+
+    /// Watches the connection and logs back in with the ticket whenever it breaks, until
+    /// the ticket is refused or the directory forces us out. Reports to `events`.
+    pub async fn keep_alive(self: Arc<Self>, events: mpsc::Sender<LinkEvent>) {
+        loop {
+            let client = self.client();
+            if let Some(mut pushed) = client.take_events() {
+                let events = events.clone();
+                tokio::spawn(async move {
+                    while let Some(e) = pushed.recv().await {
+                        let _ = events.send(LinkEvent::Directory(e)).await;
+                    }
+                });
+            }
+            let reason = client.closed().await;
+            if client.forced_out() {
+                let _ = events.send(LinkEvent::GaveUp { reason }).await;
+                return;
+            }
+            let _ = events.send(LinkEvent::Lost { reason }).await;
+            match self.relogin().await {
+                Ok(()) => {
+                    let _ = events.send(LinkEvent::Restored).await;
+                }
+                Err(e) => {
+                    let _ = events
+                        .send(LinkEvent::GaveUp {
+                            reason: e.to_string(),
+                        })
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reconnects and resumes with the ticket, retrying with back-off while the
+    /// directory is unreachable. Gives up on refusals (they will not change by retrying).
+    async fn relogin(&self) -> Result<(), ClientError> {
+        let mut delay = FIRST_BACKOFF;
+        loop {
+            tokio::time::sleep(jitter(delay)).await;
+            delay = (delay * 2).min(MAX_BACKOFF);
+            let client =
+                match DirectoryClient::connect(&self.endpoint, self.addr, Some(self.directory_key))
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e @ ClientError::FingerprintChanged { .. }) => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "directory still unreachable");
+                        continue;
+                    }
+                };
+            let ticket = self.ticket.lock().expect("link lock").clone();
+            match client
+                .resume(&self.user, &ticket, &self.identity, self.addresses.clone())
+                .await
+            {
+                Ok(grant) => {
+                    *self.ticket.lock().expect("link lock") = grant.ticket;
+                    *self.client.lock().expect("link lock") = Arc::new(client);
+                    return Ok(());
+                }
+                Err(e @ ClientError::Refused { .. }) => return Err(e),
+                Err(e) => tracing::debug!(error = %e, "resume failed; retrying"),
+            }
+        }
+    }
+}
+
+/// `delay` scaled by a random factor in [0.5, 1.5).
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(0.5 + rand::random::<f64>())
+}

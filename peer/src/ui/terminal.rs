@@ -1,0 +1,180 @@
+//! The interactive front end: a line editor on a terminal.
+//!
+//! rustyline reads lines on a thread of its own; notes are printed through its external
+//! printer, above the line being typed, so an incoming message never wrecks it. The
+//! editor reads one line at a time, when the app says it is [`Output::ready`], so the
+//! prompt always matches the state ("Enter destination user ID:" or "> ").
+
+use std::sync::Mutex;
+use std::sync::mpsc as std_mpsc;
+
+use rustyline::ExternalPrinter;
+use rustyline::error::ReadlineError;
+use tokio::sync::mpsc;
+
+use super::{Direction, Input, Note, Output};
+
+/// Notes go through rustyline's printer; prompts go to the reading thread.
+pub struct TerminalOutput {
+    printer: Mutex<Box<dyn ExternalPrinter + Send>>,
+    prompts: Mutex<std_mpsc::Sender<String>>,
+}
+
+/// Starts the line editor, which sends what the user types to `tx`.
+pub fn start(tx: mpsc::Sender<Input>) -> Result<TerminalOutput, ReadlineError> {
+    let mut editor = rustyline::DefaultEditor::new()?;
+    let printer = editor.create_external_printer()?;
+    let (prompt_tx, prompt_rx) = std_mpsc::channel::<String>();
+    std::thread::Builder::new()
+        .name("line-editor".into())
+        .spawn(move || {
+            while let Ok(prompt) = prompt_rx.recv() {
+                let input = match editor.readline(&prompt) {
+                    Ok(line) => {
+                        if !line.trim().is_empty() {
+                            let _ = editor.add_history_entry(line.as_str());
+                        }
+                        Input::Line(line)
+                    }
+                    Err(ReadlineError::Interrupted) => Input::Interrupt,
+                    Err(_) => Input::Eof,
+                };
+                let eof = input == Input::Eof;
+                if tx.blocking_send(input).is_err() || eof {
+                    return;
+                }
+            }
+        })
+        .map_err(ReadlineError::Io)?;
+    Ok(TerminalOutput {
+        printer: Mutex::new(Box::new(printer)),
+        prompts: Mutex::new(prompt_tx),
+    })
+}
+
+/// Renders a note for a person.
+pub fn render(note: &Note) -> String {
+    match note {
+        Note::LoggedIn {
+            user,
+            directory_fingerprint,
+            first_contact,
+            ..
+        } => {
+            let mut s = format!("Login: {user} ... Logged in.");
+            if *first_contact {
+                s.push_str(&format!(
+                    "\nFirst contact with this directory: pinned its key {directory_fingerprint}"
+                ));
+            }
+            s
+        }
+        Note::Listening { addr } => format!("Listening for chats on {addr}"),
+        Note::Connecting { peer } => format!("Connecting to {peer} ..."),
+        Note::Connected {
+            peer,
+            key,
+            direction: Direction::Outgoing,
+            ..
+        } => format!(
+            "Connection established with {peer} (key {} ...), type your messages",
+            key.fingerprint().short()
+        ),
+        Note::Connected {
+            peer,
+            key,
+            direction: Direction::Incoming,
+            current,
+        } => {
+            if *current {
+                format!(
+                    "Connection received from user {peer} (key {} ...), type your messages",
+                    key.fingerprint().short()
+                )
+            } else {
+                format!("Connection received from user {peer}; /switch {peer} to talk to them")
+            }
+        }
+        Note::Switched { peer } => format!("Now chatting with {peer}"),
+        Note::Message { peer, text, .. } => format!("{peer}: {text}"),
+        Note::Sent { .. } => String::new(),
+        Note::Delivered { .. } => "  \u{2713} delivered".to_string(),
+        Note::Ended {
+            peer,
+            reason,
+            clean,
+            undelivered,
+        } => {
+            let mut s = if *clean {
+                format!("Connection ended ({peer})")
+            } else {
+                format!("Connection ended ({peer}): {reason}")
+            };
+            for (_, text) in undelivered {
+                s.push_str(&format!("\n  \u{2717} not delivered: {text}"));
+            }
+            s
+        }
+        Note::ConnectFailed { peer, reason } => format!("Could not connect to {peer}: {reason}"),
+        Note::IncomingRefused { peer, reason } => match peer {
+            Some(p) => format!("Refused a connection claiming to be {p}: {reason}"),
+            None => format!("Refused a connection: {reason}"),
+        },
+        Note::Who { users } => {
+            if users.is_empty() {
+                return "Nobody is online.".to_string();
+            }
+            let mut s = format!("{} online:", users.len());
+            for u in users {
+                s.push_str(&format!(
+                    "\n  {:<20} {}",
+                    u.user,
+                    human_duration(u.online_secs)
+                ));
+            }
+            s
+        }
+        Note::Fingerprint { user, key, peer } => {
+            let mut s = format!("Your key ({user}): {}", key.fingerprint());
+            if let Some((name, their, safety)) = peer {
+                s.push_str(&format!(
+                    "\n{name}'s key:   {}\nSafety number: {safety}\nCompare it with {name} in person or by phone; it matches only if neither key was swapped.",
+                    their.fingerprint()
+                ));
+            }
+            s
+        }
+        Note::Info(text) => text.clone(),
+        Note::Warning(text) => format!("WARNING: {text}"),
+        Note::Error(text) => format!("Error: {text}"),
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+impl Output for TerminalOutput {
+    fn show(&self, note: &Note) {
+        let text = render(note);
+        if text.is_empty() {
+            return;
+        }
+        if let Ok(mut p) = self.printer.lock()
+            && p.print(text.clone()).is_ok()
+        {
+            return;
+        }
+        println!("{text}");
+    }
+
+    fn ready(&self, prompt: &str) {
+        if let Ok(tx) = self.prompts.lock() {
+            let _ = tx.send(prompt.to_string());
+        }
+    }
+}
