@@ -1,1 +1,208 @@
-//! harness
+//! Harness shared by the end-to-end tests (`tests/*.rs`) and the examples.
+//!
+//! Everything here is real: a [`directory::Directory`] on 127.0.0.1 port 0 with its SQLite
+//! file in a temporary directory, and peers that log in through the real protocol and
+//! run the real [`peer::app::App`]. The only stand-in is the user: a [`TestPeer`] types
+//! lines into the app and reads what the app shows them from a channel, with timeouts
+//! instead of sleeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use peer::app::{App, Start};
+use peer::login::{Credentials, Options};
+use peer::ui::{Input, Note, Output};
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+/// How long a test waits for something that should happen, before failing.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The password every test user gets unless a test says otherwise.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A directory on a temporary data directory, listening on 127.0.0.1 (random port).
+pub struct TestDirectory {
+    pub server: directory::Directory,
+    pub data: tempfile::TempDir,
+}
+
+impl TestDirectory {
+    /// Starts a directory with test-friendly settings (cheap password hashing).
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a directory, letting the caller adjust the configuration first.
+    pub async fn start_with(adjust: impl FnOnce(&mut directory::Config)) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let server = directory::Directory::start(Self::config(data.path(), adjust)).await?;
+        Ok(Self { server, data })
+    }
+
+    fn config(
+        path: &std::path::Path,
+        adjust: impl FnOnce(&mut directory::Config),
+    ) -> directory::Config {
+        let mut config = directory::Config::new(path);
+        config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        config.password_cost = directory::PasswordCost::insecure_fast();
+        adjust(&mut config);
+        config
+    }
+
+    /// Stops the directory and starts it again on the same data directory (same port).
+    pub async fn restart(self) -> anyhow::Result<Self> {
+        let addr = self.server.local_addr();
+        let data = self.data;
+        self.server.shutdown().await;
+        let server =
+            directory::Directory::start(Self::config(data.path(), |c| c.listen = addr)).await?;
+        Ok(Self { server, data })
+    }
+
+    /// The address peers dial.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Adds accounts with [`PASSWORD`].
+    pub async fn add_users(&self, names: &[&str]) -> anyhow::Result<()> {
+        for name in names {
+            self.server.add_user(name, PASSWORD, false).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends every note into a channel (the test reads it).
+pub struct ChannelOutput(mpsc::UnboundedSender<Note>);
+
+impl Output for ChannelOutput {
+    fn show(&self, note: &Note) {
+        let _ = self.0.send(note.clone());
+    }
+}
+
+/// Options for a peer with its own profile directory, logging in as `user`.
+pub fn options(
+    dir: &TestDirectory,
+    profile: &std::path::Path,
+    user: &str,
+    password: &str,
+) -> Options {
+    Options {
+        profile: profile.to_path_buf(),
+        directory: Some(dir.addr().to_string()),
+        directory_fingerprint: None,
+        credentials: Credentials {
+            user: Some(user.to_string()),
+            password: Some(Zeroizing::new(password.to_string())),
+            password_file: None,
+        },
+    }
+}
+
+/// A logged-in peer running the real app, driven like a script would drive it.
+pub struct TestPeer {
+    pub name: String,
+    pub profile: tempfile::TempDir,
+    input: mpsc::Sender<Input>,
+    notes: mpsc::UnboundedReceiver<Note>,
+    /// Every note seen so far, for failure messages.
+    pub seen: Vec<Note>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestPeer {
+    /// Logs `name` in (password [`PASSWORD`]) and starts the app.
+    pub async fn start(dir: &TestDirectory, name: &str, start: Start) -> anyhow::Result<Self> {
+        let profile = tempfile::tempdir()?;
+        Self::start_in(dir, name, profile, start).await
+    }
+
+    /// Like [`TestPeer::start`], reusing a profile directory (pinned keys survive).
+    pub async fn start_in(
+        dir: &TestDirectory,
+        name: &str,
+        profile: tempfile::TempDir,
+        start: Start,
+    ) -> anyhow::Result<Self> {
+        let opts = options(dir, profile.path(), name, PASSWORD);
+        let online = peer::login::login(&opts, "127.0.0.1:0".parse()?)
+            .await
+            .with_context(|| format!("{name} logs in"))?;
+        let (note_tx, notes) = mpsc::unbounded_channel();
+        let (input, input_rx) = mpsc::channel(256);
+        let out = Arc::new(ChannelOutput(note_tx));
+        let task = tokio::spawn(App::new(online, out, false).run(input_rx, start));
+        Ok(Self {
+            name: name.to_string(),
+            profile,
+            input,
+            notes,
+            seen: Vec::new(),
+            task,
+        })
+    }
+
+    /// Types one line (a message or a slash command).
+    pub async fn say(&self, line: &str) {
+        self.input
+            .send(Input::Line(line.to_string()))
+            .await
+            .expect("app is running");
+    }
+
+    /// Presses Ctrl-C.
+    pub async fn interrupt(&self) {
+        self.input
+            .send(Input::Interrupt)
+            .await
+            .expect("app is running");
+    }
+
+    /// Waits for the first note matching `pred` (others are kept in `seen`).
+    pub async fn expect(&mut self, what: &str, pred: impl Fn(&Note) -> bool) -> Note {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.notes.recv()).await {
+                Ok(Some(note)) => {
+                    self.seen.push(note.clone());
+                    if pred(&note) {
+                        return note;
+                    }
+                }
+                Ok(None) => panic!(
+                    "{}: app ended while waiting for {what}; seen: {:#?}",
+                    self.name, self.seen
+                ),
+                Err(_) => panic!(
+                    "{}: timed out waiting for {what}; seen: {:#?}",
+                    self.name, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for a message from `from` with exactly `text`.
+    pub async fn expect_message(&mut self, from: &str, text: &str) {
+        self.expect(
+            &format!("message {text:?} from {from}"),
+            |n| matches!(n, Note::Message { peer, text: t, .. } if peer == from && t == text),
+        )
+        .await;
+    }
+
+    /// Quits (end of input) and waits for the app to finish logging out.
+    pub async fn quit(self) {
+        let _ = self.input.send(Input::Eof).await;
+        let _ = tokio::time::timeout(WAIT, self.task).await;
+    }
+
+    /// Kills the peer abruptly: the app task is aborted, nothing is said to anyone.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,251 @@
+//! The audit trail: who registered, logged in, failed, got locked out, looked whom up,
+//! and what the operator did.
+//!
+//! Each [`AuditEvent`] becomes a `tracing` event with target `audit` (so it shows on the
+//! console and can be filtered with `RUST_LOG=audit=info`) and one line appended to
+//! `<data>/audit.log` (mode 0600). The file is written by its own thread behind a bounded
+//! queue, so recording never blocks a runtime thread; if the queue is ever full the line
+//! is dropped from the file (the tracing event still goes out) and a warning says so.
+//!
+//! Never a password, a password hash or a ticket. User names that fail the name rules
+//! (anyone can send any bytes as a name) are escaped and shortened, so a log line is
+//! always one line.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use proto::PublicKey;
+
+use crate::clock;
+
+/// File name of the audit log inside the data directory.
+pub const AUDIT_FILE: &str = "audit.log";
+
+/// Lines waiting for the writer thread at most.
+const QUEUE: usize = 4096;
+
+/// Something worth an audit line. Fields mean the same everywhere: `user` is the account
+/// name as the client sent it, `ip` the source address, `key` an identity key (logged as
+/// its short fingerprint), `reason` a fixed word saying why something failed.
+#[derive(Debug, Clone)]
+pub enum AuditEvent {
+    /// A peer created an account.
+    Registered { user: String, ip: IpAddr },
+    /// A registration was refused.
+    RegisterRefused {
+        user: String,
+        ip: IpAddr,
+        reason: &'static str,
+    },
+    /// A password login succeeded.
+    LoginOk {
+        user: String,
+        ip: IpAddr,
+        key: PublicKey,
+    },
+    /// A password login failed.
+    LoginFailed {
+        user: String,
+        ip: IpAddr,
+        reason: &'static str,
+    },
+    /// An account was locked after too many failures.
+    AccountLocked { user: String, ip: IpAddr, secs: u64 },
+    /// A source address was blocked after too many failures.
+    SourceBlocked { ip: IpAddr, secs: u64 },
+    /// An account's identity key was registered on its first login.
+    KeyRegistered { user: String, key: PublicKey },
+    /// A ticket login succeeded.
+    Resumed { user: String, ip: IpAddr },
+    /// A ticket login failed.
+    ResumeFailed {
+        user: String,
+        ip: IpAddr,
+        reason: &'static str,
+    },
+    /// A session ended on request.
+    LoggedOut { user: String },
+    /// A session was ended because the user logged in elsewhere or by the operator.
+    ForcedLogout { user: String, reason: String },
+    /// A lookup.
+    Lookup {
+        requester: Option<String>,
+        target: String,
+        found: bool,
+    },
+    /// An operator action (from the CLI or the library API).
+    Admin { action: &'static str, user: String },
+}
+
+impl fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use AuditEvent::*;
+        match self {
+            Registered { user, ip } => write!(f, "register user={} ip={ip}", name(user)),
+            RegisterRefused { user, ip, reason } => write!(
+                f,
+                "register_refused user={} ip={ip} reason={reason}",
+                name(user)
+            ),
+            LoginOk { user, ip, key } => write!(
+                f,
+                "login_ok user={} ip={ip} key={}",
+                name(user),
+                key.fingerprint().short().replace(' ', "")
+            ),
+            LoginFailed { user, ip, reason } => write!(
+                f,
+                "login_failed user={} ip={ip} reason={reason}",
+                name(user)
+            ),
+            AccountLocked { user, ip, secs } => {
+                write!(f, "lockout user={} ip={ip} secs={secs}", name(user))
+            }
+            SourceBlocked { ip, secs } => write!(f, "source_blocked ip={ip} secs={secs}"),
+            KeyRegistered { user, key } => write!(
+                f,
+                "key_registered user={} key={}",
+                name(user),
+                key.fingerprint().short().replace(' ', "")
+            ),
+            Resumed { user, ip } => write!(f, "resume_ok user={} ip={ip}", name(user)),
+            ResumeFailed { user, ip, reason } => write!(
+                f,
+                "resume_failed user={} ip={ip} reason={reason}",
+                name(user)
+            ),
+            LoggedOut { user } => write!(f, "logout user={}", name(user)),
+            ForcedLogout { user, reason } => {
+                write!(f, "forced_logout user={} reason={reason:?}", name(user))
+            }
+            Lookup {
+                requester,
+                target,
+                found,
+            } => write!(
+                f,
+                "lookup by={} target={} found={found}",
+                requester.as_deref().map(name).unwrap_or_else(|| "-".into()),
+                name(target)
+            ),
+            Admin { action, user } => write!(f, "admin action={action} user={}", name(user)),
+        }
+    }
+}
+
+/// A user name as it may appear in a log line: valid names as they are, anything else
+/// escaped, quoted and cut to a few dozen characters.
+fn name(user: &str) -> String {
+    if proto::names::check_username(user).is_ok() {
+        user.to_string()
+    } else {
+        let short: String = user.chars().take(40).collect();
+        format!("{short:?}")
+    }
+}
+
+/// Records audit events to tracing and to the audit log file.
+pub struct Audit {
+    lines: Mutex<Option<SyncSender<String>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Audit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Audit")
+    }
+}
+
+impl Audit {
+    /// Appends to the audit log at `path` (created 0600 if missing).
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open audit log {}", path.display()))?;
+        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    if let Err(e) = file.write_all(line.as_bytes()) {
+                        tracing::error!("cannot write the audit log: {e}");
+                    }
+                }
+                let _ = file.sync_all();
+            })
+            .context("cannot start the audit writer")?;
+        Ok(Self {
+            lines: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Records one event.
+    pub fn record(&self, event: AuditEvent) {
+        let line = event.to_string();
+        tracing::info!(target: "audit", "{line}");
+        let sender = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = sender.as_ref() {
+            let stamped = format!("{} {line}\n", clock::format_utc(clock::unix_now()));
+            match tx.try_send(stamped) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!("audit log queue full; a line was not written to the file")
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    /// Writes out queued lines and closes the file. Later events only go to tracing.
+    pub async fn close(&self) {
+        drop(self.lines.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_reach_the_file_without_secrets_or_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let audit = Audit::open(&path).unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        audit.record(AuditEvent::LoginFailed {
+            user: "ali".into(),
+            ip,
+            reason: "bad_password",
+        });
+        audit.record(AuditEvent::LoginFailed {
+            user: "evil\nadmin action=remove".into(),
+            ip,
+            reason: "bad_credentials",
+        });
+        audit.close().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with("login_failed user=ali ip=192.0.2.7 reason=bad_password"));
+        assert!(
+            lines[1].contains(r#"user="evil\nadmin action=remove""#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,709 @@
+//! Authentication: `Register`, `Login` (password + key signature) and `Resume` (ticket +
+//! key signature), each turned into exactly one [`Reply`].
+//!
+//! Order of checks in a login, cheapest first, so that a flood costs us little:
+//! source rate limit → key signature over this connection's nonce → name and password
+//! shape → account (an unknown name still pays for a dummy argon2 verify, so timing does
+//! not tell which names exist) → account lockout → password → identity key → ticket and
+//! presence. A resume never touches argon2: it is the cheap path for reconnect storms.
+//!
+//! Every outcome is audited; passwords and tickets never are.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use proto::message::{Refusal, Reply, login_transcript, resume_transcript};
+use proto::names;
+use proto::{PublicKey, Signature};
+
+use crate::audit::AuditEvent;
+use crate::clock::unix_now;
+use crate::presence::{ConnHandle, Session};
+use crate::state::Shared;
+use crate::store::StoreError;
+use crate::ticket::{self, TicketRecord};
+
+/// What authentication needs to know about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The peer's address as we see it (IPv4-mapped addresses already unmapped).
+    pub remote: SocketAddr,
+    /// This connection's nonce from `Welcome`.
+    pub nonce: &'a [u8; 32],
+    /// How presence reaches this connection.
+    pub conn: &'a ConnHandle,
+}
+
+impl Origin<'_> {
+    fn ip(&self) -> IpAddr {
+        self.remote.ip()
+    }
+}
+
+/// A reply, and the session it opened if it was `Granted`.
+pub type Outcome = (Reply, Option<Session>);
+
+/// Handles `Register`.
+pub async fn register(
+    shared: &Shared,
+    origin: Origin<'_>,
+    user: &str,
+    password: &str,
+    identity: PublicKey,
+) -> Reply {
+    let ip = origin.ip();
+    let refuse = |reason: Refusal, why: &'static str| {
+        shared.audit.record(AuditEvent::RegisterRefused {
+            user: user.to_string(),
+            ip,
+            reason: why,
+        });
+        refused(reason)
+    };
+    if !shared.config.open_registration {
+        return refuse(Refusal::RegistrationClosed, "closed");
+    }
+    if let Err(wait) = shared.sources.check(ip, Instant::now()) {
+        shared.audit.record(AuditEvent::RegisterRefused {
+            user: user.to_string(),
+            ip,
+            reason: "source_blocked",
+        });
+        return locked_out(wait.as_secs().max(1));
+    }
+    // Each registration costs an argon2 hash and a row: count it against the source like
+    // a failure, so one address cannot create accounts (or burn CPU) without bound.
+    note_source_failure(shared, ip);
+    if names::check_username(user).is_err()
+        || names::check_new_password(password).is_err()
+        || !identity.is_valid()
+    {
+        return refuse(Refusal::Invalid, "invalid");
+    }
+    match shared.store.account(user).await {
+        Ok(Some(_)) => return refuse(Refusal::UserExists, "exists"),
+        Ok(None) => {}
+        Err(e) => return internal(e),
+    }
+    let hash = match shared.passwords.hash(password).await {
+        Ok(hash) => hash,
+        Err(e) => return internal(e),
+    };
+    let account = crate::store::Account {
+        name: user.to_string(),
+        password_hash: hash,
+        identity: Some(identity),
+        admin: false,
+        lock: Default::default(),
+        created_at: unix_now(),
+    };
+    match shared.store.create_account(account).await {
+        Ok(()) => {
+            shared.audit.record(AuditEvent::Registered {
+                user: user.to_string(),
+                ip,
+            });
+            Reply::Registered {
+                user: user.to_string(),
+            }
+        }
+        Err(StoreError::Exists(_)) => refuse(Refusal::UserExists, "exists"),
+        Err(e) => internal(e),
+    }
+}
+
+/// Handles `Login`.
+pub async fn login(
+    shared: &Shared,
+    origin: Origin<'_>,
+    user: &str,
+    password: &str,
+    identity: PublicKey,
+    signature: &Signature,
+    addresses: Vec<SocketAddr>,
+) -> Outcome {
+    let ip = origin.ip();
+    let policy = shared.config.lockout;
+    let fail = |reason: &'static str| {
+        shared.audit.record(AuditEvent::LoginFailed {
+            user: user.to_string(),
+            ip,
+            reason,
+        });
+    };
+
+    if let Err(wait) = shared.sources.check(ip, Instant::now()) {
+        fail("source_blocked");
+        return (locked_out(wait.as_secs().max(1)), None);
+    }
+    let transcript = login_transcript(origin.nonce, user, &identity);
+    if identity.verify(&transcript, signature).is_err() {
+        fail("bad_signature");
+        note_source_failure(shared, ip);
+        return (refused(Refusal::BadSignature), None);
+    }
+    // What a fresh account would answer, for names that cannot or do not exist.
+    let unknown = || Reply::Refused {
+        reason: Refusal::BadCredentials,
+        attempts_left: Some(policy.max_failures.saturating_sub(1)),
+        retry_after_secs: None,
+    };
+    if names::check_username(user).is_err() || names::check_password_len(password).is_err() {
+        let _ = shared.passwords.verify_dummy("").await;
+        fail("unknown_user");
+        note_source_failure(shared, ip);
+        return (unknown(), None);
+    }
+    let account = match shared.store.account(user).await {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            let _ = shared.passwords.verify_dummy(password).await;
+            fail("unknown_user");
+            note_source_failure(shared, ip);
+            return (unknown(), None);
+        }
+        Err(e) => return (internal(e), None),
+    };
+    let now = unix_now();
+    if let Some(secs) = policy.locked_for(&account.lock, now) {
+        // Locked: the password is not even checked, right or wrong.
+        fail("locked");
+        return (locked_out(secs), None);
+    }
+    match shared
+        .passwords
+        .verify(password, &account.password_hash)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            fail("bad_password");
+            note_source_failure(shared, ip);
+            let state = match shared.store.record_failure(user, now, policy).await {
+                Ok(Some(state)) => state,
+                Ok(None) => return (unknown(), None),
+                Err(e) => return (internal(e), None),
+            };
+            if let Some(secs) = policy.locked_for(&state, now) {
+                shared.audit.record(AuditEvent::AccountLocked {
+                    user: user.to_string(),
+                    ip,
+                    secs,
+                });
+            }
+            let reply = Reply::Refused {
+                reason: Refusal::BadCredentials,
+                attempts_left: Some(policy.attempts_left(&state)),
+                retry_after_secs: None,
+            };
+            return (reply, None);
+        }
+        Err(e) => return (internal(e), None),
+    }
+
+    // The password is right; now the key.
+    match account.identity {
+        Some(key) if key != identity => {
+            fail("key_mismatch");
+            return (refused(Refusal::KeyMismatch), None);
+        }
+        Some(_) => {}
+        None => match shared.store.set_identity_if_unset(user, identity).await {
+            Ok(Some(key)) if key == identity => {
+                shared.audit.record(AuditEvent::KeyRegistered {
+                    user: user.to_string(),
+                    key,
+                });
+            }
+            // Another login registered a different key a moment ago.
+            Ok(Some(_)) => {
+                fail("key_mismatch");
+                return (refused(Refusal::KeyMismatch), None);
+            }
+            Ok(None) => return (unknown(), None),
+            Err(e) => return (internal(e), None),
+        },
+    }
+    if account.lock != Default::default()
+        && let Err(e) = shared.store.record_success(user).await
+    {
+        return (internal(e), None);
+    }
+    let outcome = grant(
+        shared,
+        origin,
+        user,
+        identity,
+        addresses,
+        account.admin,
+        None,
+    )
+    .await;
+    if outcome.1.is_some() {
+        shared.audit.record(AuditEvent::LoginOk {
+            user: user.to_string(),
+            ip,
+            key: identity,
+        });
+    }
+    outcome
+}
+
+/// Handles `Resume`.
+pub async fn resume(
+    shared: &Shared,
+    origin: Origin<'_>,
+    user: &str,
+    presented: &[u8],
+    signature: &Signature,
+    addresses: Vec<SocketAddr>,
+) -> Outcome {
+    let ip = origin.ip();
+    let fail = |reason: &'static str, refusal: Refusal| {
+        shared.audit.record(AuditEvent::ResumeFailed {
+            user: user.to_string(),
+            ip,
+            reason,
+        });
+        note_source_failure(shared, ip);
+        (refused(refusal), None)
+    };
+    if let Err(wait) = shared.sources.check(ip, Instant::now()) {
+        shared.audit.record(AuditEvent::ResumeFailed {
+            user: user.to_string(),
+            ip,
+            reason: "source_blocked",
+        });
+        return (locked_out(wait.as_secs().max(1)), None);
+    }
+    if presented.is_empty() || presented.len() > proto::message::MAX_TICKET {
+        return fail("malformed_ticket", Refusal::TicketInvalid);
+    }
+    let hash = ticket::hash(presented);
+    let record = match shared.store.ticket(hash).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return fail("unknown_ticket", Refusal::TicketInvalid),
+        Err(e) => return (internal(e), None),
+    };
+    let now = unix_now();
+    if record.user != user {
+        return fail("wrong_user", Refusal::TicketInvalid);
+    }
+    if record.is_expired(now) {
+        return fail("expired_ticket", Refusal::TicketInvalid);
+    }
+    let transcript = resume_transcript(origin.nonce, user, presented);
+    if record.identity.verify(&transcript, signature).is_err() {
+        return fail("bad_signature", Refusal::BadSignature);
+    }
+    let account = match shared.store.account(user).await {
+        Ok(Some(account)) => account,
+        Ok(None) => return fail("unknown_user", Refusal::TicketInvalid),
+        Err(e) => return (internal(e), None),
+    };
+    if let Some(secs) = shared.config.lockout.locked_for(&account.lock, now) {
+        shared.audit.record(AuditEvent::ResumeFailed {
+            user: user.to_string(),
+            ip,
+            reason: "locked",
+        });
+        return (locked_out(secs), None);
+    }
+    if account.identity != Some(record.identity) {
+        // The operator reset the key since the ticket was issued.
+        return fail("key_reset", Refusal::TicketInvalid);
+    }
+    let outcome = grant(
+        shared,
+        origin,
+        user,
+        record.identity,
+        addresses,
+        account.admin,
+        Some(hash),
+    )
+    .await;
+    if outcome.1.is_some() {
+        shared.audit.record(AuditEvent::Resumed {
+            user: user.to_string(),
+            ip,
+        });
+    } else if matches!(
+        outcome.0,
+        Reply::Refused {
+            reason: Refusal::TicketInvalid,
+            ..
+        }
+    ) {
+        return fail("ticket_reused", Refusal::TicketInvalid);
+    }
+    outcome
+}
+
+/// Issues a ticket (replacing `redeemed`, if resuming) and records presence.
+async fn grant(
+    shared: &Shared,
+    origin: Origin<'_>,
+    user: &str,
+    identity: PublicKey,
+    addresses: Vec<SocketAddr>,
+    admin: bool,
+    redeemed: Option<[u8; 32]>,
+) -> Outcome {
+    let now = unix_now();
+    let lifetime = shared.config.ticket_lifetime.as_secs();
+    let fresh = ticket::generate();
+    let record = TicketRecord {
+        hash: ticket::hash(&fresh),
+        user: user.to_string(),
+        identity,
+        expires_at: now.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+    };
+    let stored = match redeemed {
+        None => shared.store.insert_ticket(record, now).await.map(|()| true),
+        Some(old) => shared.store.replace_ticket(old, record).await,
+    };
+    match stored {
+        Ok(true) => {}
+        // Someone redeemed the same ticket a moment before us.
+        Ok(false) => return (refused(Refusal::TicketInvalid), None),
+        Err(e) => return (internal(e), None),
+    }
+    let session = shared.presence.login(
+        user,
+        identity,
+        origin.remote,
+        clean_addresses(addresses),
+        origin.conn.clone(),
+    );
+    let reply = Reply::Granted {
+        user: user.to_string(),
+        ticket: fresh.to_vec(),
+        ticket_lifetime_secs: lifetime,
+        observed: origin.remote,
+        admin,
+    };
+    (reply, Some(session))
+}
+
+/// At most [`proto::message::MAX_ADDRESSES`] distinct, dialable addresses.
+fn clean_addresses(addresses: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in addresses {
+        if out.len() >= proto::message::MAX_ADDRESSES {
+            break;
+        }
+        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+        if a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast() && !out.contains(&a)
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Counts a failure against the source; audits the block when it starts.
+fn note_source_failure(shared: &Shared, ip: IpAddr) {
+    if let Some(block) = shared.sources.record_failure(ip, Instant::now()) {
+        shared.audit.record(AuditEvent::SourceBlocked {
+            ip,
+            secs: block.as_secs(),
+        });
+    }
+}
+
+fn refused(reason: Refusal) -> Reply {
+    Reply::Refused {
+        reason,
+        attempts_left: None,
+        retry_after_secs: None,
+    }
+}
+
+fn locked_out(secs: u64) -> Reply {
+    Reply::Refused {
+        reason: Refusal::LockedOut,
+        attempts_left: Some(0),
+        retry_after_secs: Some(secs),
+    }
+}
+
+/// A storage or hashing failure: logged here, a generic error for the client.
+pub(crate) fn internal(e: impl std::fmt::Display) -> Reply {
+    tracing::error!("request failed: {e}");
+    Reply::Error {
+        code: proto::message::ErrorCode::Internal,
+        message: "the directory failed internally; try again".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Audit;
+    use crate::config::Config;
+    use crate::password::PasswordCost;
+    use crate::store::sqlite::SqliteStore;
+    use proto::Identity;
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        shared: Shared,
+        conn: ConnHandle,
+        _events: mpsc::Receiver<proto::message::Event>,
+        nonce: [u8; 32],
+        remote: SocketAddr,
+    }
+
+    impl Fixture {
+        async fn new(open_registration: bool) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = Config::new(dir.path());
+            config.password_cost = PasswordCost::insecure_fast();
+            config.open_registration = open_registration;
+            let store = SqliteStore::open(config.database_path()).await.unwrap();
+            let audit = Audit::open(&config.audit_path()).unwrap();
+            let shared = Shared::with_store(config, Arc::new(store), Arc::new(audit))
+                .await
+                .unwrap();
+            let (tx, rx) = mpsc::channel(1);
+            Self {
+                _dir: dir,
+                shared,
+                conn: ConnHandle { id: 1, events: tx },
+                _events: rx,
+                nonce: rand::random(),
+                remote: "192.0.2.10:4000".parse().unwrap(),
+            }
+        }
+
+        fn origin(&self) -> Origin<'_> {
+            Origin {
+                remote: self.remote,
+                nonce: &self.nonce,
+                conn: &self.conn,
+            }
+        }
+
+        async fn login(&self, user: &str, password: &str, id: &Identity) -> Outcome {
+            let sig = id.sign(&login_transcript(&self.nonce, user, &id.public()));
+            login(
+                &self.shared,
+                self.origin(),
+                user,
+                password,
+                id.public(),
+                &sig,
+                vec![],
+            )
+            .await
+        }
+
+        async fn resume(&self, user: &str, ticket: &[u8], id: &Identity) -> Outcome {
+            let sig = id.sign(&resume_transcript(&self.nonce, user, ticket));
+            resume(&self.shared, self.origin(), user, ticket, &sig, vec![]).await
+        }
+    }
+
+    fn ticket_of(reply: &Reply) -> Vec<u8> {
+        match reply {
+            Reply::Granted { ticket, .. } => ticket.clone(),
+            other => panic!("expected Granted, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn register_then_login_then_resume() {
+        let f = Fixture::new(true).await;
+        let id = Identity::generate();
+        let reply = register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
+        assert_eq!(reply, Reply::Registered { user: "ali".into() });
+        let reply = register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::UserExists,
+                ..
+            }
+        ));
+        let reply = register(&f.shared, f.origin(), "Bad Name", "secret1", id.public()).await;
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::Invalid,
+                ..
+            }
+        ));
+
+        let (reply, session) = f.login("ali", "secret1", &id).await;
+        let ticket = ticket_of(&reply);
+        assert_eq!(ticket.len(), ticket::TICKET_LEN);
+        assert!(session.is_some());
+        assert_eq!(f.shared.presence.get("ali").unwrap().observed, f.remote);
+        drop(session);
+        assert!(f.shared.presence.get("ali").is_none());
+
+        let (reply, session) = f.resume("ali", &ticket, &id).await;
+        let fresh = ticket_of(&reply);
+        assert_ne!(fresh, ticket);
+        assert!(session.is_some());
+        drop(session);
+        // The old ticket was used up.
+        let (reply, _) = f.resume("ali", &ticket, &id).await;
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::TicketInvalid,
+                ..
+            }
+        ));
+        // The right ticket signed by another key.
+        let (reply, _) = f.resume("ali", &fresh, &Identity::generate()).await;
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::BadSignature,
+                ..
+            }
+        ));
+        // The right ticket for another user name.
+        let (reply, _) = f.resume("bianca", &fresh, &id).await;
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::TicketInvalid,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn registration_closed_by_default() {
+        let f = Fixture::new(false).await;
+        let id = Identity::generate();
+        let reply = register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::RegistrationClosed,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn expired_ticket_is_refused() {
+        let f = Fixture::new(true).await;
+        let id = Identity::generate();
+        register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
+        let ticket = ticket::generate();
+        f.shared
+            .store
+            .insert_ticket(
+                TicketRecord {
+                    hash: ticket::hash(&ticket),
+                    user: "ali".into(),
+                    identity: id.public(),
+                    expires_at: unix_now() - 1,
+                },
+                unix_now() - 100,
+            )
+            .await
+            .unwrap();
+        let (reply, session) = f.resume("ali", &ticket, &id).await;
+        assert!(session.is_none());
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::TicketInvalid,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn lockout_blocks_login_and_resume_until_unlocked() {
+        let f = Fixture::new(true).await;
+        let id = Identity::generate();
+        register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
+        let (reply, _) = f.login("ali", "secret1", &id).await;
+        let ticket = ticket_of(&reply);
+        for left in [2, 1, 0] {
+            let (reply, _) = f.login("ali", "wrong!", &id).await;
+            assert_eq!(
+                reply,
+                Reply::Refused {
+                    reason: Refusal::BadCredentials,
+                    attempts_left: Some(left),
+                    retry_after_secs: None
+                }
+            );
+        }
+        let (reply, _) = f.login("ali", "secret1", &id).await;
+        assert!(
+            matches!(reply, Reply::Refused { reason: Refusal::LockedOut, retry_after_secs: Some(s), .. } if s > 0 && s <= 30),
+            "{reply:?}"
+        );
+        let (reply, _) = f.resume("ali", &ticket, &id).await;
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::LockedOut,
+                ..
+            }
+        ));
+        assert!(f.shared.store.unlock("ali").await.unwrap());
+        let (reply, _) = f.login("ali", "secret1", &id).await;
+        ticket_of(&reply);
+    }
+
+    #[tokio::test]
+    async fn unknown_user_looks_like_a_fresh_account() {
+        let f = Fixture::new(true).await;
+        let id = Identity::generate();
+        let (reply, _) = f.login("nobody", "whatever", &id).await;
+        assert_eq!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::BadCredentials,
+                attempts_left: Some(2),
+                retry_after_secs: None
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn source_is_blocked_after_many_failures() {
+        let f = Fixture::new(true).await;
+        let id = Identity::generate();
+        let max = f.shared.config.source_limit.max_failures;
+        for _ in 0..max {
+            f.login("nobody", "whatever", &id).await;
+        }
+        let (reply, _) = f.login("nobody", "whatever", &id).await;
+        assert!(matches!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::LockedOut,
+                retry_after_secs: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn addresses_are_cleaned_and_capped() {
+        let mut many: Vec<SocketAddr> = (1..20)
+            .map(|p| SocketAddr::from(([10, 0, 0, 1], p)))
+            .collect();
+        many.insert(0, "0.0.0.0:5".parse().unwrap());
+        many.insert(0, "10.0.0.1:0".parse().unwrap());
+        many.insert(0, "10.0.0.1:1".parse().unwrap());
+        let out = clean_addresses(many);
+        assert_eq!(out.len(), proto::message::MAX_ADDRESSES);
+        assert_eq!(out[0], "10.0.0.1:1".parse().unwrap());
+        assert_eq!(out[1], "10.0.0.1:2".parse().unwrap());
+    }
+}

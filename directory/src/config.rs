@@ -1,0 +1,101 @@
+//! Everything an operator can tune, with safe defaults.
+//!
+//! [`Config::new`] gives a directory that is safe to expose: registration closed, bounded
+//! connection counts, OWASP-strength password hashing, 3-strike account lockout. The CLI
+//! fills the fields it has flags for; tests and the load generator set the rest directly.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lockout::LockoutPolicy;
+use crate::password::PasswordCost;
+use crate::ratelimit::SourcePolicy;
+
+/// UDP port the directory listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8888;
+
+/// How the directory runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database, the identity key and the audit log live (created 0700).
+    pub data_dir: PathBuf,
+    /// UDP address to listen on (QUIC).
+    pub listen: SocketAddr,
+    /// Whether peers may create accounts themselves (`Register`).
+    pub open_registration: bool,
+    /// How long a session ticket from `Granted` stays valid for `Resume`.
+    pub ticket_lifetime: Duration,
+    /// A connection that has heard nothing for this long is dropped (peers send
+    /// keep-alives every 3 s, so a vanished peer disappears from presence this fast).
+    pub idle_timeout: Duration,
+    /// Most connections at once, in total. Further ones are refused before the handshake.
+    pub max_connections: usize,
+    /// Most connections at once from one source address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// Most bidirectional streams a client may have open on one connection.
+    pub max_streams_per_connection: u32,
+    /// Requests per second one connection may send on average; more get
+    /// `Error{RateLimited}`.
+    pub requests_per_sec: u32,
+    /// Requests one connection may send in a burst.
+    pub request_burst: u32,
+    /// Account lockout after failed password logins.
+    pub lockout: LockoutPolicy,
+    /// Rate limit on failed logins per source address.
+    pub source_limit: SourcePolicy,
+    /// Cost of the argon2id hashes made for new passwords.
+    pub password_cost: PasswordCost,
+    /// Most password hashes computed at once (each one holds `password_cost.memory_kib`).
+    pub max_concurrent_hashes: usize,
+    /// How long shutdown waits for peers to take their `Shutdown` notice and for the
+    /// endpoint to go idle.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for a directory keeping its state in `data_dir`, listening on
+    /// `0.0.0.0:8888`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT)),
+            open_registration: false,
+            ticket_lifetime: Duration::from_secs(24 * 60 * 60),
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
+            max_streams_per_connection: 4,
+            requests_per_sec: 100,
+            request_burst: 200,
+            lockout: LockoutPolicy::default(),
+            source_limit: SourcePolicy::default(),
+            password_cost: PasswordCost::default(),
+            max_concurrent_hashes: std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(4),
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+
+    /// Path of the SQLite database inside the data directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(crate::store::sqlite::DB_FILE)
+    }
+
+    /// Path of the directory's identity key file inside the data directory.
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join(crate::keys::KEY_FILE)
+    }
+
+    /// Path of the audit log inside the data directory.
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join(crate::audit::AUDIT_FILE)
+    }
+}
+
+/// The platform's data directory for Natter (`~/.local/share/natter` on Linux), used
+/// when `--data` is not given.
+pub fn default_data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "natter").map(|d| d.data_dir().to_path_buf())
+}

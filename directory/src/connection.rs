@@ -1,0 +1,412 @@
+//! One client connection: the protocol state machine behind its control stream.
+//!
+//! ```text
+//! accept_bi ──> AwaitHello ──Hello(v=ours)──> Ready ──Login/Resume ok──> Ready + Session
+//!                  │  other / wrong version           │  Logout: session dropped
+//!                  └──> Error reply, close           └─ Lookup, Who, Register, ...
+//! ```
+//!
+//! Requests are read and answered one at a time, so a connection never has more than one
+//! request in flight and nothing queues without bound; a per-connection token bucket
+//! answers floods with `Error{RateLimited}`. Between requests the task also listens for
+//! the shutdown signal and for events from presence (a forced logout); either is sent as
+//! an `Event` and ends the connection.
+//!
+//! A frame that is too large, truncated or not a valid `Request` gets `Error{BadFrame}`
+//! and the connection is closed with [`close::BAD_FRAME`]; nothing from the network can
+//! make this task panic or allocate beyond one frame. The stream mechanics (deadlines,
+//! writing, closing so the last message arrives) live in [`crate::control`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto::frame::{self, FrameError};
+use proto::message::{ErrorCode, Event, Refusal, Reply, Request, ServerMsg};
+use quinn::VarInt;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use zeroize::Zeroizing;
+
+use crate::audit::AuditEvent;
+use crate::auth::{self, Origin};
+use crate::control::{ControlStream, ReadFailure, WriteFailure};
+use crate::limits::RequestBudget;
+use crate::lookup;
+use crate::presence::{ConnHandle, Session};
+use crate::shutdown::Shutdown;
+use crate::state::Shared;
+
+/// Application error codes the directory closes connections with (QUIC
+/// `CONNECTION_CLOSE`); the reason phrase says the same in words.
+pub mod close {
+    /// The client finished its stream; nothing went wrong.
+    pub const NORMAL: u32 = 0;
+    /// The client broke the protocol (no `Hello` first, a second `Hello`, wrong version).
+    pub const PROTOCOL: u32 = 1;
+    /// A frame could not be decoded or was too large.
+    pub const BAD_FRAME: u32 = 2;
+    /// The session ended: logged in elsewhere, or the operator removed the account.
+    pub const FORCED_LOGOUT: u32 = 3;
+    /// The directory is shutting down.
+    pub const SHUTDOWN: u32 = 4;
+    /// The client was too slow (no stream, no `Hello`, not reading replies).
+    pub const TIMEOUT: u32 = 5;
+}
+
+/// How long a new connection may take to open its stream and start its `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a connection ends.
+#[derive(Debug)]
+enum End {
+    /// Close with `code`/`reason`, after sending `last` if there is one.
+    Close {
+        last: Option<ServerMsg>,
+        code: u32,
+        reason: String,
+    },
+    /// The connection is gone already (idle timeout, reset, client closed).
+    Lost(String),
+}
+
+impl End {
+    fn close(code: u32, reason: &str) -> Self {
+        End::Close {
+            last: None,
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    fn bad_frame(err: &FrameError) -> Self {
+        End::Close {
+            last: Some(ServerMsg::Reply(Reply::Error {
+                code: ErrorCode::BadFrame,
+                message: err.to_string(),
+            })),
+            code: close::BAD_FRAME,
+            reason: "bad frame".into(),
+        }
+    }
+
+    fn event(event: Event) -> Self {
+        let (code, reason) = match &event {
+            Event::Shutdown { reason } => (close::SHUTDOWN, reason.clone()),
+            Event::ForcedLogout { reason } => (close::FORCED_LOGOUT, reason.clone()),
+        };
+        End::Close {
+            last: Some(ServerMsg::Event(event)),
+            code,
+            reason,
+        }
+    }
+}
+
+/// What one request leads to: a reply, and maybe the end of the connection after it.
+struct Step {
+    reply: Reply,
+    then_close: Option<(u32, &'static str)>,
+}
+
+impl Step {
+    fn reply(reply: Reply) -> Self {
+        Self {
+            reply,
+            then_close: None,
+        }
+    }
+
+    fn fatal(code: ErrorCode, message: String, close_code: u32, reason: &'static str) -> Self {
+        Self {
+            reply: Reply::Error { code, message },
+            then_close: Some((close_code, reason)),
+        }
+    }
+}
+
+/// The per-connection protocol state.
+struct State {
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+    conn: ConnHandle,
+    /// `None` until `Hello`; then this connection's login nonce.
+    nonce: Option<[u8; 32]>,
+    /// The logged-in user, if any. Dropping it removes them from presence.
+    session: Option<Session>,
+}
+
+/// Serves one established connection until it ends. `id` is unique in this process;
+/// the caller runs this inside a span naming the connection.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    id: u64,
+    mut shutdown: Shutdown,
+) {
+    let remote = canonical(conn.remote_address());
+
+    // The client opens the control stream and sends `Hello` at once.
+    let opened = tokio::select! {
+        r = timeout(HELLO_TIMEOUT, conn.accept_bi()) => r,
+        reason = shutdown.recv() => {
+            conn.close(VarInt::from_u32(close::SHUTDOWN), reason.as_bytes());
+            return;
+        }
+    };
+    let control = match opened {
+        Ok(Ok((send, recv))) => ControlStream::new(send, recv),
+        Ok(Err(e)) => {
+            tracing::debug!("connection ended before opening a stream: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("no control stream within {HELLO_TIMEOUT:?}; closing");
+            conn.close(VarInt::from_u32(close::TIMEOUT), b"no control stream");
+            return;
+        }
+    };
+    tracing::debug!("control stream open");
+
+    let (events_tx, events_rx) = mpsc::channel(1);
+    let state = State {
+        shared,
+        remote,
+        conn: ConnHandle {
+            id,
+            events: events_tx,
+        },
+        nonce: None,
+        session: None,
+    };
+    serve(state, &conn, control, events_rx, shutdown).await;
+}
+
+async fn serve(
+    mut state: State,
+    conn: &quinn::Connection,
+    mut control: ControlStream,
+    mut events: mpsc::Receiver<Event>,
+    mut shutdown: Shutdown,
+) {
+    let config = &state.shared.config;
+    let mut budget = RequestBudget::new(
+        config.requests_per_sec,
+        config.request_burst,
+        Instant::now(),
+    );
+    let end = loop {
+        // Until `Hello`, the client gets a deadline (no lingering anonymous connections).
+        let deadline = state.nonce.is_none().then_some(HELLO_TIMEOUT);
+        let read = tokio::select! {
+            biased;
+            reason = shutdown.recv() => break End::event(Event::Shutdown { reason }),
+            Some(event) = events.recv() => {
+                if let (Event::ForcedLogout { reason }, Some(session)) = (&event, &state.session) {
+                    state.shared.audit.record(AuditEvent::ForcedLogout {
+                        user: session.user().to_string(),
+                        reason: reason.clone(),
+                    });
+                }
+                break End::event(event);
+            }
+            r = control.read_payload(deadline) => r,
+        };
+        let payload = match read {
+            Ok(Some(payload)) => payload,
+            Ok(None) => break End::close(close::NORMAL, "bye"),
+            Err(ReadFailure::TimedOut) => {
+                tracing::info!("client too slow to send a request; closing the connection");
+                break End::close(close::TIMEOUT, "too slow");
+            }
+            Err(ReadFailure::Lost(why)) => break End::Lost(why),
+            Err(ReadFailure::Frame(e)) => {
+                tracing::warn!("bad frame: {e}; closing the connection");
+                break End::bad_frame(&e);
+            }
+        };
+        let request: Request = match frame::decode(&payload) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!("bad frame: {e}; closing the connection");
+                break End::bad_frame(&e);
+            }
+        };
+        drop(payload);
+        let step = if budget.try_take(Instant::now()) {
+            state.handle(request).await
+        } else {
+            Step::reply(Reply::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many requests; slow down".into(),
+            })
+        };
+        match control.write(&ServerMsg::Reply(step.reply)).await {
+            Ok(()) => {}
+            Err(WriteFailure::Lost(why)) => break End::Lost(why),
+            Err(WriteFailure::TimedOut) => break End::close(close::TIMEOUT, "not reading replies"),
+        }
+        if let Some((code, reason)) = step.then_close {
+            break End::close(code, reason);
+        }
+    };
+
+    // Leave presence before anything else: a vanished peer must stop being listed now.
+    drop(state.session.take());
+    match end {
+        End::Lost(why) => tracing::debug!("connection lost: {why}"),
+        End::Close { last, code, reason } => {
+            tracing::debug!(code, reason, "closing the connection");
+            control.close(conn, last, code, &reason).await;
+        }
+    }
+}
+
+impl State {
+    async fn handle(&mut self, request: Request) -> Step {
+        let Some(nonce) = self.nonce else {
+            return self.hello(request);
+        };
+        let origin = Origin {
+            remote: self.remote,
+            nonce: &nonce,
+            conn: &self.conn,
+        };
+        let shared = &*self.shared;
+        match request {
+            Request::Hello { .. } => Step::fatal(
+                ErrorCode::ProtocolViolation,
+                "Hello sent twice".into(),
+                close::PROTOCOL,
+                "protocol violation",
+            ),
+            Request::Register {
+                user,
+                password,
+                identity,
+            } => {
+                let password = Zeroizing::new(password);
+                Step::reply(auth::register(shared, origin, &user, &password, identity).await)
+            }
+            Request::Login {
+                user,
+                password,
+                identity,
+                signature,
+                addresses,
+            } => {
+                let password = Zeroizing::new(password);
+                if self.session.is_some() {
+                    return Step::reply(already_logged_in());
+                }
+                let (reply, session) = auth::login(
+                    shared, origin, &user, &password, identity, &signature, addresses,
+                )
+                .await;
+                self.session = session;
+                Step::reply(reply)
+            }
+            Request::Resume {
+                user,
+                ticket,
+                signature,
+                addresses,
+            } => {
+                let ticket = Zeroizing::new(ticket);
+                if self.session.is_some() {
+                    return Step::reply(already_logged_in());
+                }
+                let (reply, session) =
+                    auth::resume(shared, origin, &user, &ticket, &signature, addresses).await;
+                self.session = session;
+                Step::reply(reply)
+            }
+            Request::Lookup { user } => Step::reply(lookup::lookup(
+                shared,
+                self.session.as_ref().map(Session::user),
+                &user,
+            )),
+            Request::Who => Step::reply(lookup::who(
+                shared,
+                self.session.as_ref().map(Session::user),
+            )),
+            Request::Logout => {
+                if let Some(session) = self.session.take() {
+                    shared.audit.record(AuditEvent::LoggedOut {
+                        user: session.user().to_string(),
+                    });
+                }
+                Step::reply(Reply::LoggedOut)
+            }
+        }
+    }
+
+    /// The first request: it must be `Hello` with our protocol version.
+    fn hello(&mut self, request: Request) -> Step {
+        match request {
+            Request::Hello { version, software } if version == proto::PROTOCOL_VERSION => {
+                let software: String = software
+                    .chars()
+                    .take(64)
+                    .filter(|c| !c.is_control())
+                    .collect();
+                tracing::debug!(software, "hello");
+                let nonce: [u8; 32] = rand::random();
+                self.nonce = Some(nonce);
+                Step::reply(Reply::Welcome {
+                    version: proto::PROTOCOL_VERSION,
+                    nonce,
+                    open_registration: self.shared.config.open_registration,
+                })
+            }
+            Request::Hello { version, .. } => {
+                tracing::info!(version, "client speaks another protocol version");
+                Step::fatal(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "this directory speaks protocol version {}, the client sent version {version}",
+                        proto::PROTOCOL_VERSION
+                    ),
+                    close::PROTOCOL,
+                    "unsupported protocol version",
+                )
+            }
+            other => {
+                let kind = request_kind(&other);
+                tracing::info!(kind, "request before Hello");
+                Step::fatal(
+                    ErrorCode::ProtocolViolation,
+                    format!("the first request must be Hello, not {kind}"),
+                    close::PROTOCOL,
+                    "protocol violation",
+                )
+            }
+        }
+    }
+}
+
+fn already_logged_in() -> Reply {
+    Reply::Refused {
+        reason: Refusal::AlreadyLoggedIn,
+        attempts_left: None,
+        retry_after_secs: None,
+    }
+}
+
+/// A request's name for logs (never its contents: a login carries a password).
+fn request_kind(request: &Request) -> &'static str {
+    match request {
+        Request::Hello { .. } => "Hello",
+        Request::Register { .. } => "Register",
+        Request::Login { .. } => "Login",
+        Request::Resume { .. } => "Resume",
+        Request::Lookup { .. } => "Lookup",
+        Request::Who => "Who",
+        Request::Logout => "Logout",
+    }
+}
+
+/// The address as the peer would be dialled: IPv4-mapped IPv6 turned back into IPv4.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}

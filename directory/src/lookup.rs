@@ -1,0 +1,52 @@
+//! `Lookup` and `Who`: what a logged-in user may learn about who else is online.
+//!
+//! Only logged-in users learn anything. A requester who is not logged in gets `NotFound`
+//! for every lookup (the same answer as for an offline user, so it reveals nothing) and
+//! `Error{NotLoggedIn}` for `Who`.
+
+use proto::message::{ErrorCode, Reply};
+
+use crate::audit::AuditEvent;
+use crate::state::Shared;
+
+/// Handles `Lookup{target}` from `requester` (`None`: not logged in).
+pub fn lookup(shared: &Shared, requester: Option<&str>, target: &str) -> Reply {
+    let found = match requester {
+        Some(_) => shared.presence.get(target),
+        None => None,
+    };
+    shared.audit.record(AuditEvent::Lookup {
+        requester: requester.map(str::to_string),
+        target: target.to_string(),
+        found: found.is_some(),
+    });
+    match found {
+        Some(info) => Reply::Found(info),
+        None => Reply::NotFound {
+            user: echo_name(target),
+        },
+    }
+}
+
+/// Handles `Who` from `requester` (`None`: not logged in).
+pub fn who(shared: &Shared, requester: Option<&str>) -> Reply {
+    match requester {
+        Some(_) => Reply::Online {
+            users: shared.presence.list(),
+        },
+        None => Reply::Error {
+            code: ErrorCode::NotLoggedIn,
+            message: "log in first".into(),
+        },
+    }
+}
+
+/// The name to echo in `NotFound`: as sent when it is a valid name, otherwise cut short
+/// (a hostile client may send a name of 64 KiB).
+fn echo_name(target: &str) -> String {
+    if proto::names::check_username(target).is_ok() {
+        target.to_string()
+    } else {
+        target.chars().take(proto::names::MAX_USERNAME).collect()
+    }
+}

@@ -1,0 +1,281 @@
+//! The running directory: endpoint set-up, the accept loop, maintenance, shutdown.
+//!
+//! [`Directory::start`] goes data directory → identity key → store → TLS/QUIC config →
+//! endpoint, then spawns the accept loop. The accept loop takes a connection slot (see
+//! [`crate::limits`]) for each incoming connection or refuses it, and runs one task per
+//! connection ([`crate::connection`]). Every task holds a clone of a completion sender;
+//! shutdown knows all tasks are done when the last clone is dropped.
+//!
+//! Shutdown: signal every task (each sends `Event::Shutdown` and closes its connection),
+//! wait for them (bounded), close the endpoint, wait for it to go idle (bounded), then
+//! close the store and the audit log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use proto::{Fingerprint, PublicKey};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tracing::Instrument;
+
+use crate::admin::{Admin, AdminError, UserSummary};
+use crate::clock::unix_now;
+use crate::config::Config;
+use crate::connection::{self, close};
+use crate::limits::ConnLimits;
+use crate::shutdown::{self, Shutdown, ShutdownSender};
+use crate::state::Shared;
+use crate::{keys, tls};
+
+/// What peers are told when the directory stops.
+const SHUTDOWN_REASON: &str = "directory shutting down";
+
+/// How often stale rate-limit entries are dropped.
+const SOURCE_PURGE_EVERY: Duration = Duration::from_secs(60);
+/// How often expired tickets are deleted.
+const TICKET_PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// A running directory server.
+pub struct Directory {
+    shared: Arc<Shared>,
+    admin: Admin,
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    public_key: PublicKey,
+    limits: ConnLimits,
+    shutdown: ShutdownSender,
+    accept_task: Option<JoinHandle<()>>,
+    maintenance_task: Option<JoinHandle<()>>,
+    tasks_done: mpsc::Receiver<()>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("local_addr", &self.local_addr)
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    /// Opens (creating on first run) the data directory, the store and the identity key,
+    /// binds the QUIC endpoint and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Directory> {
+        let dir = config.data_dir.clone();
+        let key_path = config.key_path();
+        let identity = tokio::task::spawn_blocking(move || {
+            keys::ensure_data_dir(&dir)?;
+            keys::load_or_create(&key_path)
+        })
+        .await
+        .context("key loading task failed")??;
+        let public_key = identity.public();
+
+        let server_config = tls::server_config(&identity, &config)?;
+        drop(identity);
+        let listen = config.listen;
+        let shared = Arc::new(Shared::open(config).await?);
+        let endpoint = quinn::Endpoint::server(server_config, listen)
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let local_addr = endpoint.local_addr()?;
+
+        let limits = ConnLimits::new(
+            shared.config.max_connections,
+            shared.config.max_connections_per_ip,
+        );
+        let (shutdown_tx, shutdown_rx) = shutdown::channel();
+        let (done_tx, tasks_done) = mpsc::channel(1);
+        let accept_task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            shared.clone(),
+            limits.clone(),
+            shutdown_rx.clone(),
+            done_tx,
+        ));
+        let maintenance_task = tokio::spawn(maintenance(shared.clone(), shutdown_rx));
+        let admin = Admin::new(
+            shared.store.clone(),
+            shared.passwords.clone(),
+            shared.audit.clone(),
+            shared.config.lockout,
+        );
+        tracing::info!(%local_addr, fingerprint = %public_key.fingerprint(), "directory started");
+        Ok(Directory {
+            shared,
+            admin,
+            endpoint,
+            local_addr,
+            public_key,
+            limits,
+            shutdown: shutdown_tx,
+            accept_task: Some(accept_task),
+            maintenance_task: Some(maintenance_task),
+            tasks_done,
+        })
+    }
+
+    /// The UDP address the directory listens on (with the real port when started on 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The directory's identity key, as peers pin it.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Fingerprint of [`Directory::public_key`].
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.public_key.fingerprint()
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Creates an account (no identity key until its first login).
+    pub async fn add_user(&self, name: &str, password: &str, admin: bool) -> anyhow::Result<()> {
+        Ok(self.admin.add_user(name, password, admin).await?)
+    }
+
+    /// Lifts a lockout.
+    pub async fn unlock_user(&self, name: &str) -> anyhow::Result<()> {
+        Ok(self.admin.unlock_user(name).await?)
+    }
+
+    /// Deletes an account; if the user is online their session ends at once.
+    pub async fn remove_user(&self, name: &str) -> anyhow::Result<()> {
+        self.admin.remove_user(name).await?;
+        self.shared
+            .presence
+            .force_logout(name, "account removed by the operator");
+        Ok(())
+    }
+
+    /// Forgets an account's identity key; if the user is online their session ends.
+    pub async fn reset_key(&self, name: &str) -> anyhow::Result<()> {
+        self.admin.reset_key(name).await?;
+        self.shared
+            .presence
+            .force_logout(name, "identity key reset by the operator");
+        Ok(())
+    }
+
+    /// Every account.
+    pub async fn list_users(&self) -> Result<Vec<UserSummary>, AdminError> {
+        self.admin.list_users().await
+    }
+
+    /// Number of users logged in right now.
+    pub fn online_count(&self) -> usize {
+        self.shared.presence.len()
+    }
+
+    /// Number of open connections (logged in or not).
+    pub fn connection_count(&self) -> usize {
+        self.limits.open()
+    }
+
+    /// Tells every peer, stops accepting, waits (bounded) for connections to close, and
+    /// closes the store and the audit log.
+    pub async fn shutdown(mut self) {
+        let grace = self.shared.config.shutdown_grace;
+        tracing::info!("shutting down");
+        self.shutdown.signal(SHUTDOWN_REASON);
+        if let Some(task) = self.accept_task.take() {
+            let _ = task.await;
+        }
+        // Each connection task sends `Shutdown`, waits briefly for the peer, and ends.
+        let drained = timeout(grace, async {
+            while self.tasks_done.recv().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "{} connections still open after {grace:?}; closing them",
+                self.limits.open()
+            );
+        }
+        self.endpoint
+            .close(close::SHUTDOWN.into(), SHUTDOWN_REASON.as_bytes());
+        if timeout(grace, self.endpoint.wait_idle()).await.is_err() {
+            tracing::warn!("endpoint not idle after {grace:?}");
+        }
+        if let Some(task) = self.maintenance_task.take() {
+            let _ = task.await;
+        }
+        self.admin.close().await;
+        tracing::info!("directory stopped");
+    }
+}
+
+impl Drop for Directory {
+    /// Dropped without [`Directory::shutdown`]: stop everything without waiting.
+    fn drop(&mut self) {
+        self.shutdown.signal(SHUTDOWN_REASON);
+        self.endpoint
+            .close(close::SHUTDOWN.into(), SHUTDOWN_REASON.as_bytes());
+    }
+}
+
+/// Accepts connections until shutdown, one task each.
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    limits: ConnLimits,
+    mut shutdown: Shutdown,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.recv() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let remote = connection::canonical(incoming.remote_address());
+        let Some(slot) = limits.try_acquire(remote.ip()) else {
+            tracing::debug!(%remote, "connection limit reached; refusing");
+            incoming.refuse();
+            continue;
+        };
+        let id = shared.next_conn_id();
+        let span = tracing::info_span!("conn", id, %remote);
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let done = done.clone();
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let _done = done;
+                match incoming.await {
+                    Ok(conn) => connection::run(shared, conn, id, shutdown).await,
+                    Err(e) => tracing::debug!("handshake failed: {e}"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+    tracing::debug!("accept loop stopped");
+}
+
+/// Periodic clean-up: stale rate-limit entries, expired tickets.
+async fn maintenance(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let mut sources = tokio::time::interval(SOURCE_PURGE_EVERY);
+    let mut tickets = tokio::time::interval(TICKET_PURGE_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = sources.tick() => shared.sources.purge(Instant::now()),
+            _ = tickets.tick() => match shared.store.purge_expired_tickets(unix_now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("deleted {n} expired tickets"),
+                Err(e) => tracing::warn!("cannot purge expired tickets: {e}"),
+            },
+        }
+    }
+}

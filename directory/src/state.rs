@@ -1,0 +1,79 @@
+//! Everything a connection task may touch, shared by all of them.
+//!
+//! One [`Shared`] per running directory, behind an `Arc`. Each part guards itself (the
+//! store has its own thread, presence and the rate limiter their own short mutexes), so
+//! there is no lock around the whole.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::password::PasswordHashing;
+use crate::presence::Presence;
+use crate::ratelimit::SourceLimiter;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// The directory's shared state.
+pub struct Shared {
+    /// The configuration it was started with.
+    pub config: Config,
+    /// Accounts and tickets.
+    pub store: Arc<dyn Store>,
+    /// Who is online.
+    pub presence: Presence,
+    /// Failed logins per source address.
+    pub sources: SourceLimiter,
+    /// argon2id, bounded.
+    pub passwords: PasswordHashing,
+    /// The audit trail.
+    pub audit: Arc<Audit>,
+    next_conn_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("data_dir", &self.config.data_dir)
+            .field("online", &self.presence.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Opens the SQLite store and the audit log in `config.data_dir` (which must exist).
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let store = SqliteStore::open(config.database_path())
+            .await
+            .with_context(|| format!("cannot open {}", config.database_path().display()))?;
+        let audit = Audit::open(&config.audit_path())?;
+        Self::with_store(config, Arc::new(store), Arc::new(audit)).await
+    }
+
+    /// Shared state over an already open store (another backend, or a test's).
+    pub async fn with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        audit: Arc<Audit>,
+    ) -> anyhow::Result<Self> {
+        let passwords = PasswordHashing::new(config.password_cost, config.max_concurrent_hashes);
+        passwords.prepare().await?;
+        Ok(Self {
+            sources: SourceLimiter::new(config.source_limit),
+            presence: Presence::new(),
+            passwords,
+            store,
+            audit,
+            config,
+            next_conn_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A fresh connection id, unique in this process.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,130 @@
+//! Durable state: accounts and session tickets, behind one trait.
+//!
+//! [`Store`] is what the rest of the directory sees. It is async (every method returns a
+//! boxed future) so that a network database (PostgreSQL) can implement it directly and
+//! the SQLite backend can run its blocking calls on its own thread; nothing in the
+//! directory ever blocks a runtime thread on storage. The trait is object-safe: the
+//! server holds an `Arc<dyn Store>`.
+//!
+//! Operations that read-modify-write (a failed login, redeeming a ticket) are single
+//! methods so that each backend can make them atomic.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use proto::PublicKey;
+
+use crate::lockout::{LockState, LockoutPolicy};
+use crate::ticket::TicketRecord;
+
+/// What every store method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An account with that name already exists.
+    #[error("user {0} already exists")]
+    Exists(String),
+    /// The backend failed (I/O, corruption, constraint).
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// The data on disk does not make sense (e.g. a key of the wrong length).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store has been closed.
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// One account as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The user name (primary key).
+    pub name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// The identity key, registered at registration or on first login.
+    pub identity: Option<PublicKey>,
+    /// Whether the user is a directory administrator.
+    pub admin: bool,
+    /// Lockout counters.
+    pub lock: LockState,
+    /// Unix time of creation.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("identity", &self.identity)
+            .field("admin", &self.admin)
+            .field("lock", &self.lock)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// Storage for accounts and tickets. See the module docs for the guarantees.
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account; [`StoreError::Exists`] if the name is taken.
+    fn create_account(&self, account: Account) -> StoreFuture<'_, ()>;
+
+    /// The account called `name`, if any.
+    fn account(&self, name: &str) -> StoreFuture<'_, Option<Account>>;
+
+    /// Every account, sorted by name.
+    fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>>;
+
+    /// Deletes an account and its tickets. `false` if there was no such account.
+    fn remove_account(&self, name: &str) -> StoreFuture<'_, bool>;
+
+    /// Registers `identity` for `name` if it has none yet. Returns the key the account
+    /// ends up with (the existing one when it already had one), `None` if no such account.
+    fn set_identity_if_unset(
+        &self,
+        name: &str,
+        identity: PublicKey,
+    ) -> StoreFuture<'_, Option<PublicKey>>;
+
+    /// Forgets the identity key of `name` (the next login registers a new one) and
+    /// deletes its tickets. `false` if there was no such account.
+    fn reset_identity(&self, name: &str) -> StoreFuture<'_, bool>;
+
+    /// Counts one wrong password for `name` at `now` under `policy`, atomically, and
+    /// returns the new counters (`None` if no such account).
+    fn record_failure(
+        &self,
+        name: &str,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> StoreFuture<'_, Option<LockState>>;
+
+    /// Clears the failure and lockout counters after a successful login.
+    fn record_success(&self, name: &str) -> StoreFuture<'_, ()>;
+
+    /// Lifts a lockout and clears all counters. `false` if there was no such account.
+    fn unlock(&self, name: &str) -> StoreFuture<'_, bool>;
+
+    /// Stores a new ticket. Also drops the user's expired tickets and keeps at most
+    /// [`crate::ticket::MAX_TICKETS_PER_USER`] live ones.
+    fn insert_ticket(&self, ticket: TicketRecord, now: i64) -> StoreFuture<'_, ()>;
+
+    /// The ticket stored under `hash`, if any (expired ones too: the caller checks).
+    fn ticket(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<TicketRecord>>;
+
+    /// Atomically deletes the ticket `old` and stores `new`. `false` (and nothing stored)
+    /// if `old` was already gone: a ticket is redeemed at most once.
+    fn replace_ticket(&self, old: [u8; 32], new: TicketRecord) -> StoreFuture<'_, bool>;
+
+    /// Deletes tickets expired at `now`; returns how many.
+    fn purge_expired_tickets(&self, now: i64) -> StoreFuture<'_, usize>;
+
+    /// Finishes outstanding work and releases the backend. Later calls fail with
+    /// [`StoreError::Closed`].
+    fn close(&self) -> StoreFuture<'_, ()>;
+}

@@ -1,0 +1,684 @@
+//! The SQLite backend (rusqlite, bundled): the default, zero set-up store.
+//!
+//! One connection lives on a dedicated thread; [`SqliteStore`] sends it closures over a
+//! bounded channel and awaits their answers, so no runtime thread ever waits on SQLite
+//! and a flood of requests queues (bounded) instead of spawning threads. Another process
+//! (the `directory user ...` CLI) may use the same file at the same time: WAL mode lets
+//! readers and one writer coexist, and a busy timeout makes writers wait their turn.
+//!
+//! Schema changes are numbered migrations recorded in `PRAGMA user_version`.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use proto::PublicKey;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Account, Store, StoreError, StoreFuture};
+use crate::lockout::{LockState, LockoutPolicy};
+use crate::ticket::{MAX_TICKETS_PER_USER, TicketRecord};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "directory.db";
+
+/// Requests waiting for the database thread at most; further callers wait to enqueue.
+const QUEUE: usize = 256;
+
+/// How long a write waits for another process holding the write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The migrations, in order. `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts and tickets.
+    "CREATE TABLE accounts (
+        name            TEXT PRIMARY KEY NOT NULL,
+        password_hash   TEXT NOT NULL,
+        identity        BLOB,
+        admin           INTEGER NOT NULL DEFAULT 0,
+        failed_attempts INTEGER NOT NULL DEFAULT 0,
+        locked_until    INTEGER,
+        lockout_count   INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE tickets (
+        hash        BLOB PRIMARY KEY NOT NULL,
+        user        TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        identity    BLOB NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX tickets_by_user ON tickets(user, expires_at);
+    CREATE INDEX tickets_by_expiry ON tickets(expires_at);",
+];
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Accounts and tickets in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SqliteStore({})", self.path.display())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, sets it up and runs pending
+    /// migrations. The opening itself runs on the database thread.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        let (jobs, rx) = mpsc::channel::<Job>(QUEUE);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let thread_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("sqlite".into())
+            .spawn(move || run(&thread_path, rx, ready_tx))
+            .map_err(|e| StoreError::Backend(format!("cannot start database thread: {e}")))?;
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => return Err(StoreError::Closed),
+        }
+        Ok(Self {
+            path,
+            jobs: Mutex::new(Some(jobs)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Runs `f` on the database thread and returns its result.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The database thread: open, migrate, then serve jobs until every sender is gone.
+fn run(path: &Path, mut jobs: mpsc::Receiver<Job>, ready: oneshot::Sender<Result<(), StoreError>>) {
+    let mut conn = match open_connection(path) {
+        Ok(conn) => {
+            let _ = ready.send(Ok(()));
+            conn
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    while let Some(job) = jobs.blocking_recv() {
+        // A panic inside one job must not take the store down for everyone; its caller
+        // sees its reply channel dropped, i.e. `StoreError::Closed`.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+            tracing::error!("database job panicked");
+        }
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!("closing the database: {e}");
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    // The file holds password hashes: create it 0600 (SQLite gives its -wal and -shm
+    // files the same mode).
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
+    let mut conn = Connection::open(path).map_err(backend)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(backend)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "cannot switch the database to WAL mode (got {mode})"
+        )));
+    }
+    // FULL, not NORMAL: in WAL mode NORMAL skips the fsync at each commit, so a power loss
+    // can roll back the last commits. A registration, a lockout or a ticket we have
+    // answered for must survive kill -9 and power loss alike; these writes are rare
+    // enough (one per login) that an fsync each is cheap.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(backend)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(backend)?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Backend(format!(
+            "database schema version {version} is newer than this program ({known}); upgrade the directory"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(backend)?;
+        tracing::info!("database migrated to schema version {}", i + 1);
+    }
+    tx.commit().map_err(backend)
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+const ACCOUNT_COLUMNS: &str = "name, password_hash, identity, admin, failed_attempts, locked_until, lockout_count, created_at";
+
+fn account_from_row(row: &Row<'_>) -> rusqlite::Result<Account> {
+    let identity: Option<[u8; 32]> = row.get(2)?;
+    Ok(Account {
+        name: row.get(0)?,
+        password_hash: row.get(1)?,
+        identity: identity.map(PublicKey),
+        admin: row.get(3)?,
+        lock: LockState {
+            failed_attempts: row.get(4)?,
+            locked_until: row.get(5)?,
+            lockout_count: row.get(6)?,
+        },
+        created_at: row.get(7)?,
+    })
+}
+
+fn ticket_from_row(row: &Row<'_>) -> rusqlite::Result<TicketRecord> {
+    Ok(TicketRecord {
+        hash: row.get(0)?,
+        user: row.get(1)?,
+        identity: PublicKey(row.get(2)?),
+        expires_at: row.get(3)?,
+    })
+}
+
+fn load_account(conn: &Connection, name: &str) -> Result<Option<Account>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"),
+        [name],
+        account_from_row,
+    )
+    .optional()
+    .map_err(backend)
+}
+
+impl Store for SqliteStore {
+    fn create_account(&self, account: Account) -> StoreFuture<'_, ()> {
+        Box::pin(self.call(move |conn| {
+            let result = conn.execute(
+                "INSERT INTO accounts (name, password_hash, identity, admin, failed_attempts,
+                     locked_until, lockout_count, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    account.name,
+                    account.password_hash,
+                    account.identity.map(|k| k.0),
+                    account.admin,
+                    account.lock.failed_attempts,
+                    account.lock.locked_until,
+                    account.lock.lockout_count,
+                    account.created_at,
+                ],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Exists(account.name))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        }))
+    }
+
+    fn account(&self, name: &str) -> StoreFuture<'_, Option<Account>> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| load_account(conn, &name)))
+    }
+
+    fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
+        Box::pin(self.call(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map([], account_from_row).map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        }))
+    }
+
+    fn remove_account(&self, name: &str) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| {
+            // Tickets go with it (ON DELETE CASCADE).
+            let n = conn
+                .execute("DELETE FROM accounts WHERE name = ?1", [&name])
+                .map_err(backend)?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn set_identity_if_unset(
+        &self,
+        name: &str,
+        identity: PublicKey,
+    ) -> StoreFuture<'_, Option<PublicKey>> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                "UPDATE accounts SET identity = ?2 WHERE name = ?1 AND identity IS NULL",
+                params![name, identity.0],
+            )
+            .map_err(backend)?;
+            let key: Option<Option<[u8; 32]>> = tx
+                .query_row(
+                    "SELECT identity FROM accounts WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(key.flatten().map(PublicKey))
+        }))
+    }
+
+    fn reset_identity(&self, name: &str) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let n = tx
+                .execute(
+                    "UPDATE accounts SET identity = NULL WHERE name = ?1",
+                    [&name],
+                )
+                .map_err(backend)?;
+            tx.execute("DELETE FROM tickets WHERE user = ?1", [&name])
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn record_failure(
+        &self,
+        name: &str,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> StoreFuture<'_, Option<LockState>> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let Some(account) = load_account(&tx, &name)? else {
+                return Ok(None);
+            };
+            let state = policy.after_failure(account.lock, now);
+            tx.execute(
+                "UPDATE accounts SET failed_attempts = ?2, locked_until = ?3, lockout_count = ?4
+                 WHERE name = ?1",
+                params![
+                    name,
+                    state.failed_attempts,
+                    state.locked_until,
+                    state.lockout_count
+                ],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Some(state))
+        }))
+    }
+
+    fn record_success(&self, name: &str) -> StoreFuture<'_, ()> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| {
+            // Only write when there is something to clear: most logins change nothing.
+            conn.execute(
+                "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
+                 WHERE name = ?1 AND (failed_attempts != 0 OR lockout_count != 0
+                                      OR locked_until IS NOT NULL)",
+                [&name],
+            )
+            .map_err(backend)?;
+            Ok(())
+        }))
+    }
+
+    fn unlock(&self, name: &str) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
+                     WHERE name = ?1",
+                    [&name],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn insert_ticket(&self, ticket: TicketRecord, now: i64) -> StoreFuture<'_, ()> {
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            insert_ticket(&tx, &ticket, now)?;
+            tx.commit().map_err(backend)
+        }))
+    }
+
+    fn ticket(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<TicketRecord>> {
+        Box::pin(self.call(move |conn| {
+            conn.query_row(
+                "SELECT hash, user, identity, expires_at FROM tickets WHERE hash = ?1",
+                [hash],
+                ticket_from_row,
+            )
+            .optional()
+            .map_err(backend)
+        }))
+    }
+
+    fn replace_ticket(&self, old: [u8; 32], new: TicketRecord) -> StoreFuture<'_, bool> {
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let n = tx
+                .execute("DELETE FROM tickets WHERE hash = ?1", [old])
+                .map_err(backend)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_ticket(&tx, &new, crate::clock::unix_now())?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        }))
+    }
+
+    fn purge_expired_tickets(&self, now: i64) -> StoreFuture<'_, usize> {
+        Box::pin(self.call(move |conn| {
+            conn.execute("DELETE FROM tickets WHERE expires_at <= ?1", [now])
+                .map_err(backend)
+        }))
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // Dropping the last sender ends the thread once queued jobs are done.
+            drop(self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(thread) = thread {
+                tokio::task::spawn_blocking(move || thread.join())
+                    .await
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+                    .map_err(|_| StoreError::Backend("database thread panicked".into()))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn insert_ticket(conn: &Connection, ticket: &TicketRecord, now: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM tickets WHERE user = ?1 AND expires_at <= ?2",
+        params![ticket.user, now],
+    )
+    .map_err(backend)?;
+    conn.execute(
+        "INSERT INTO tickets (hash, user, identity, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            ticket.hash,
+            ticket.user,
+            ticket.identity.0,
+            ticket.expires_at
+        ],
+    )
+    .map_err(backend)?;
+    // Keep only the newest few per user: tickets from many logins must not pile up.
+    conn.execute(
+        "DELETE FROM tickets WHERE user = ?1 AND hash NOT IN (
+             SELECT hash FROM tickets WHERE user = ?1 ORDER BY expires_at DESC LIMIT ?2)",
+        params![ticket.user, MAX_TICKETS_PER_USER as i64],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ticket;
+
+    fn account(name: &str) -> Account {
+        Account {
+            name: name.into(),
+            password_hash: "$argon2id$fake".into(),
+            identity: None,
+            admin: false,
+            lock: LockState::default(),
+            created_at: 1_700_000_000,
+        }
+    }
+
+    fn ticket_for(user: &str, key: PublicKey, expires_at: i64) -> TicketRecord {
+        TicketRecord {
+            hash: ticket::hash(&ticket::generate()),
+            user: user.into(),
+            identity: key,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn accounts_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.create_account(account("ali")).await.unwrap();
+        let mut b = account("bianca");
+        b.admin = true;
+        store.create_account(b.clone()).await.unwrap();
+        assert!(matches!(
+            store.create_account(account("ali")).await,
+            Err(StoreError::Exists(n)) if n == "ali"
+        ));
+        assert_eq!(store.account("bianca").await.unwrap(), Some(b.clone()));
+        assert_eq!(store.account("nobody").await.unwrap(), None);
+
+        let key = proto::Identity::generate().public();
+        let other = proto::Identity::generate().public();
+        assert_eq!(
+            store.set_identity_if_unset("ali", key).await.unwrap(),
+            Some(key)
+        );
+        assert_eq!(
+            store.set_identity_if_unset("ali", other).await.unwrap(),
+            Some(key),
+            "an existing key is never overwritten"
+        );
+        assert_eq!(
+            store.set_identity_if_unset("nobody", key).await.unwrap(),
+            None
+        );
+        store.close().await.unwrap();
+        assert!(matches!(
+            store.account("ali").await,
+            Err(StoreError::Closed)
+        ));
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let names: Vec<_> = store
+            .list_accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["ali", "bianca"]);
+        assert_eq!(
+            store.account("ali").await.unwrap().unwrap().identity,
+            Some(key)
+        );
+        assert!(store.reset_identity("ali").await.unwrap());
+        assert_eq!(store.account("ali").await.unwrap().unwrap().identity, None);
+        assert!(store.remove_account("ali").await.unwrap());
+        assert!(!store.remove_account("ali").await.unwrap());
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn failures_lock_and_unlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join(DB_FILE)).await.unwrap();
+        store.create_account(account("ali")).await.unwrap();
+        let policy = LockoutPolicy::default();
+        let now = 1_000;
+        for expected in [1, 2] {
+            let s = store
+                .record_failure("ali", now, policy)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(s.failed_attempts, expected);
+        }
+        let s = store
+            .record_failure("ali", now, policy)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(policy.locked_for(&s, now), Some(30));
+        let stored = store.account("ali").await.unwrap().unwrap();
+        assert_eq!(stored.lock, s);
+        assert_eq!(
+            store.record_failure("nobody", now, policy).await.unwrap(),
+            None
+        );
+        assert!(store.unlock("ali").await.unwrap());
+        let stored = store.account("ali").await.unwrap().unwrap();
+        assert_eq!(stored.lock, LockState::default());
+        assert!(!store.unlock("nobody").await.unwrap());
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tickets_are_redeemed_once_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join(DB_FILE)).await.unwrap();
+        store.create_account(account("ali")).await.unwrap();
+        let key = proto::Identity::generate().public();
+        let now = crate::clock::unix_now();
+
+        let t1 = ticket_for("ali", key, now + 100);
+        store.insert_ticket(t1.clone(), now).await.unwrap();
+        assert_eq!(store.ticket(t1.hash).await.unwrap(), Some(t1.clone()));
+
+        let t2 = ticket_for("ali", key, now + 100);
+        assert!(store.replace_ticket(t1.hash, t2.clone()).await.unwrap());
+        assert_eq!(store.ticket(t1.hash).await.unwrap(), None);
+        let t3 = ticket_for("ali", key, now + 100);
+        assert!(
+            !store.replace_ticket(t1.hash, t3.clone()).await.unwrap(),
+            "a ticket is redeemed at most once"
+        );
+        assert_eq!(store.ticket(t3.hash).await.unwrap(), None);
+
+        let old = ticket_for("ali", key, now - 1);
+        store.insert_ticket(old.clone(), now - 10).await.unwrap();
+        assert!(
+            store
+                .ticket(old.hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_expired(now)
+        );
+        assert_eq!(store.purge_expired_tickets(now).await.unwrap(), 1);
+        assert_eq!(store.ticket(old.hash).await.unwrap(), None);
+
+        // Per-user cap.
+        for i in 0..(MAX_TICKETS_PER_USER as i64 + 5) {
+            store
+                .insert_ticket(ticket_for("ali", key, now + 200 + i), now)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.ticket(t2.hash).await.unwrap(), None, "oldest dropped");
+
+        // Removing the account removes its tickets.
+        let t4 = ticket_for("ali", key, now + 10_000);
+        store.insert_ticket(t4.clone(), now).await.unwrap();
+        store.remove_account("ali").await.unwrap();
+        assert_eq!(store.ticket(t4.hash).await.unwrap(), None);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn pragmas_are_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (mode, sync, version) = store
+            .call(|conn| {
+                let mode: String = conn
+                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .map_err(backend)?;
+                let sync: i64 = conn
+                    .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(backend)?;
+                let version: i64 = conn
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .map_err(backend)?;
+                Ok((mode, sync, version))
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous=FULL");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        store.close().await.unwrap();
+    }
+}

@@ -1,0 +1,789 @@
+//! The directory against hostile and careless clients, over real QUIC on loopback.
+//!
+//! A tiny raw client (frames by hand, no `peer` code) sends garbage, oversized and
+//! truncated frames, unknown message types, wrong versions and out-of-order requests;
+//! each gets its error and its connection closed, while a well-behaved client logged in
+//! at the same time keeps working. Then the authentication rules: lockout and unlock,
+//! key mismatch, replayed signatures, lookups before login, sessions replaced elsewhere,
+//! restart on the same data directory, and shutdown notices.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use directory::{Config, Directory, PasswordCost, close};
+use proto::message::{
+    ErrorCode, Event, Refusal, Reply, Request, ServerMsg, login_transcript, resume_transcript,
+};
+use proto::{Identity, PublicKey};
+use quinn::crypto::rustls::QuicClientConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::time::timeout;
+
+/// Upper bound for anything a test waits on.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(data: &std::path::Path) -> Config {
+    let mut config = Config::new(data);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    // Tests exercise the logic, not argon2's cost.
+    config.password_cost = PasswordCost::insecure_fast();
+    config
+}
+
+async fn start(data: &std::path::Path) -> Directory {
+    Directory::start(config(data)).await.unwrap()
+}
+
+/// A raw directory client: one QUIC connection, one control stream, frames by hand.
+struct Raw {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    /// Events received while waiting for replies.
+    events: Vec<Event>,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr, key: PublicKey) -> Raw {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tls = proto::verify::client_config(None, Some(key), proto::ALPN_DIRECTORY).unwrap();
+        let mut client =
+            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        let mut transport = quinn::TransportConfig::default();
+        // Well under the idle timeouts the tests use, like a real peer's keep-alive.
+        transport.keep_alive_interval(Some(Duration::from_millis(250)));
+        client.transport_config(Arc::new(transport));
+        let conn = timeout(WAIT, endpoint.connect_with(client, addr, "natter").unwrap())
+            .await
+            .expect("handshake timed out")
+            .expect("handshake failed");
+        let (send, recv) = conn.open_bi().await.unwrap();
+        Raw {
+            endpoint,
+            conn,
+            send,
+            recv,
+            events: Vec::new(),
+        }
+    }
+
+    async fn to(dir: &Directory) -> Raw {
+        Raw::connect(dir.local_addr(), dir.public_key()).await
+    }
+
+    /// A handshake attempt only: `Err` when the directory refuses the connection.
+    async fn try_handshake(dir: &Directory) -> Result<quinn::Connection, quinn::ConnectionError> {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tls = proto::verify::client_config(None, Some(dir.public_key()), proto::ALPN_DIRECTORY)
+            .unwrap();
+        let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        timeout(
+            WAIT,
+            endpoint
+                .connect_with(client, dir.local_addr(), "natter")
+                .unwrap(),
+        )
+        .await
+        .expect("handshake timed out")
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.unwrap();
+        self.send.flush().await.unwrap();
+    }
+
+    async fn send(&mut self, request: &Request) {
+        proto::frame::write_frame(&mut self.send, request)
+            .await
+            .unwrap();
+    }
+
+    /// The next message from the directory.
+    async fn next(&mut self) -> Option<ServerMsg> {
+        timeout(WAIT, proto::frame::read_frame(&mut self.recv))
+            .await
+            .expect("no message from the directory in time")
+            .ok()
+            .flatten()
+    }
+
+    /// The next reply, collecting events on the way.
+    async fn reply(&mut self) -> Reply {
+        loop {
+            match self.next().await {
+                Some(ServerMsg::Reply(reply)) => return reply,
+                Some(ServerMsg::Event(event)) => self.events.push(event),
+                None => panic!("stream ended while waiting for a reply"),
+            }
+        }
+    }
+
+    async fn call(&mut self, request: Request) -> Reply {
+        self.send(&request).await;
+        self.reply().await
+    }
+
+    async fn hello(&mut self) -> [u8; 32] {
+        match self
+            .call(Request::Hello {
+                version: proto::PROTOCOL_VERSION,
+                software: "raw-test".into(),
+            })
+            .await
+        {
+            Reply::Welcome { nonce, .. } => nonce,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    async fn login(
+        &mut self,
+        nonce: &[u8; 32],
+        user: &str,
+        password: &str,
+        id: &Identity,
+    ) -> Reply {
+        let signature = id.sign(&login_transcript(nonce, user, &id.public()));
+        self.call(Request::Login {
+            user: user.into(),
+            password: password.into(),
+            identity: id.public(),
+            signature,
+            addresses: vec!["192.168.1.20:7000".parse().unwrap()],
+        })
+        .await
+    }
+
+    /// Hello + Login; panics unless granted. Returns the ticket.
+    async fn logged_in(
+        dir: &Directory,
+        user: &str,
+        password: &str,
+        id: &Identity,
+    ) -> (Raw, Vec<u8>) {
+        let mut raw = Raw::to(dir).await;
+        let nonce = raw.hello().await;
+        match raw.login(&nonce, user, password, id).await {
+            Reply::Granted { ticket, .. } => (raw, ticket),
+            other => panic!("expected Granted, got {other:?}"),
+        }
+    }
+
+    /// Waits for the directory to close the connection; returns its application code.
+    async fn closed_with(&self) -> u64 {
+        match timeout(WAIT, self.conn.closed())
+            .await
+            .expect("not closed in time")
+        {
+            quinn::ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
+            other => panic!("closed otherwise: {other}"),
+        }
+    }
+}
+
+fn error_code(reply: &Reply) -> ErrorCode {
+    match reply {
+        Reply::Error { code, .. } => *code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn refusal(reply: &Reply) -> Refusal {
+    match reply {
+        Reply::Refused { reason, .. } => *reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Deterministic junk (xorshift), so a failure can be reproduced.
+fn junk(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Waits until `cond` holds (checked every few milliseconds), at most [`WAIT`].
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
+
+/// Sends `bytes` on a fresh connection, then FIN; expects `Error{BadFrame}` and a close.
+async fn expect_bad_frame(dir: &Directory, bytes: &[u8]) {
+    let mut raw = Raw::to(dir).await;
+    raw.send_raw(bytes).await;
+    let _ = raw.send.finish();
+    let reply = raw.reply().await;
+    assert_eq!(error_code(&reply), ErrorCode::BadFrame, "{reply:?}");
+    assert_eq!(raw.closed_with().await, u64::from(close::BAD_FRAME));
+}
+
+#[tokio::test]
+async fn hostile_clients_are_cut_off_and_others_keep_working() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    dir.add_user("bianca", "secret-bianca", false)
+        .await
+        .unwrap();
+    let ali_id = Identity::generate();
+    let bianca_id = Identity::generate();
+
+    // A well-behaved client, logged in for the whole test.
+    let (mut ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
+    let (mut bianca, _) = Raw::logged_in(&dir, "bianca", "secret-bianca", &bianca_id).await;
+    match ali
+        .call(Request::Lookup {
+            user: "bianca".into(),
+        })
+        .await
+    {
+        Reply::Found(info) => {
+            assert_eq!(info.identity, bianca_id.public());
+            assert_eq!(info.observed, bianca.endpoint.local_addr().unwrap());
+            assert_eq!(info.addresses, ["192.168.1.20:7000".parse().unwrap()]);
+        }
+        other => panic!("expected Found, got {other:?}"),
+    }
+
+    // Random bytes.
+    expect_bad_frame(&dir, &junk(200, 0x9e37_79b9_7f4a_7c15)).await;
+    // A header claiming 4 GiB.
+    let mut huge = u32::MAX.to_be_bytes().to_vec();
+    huge.extend_from_slice(&[0; 16]);
+    expect_bad_frame(&dir, &huge).await;
+    // A truncated frame, then FIN.
+    let mut truncated = 100u32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(&[0; 10]);
+    expect_bad_frame(&dir, &truncated).await;
+    // A header cut short, then FIN.
+    expect_bad_frame(&dir, &[0, 0]).await;
+    // An unknown message type (enum variant index 200).
+    expect_bad_frame(&dir, &[0, 0, 0, 1, 200]).await;
+    // A valid frame with trailing garbage inside.
+    let mut trailing = proto::frame::encode(&Request::Who).unwrap();
+    trailing.push(7);
+    let len = (trailing.len() - 4) as u32;
+    trailing[..4].copy_from_slice(&len.to_be_bytes());
+    expect_bad_frame(&dir, &trailing).await;
+    // Garbage after a proper Hello also closes the connection.
+    {
+        let mut raw = Raw::to(&dir).await;
+        raw.hello().await;
+        raw.send_raw(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
+        assert_eq!(error_code(&raw.reply().await), ErrorCode::BadFrame);
+        assert_eq!(raw.closed_with().await, u64::from(close::BAD_FRAME));
+    }
+
+    // Hello with another protocol version.
+    {
+        let mut raw = Raw::to(&dir).await;
+        let reply = raw
+            .call(Request::Hello {
+                version: 999,
+                software: "future".into(),
+            })
+            .await;
+        match &reply {
+            Reply::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message,
+            } => {
+                assert!(message.contains("999"), "{message}");
+                assert!(
+                    message.contains(&proto::PROTOCOL_VERSION.to_string()),
+                    "{message}"
+                );
+            }
+            other => panic!("expected UnsupportedVersion, got {other:?}"),
+        }
+        assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
+    }
+    // A request before Hello.
+    {
+        let mut raw = Raw::to(&dir).await;
+        let reply = raw.call(Request::Lookup { user: "ali".into() }).await;
+        assert_eq!(error_code(&reply), ErrorCode::ProtocolViolation);
+        assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
+    }
+    // Hello twice.
+    {
+        let mut raw = Raw::to(&dir).await;
+        raw.hello().await;
+        let reply = raw
+            .call(Request::Hello {
+                version: proto::PROTOCOL_VERSION,
+                software: "again".into(),
+            })
+            .await;
+        assert_eq!(error_code(&reply), ErrorCode::ProtocolViolation);
+        assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
+    }
+
+    // The well-behaved clients did not notice any of it.
+    match ali
+        .call(Request::Lookup {
+            user: "bianca".into(),
+        })
+        .await
+    {
+        Reply::Found(info) => assert_eq!(info.identity, bianca_id.public()),
+        other => panic!("expected Found, got {other:?}"),
+    }
+    match bianca.call(Request::Who).await {
+        Reply::Online { users } => {
+            let names: Vec<_> = users.iter().map(|u| u.user.as_str()).collect();
+            assert_eq!(names, ["ali", "bianca"]);
+        }
+        other => panic!("expected Online, got {other:?}"),
+    }
+    assert!(ali.events.is_empty() && bianca.events.is_empty());
+    assert_eq!(dir.online_count(), 2);
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_the_account_until_unlocked() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    let id = Identity::generate();
+
+    let mut raw = Raw::to(&dir).await;
+    let nonce = raw.hello().await;
+    for left in [2, 1, 0] {
+        let reply = raw.login(&nonce, "ali", "wrong-password", &id).await;
+        assert_eq!(
+            reply,
+            Reply::Refused {
+                reason: Refusal::BadCredentials,
+                attempts_left: Some(left),
+                retry_after_secs: None,
+            }
+        );
+    }
+    // Locked, even with the right password, and from another connection too.
+    let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
+    match reply {
+        Reply::Refused {
+            reason: Refusal::LockedOut,
+            retry_after_secs: Some(secs),
+            ..
+        } => assert!((1..=30).contains(&secs), "{secs}"),
+        other => panic!("expected LockedOut, got {other:?}"),
+    }
+    let mut other = Raw::to(&dir).await;
+    let other_nonce = other.hello().await;
+    let reply = other.login(&other_nonce, "ali", "secret-ali", &id).await;
+    assert_eq!(refusal(&reply), Refusal::LockedOut);
+
+    dir.unlock_user("ali").await.unwrap();
+    let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
+    assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
+    // A second login on the same connection is refused.
+    let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
+    assert_eq!(refusal(&reply), Refusal::AlreadyLoggedIn);
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn key_mismatch_replay_and_lookup_rules() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    dir.add_user("bianca", "secret-bianca", false)
+        .await
+        .unwrap();
+    let ali_id = Identity::generate();
+
+    // Before login: lookups find nobody, Who is refused.
+    let mut anon = Raw::to(&dir).await;
+    let anon_nonce = anon.hello().await;
+    let (_ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
+    assert_eq!(
+        anon.call(Request::Lookup { user: "ali".into() }).await,
+        Reply::NotFound { user: "ali".into() }
+    );
+    assert_eq!(
+        error_code(&anon.call(Request::Who).await),
+        ErrorCode::NotLoggedIn
+    );
+
+    // The first login registered ali's key; another key is refused.
+    let impostor = Identity::generate();
+    let reply = anon
+        .login(&anon_nonce, "ali", "secret-ali", &impostor)
+        .await;
+    assert_eq!(refusal(&reply), Refusal::KeyMismatch);
+
+    // A signature made for another connection's nonce does not verify here.
+    let bianca_id = Identity::generate();
+    let mut victim = Raw::to(&dir).await;
+    let victim_nonce = victim.hello().await;
+    let stolen = bianca_id.sign(&login_transcript(
+        &victim_nonce,
+        "bianca",
+        &bianca_id.public(),
+    ));
+    let mut attacker = Raw::to(&dir).await;
+    let attacker_nonce = attacker.hello().await;
+    assert_ne!(attacker_nonce, victim_nonce);
+    let reply = attacker
+        .call(Request::Login {
+            user: "bianca".into(),
+            password: "secret-bianca".into(),
+            identity: bianca_id.public(),
+            signature: stolen,
+            addresses: vec![],
+        })
+        .await;
+    assert_eq!(refusal(&reply), Refusal::BadSignature);
+    // ... while on its own connection the same signature works.
+    let reply = victim
+        .call(Request::Login {
+            user: "bianca".into(),
+            password: "secret-bianca".into(),
+            identity: bianca_id.public(),
+            signature: stolen,
+            addresses: vec![],
+        })
+        .await;
+    assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
+    match victim
+        .call(Request::Lookup {
+            user: "nobody".into(),
+        })
+        .await
+    {
+        Reply::NotFound { user } => assert_eq!(user, "nobody"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+
+    // Logout leaves the connection usable but removes the user from presence.
+    assert_eq!(victim.call(Request::Logout).await, Reply::LoggedOut);
+    assert_eq!(
+        victim.call(Request::Lookup { user: "ali".into() }).await,
+        Reply::NotFound { user: "ali".into() }
+    );
+    assert_eq!(dir.online_count(), 1);
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn second_login_replaces_first_and_dropped_connections_leave() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    dir.add_user("bianca", "secret-bianca", false)
+        .await
+        .unwrap();
+    let id = Identity::generate();
+
+    let (mut first, _) = Raw::logged_in(&dir, "ali", "secret-ali", &id).await;
+    let (second, _) = Raw::logged_in(&dir, "ali", "secret-ali", &id).await;
+    assert_eq!(
+        first.next().await,
+        Some(ServerMsg::Event(Event::ForcedLogout {
+            reason: "logged in elsewhere".into()
+        }))
+    );
+    assert_eq!(first.closed_with().await, u64::from(close::FORCED_LOGOUT));
+    assert_eq!(
+        dir.online_count(),
+        1,
+        "the old session's end kept the new one"
+    );
+
+    let (mut watcher, _) =
+        Raw::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
+    match watcher.call(Request::Lookup { user: "ali".into() }).await {
+        Reply::Found(info) => assert_eq!(info.identity, id.public()),
+        other => panic!("expected Found, got {other:?}"),
+    }
+    // Closing the connection logs the user out at once.
+    second.conn.close(0u32.into(), b"bye");
+    until("closed connection to leave presence", || {
+        dir.online_count() == 1
+    })
+    .await;
+    assert_eq!(
+        watcher.call(Request::Lookup { user: "ali".into() }).await,
+        Reply::NotFound { user: "ali".into() }
+    );
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_keeps_key_accounts_and_tickets() {
+    let data = tempfile::tempdir().unwrap();
+    let id = Identity::generate();
+    let (key, ticket) = {
+        let dir = start(data.path()).await;
+        dir.add_user("ali", "secret-ali", true).await.unwrap();
+        let (_raw, ticket) = Raw::logged_in(&dir, "ali", "secret-ali", &id).await;
+        let key = dir.public_key();
+        dir.shutdown().await;
+        (key, ticket)
+    };
+    let dir = start(data.path()).await;
+    assert_eq!(dir.public_key(), key, "same key file, same key");
+    assert_eq!(dir.fingerprint(), key.fingerprint());
+
+    // The ticket from before the restart resumes, without the password.
+    let mut raw = Raw::to(&dir).await;
+    let nonce = raw.hello().await;
+    let reply = raw
+        .call(Request::Resume {
+            user: "ali".into(),
+            ticket: ticket.clone(),
+            signature: id.sign(&resume_transcript(&nonce, "ali", &ticket)),
+            addresses: vec![],
+        })
+        .await;
+    match reply {
+        Reply::Granted {
+            user,
+            ticket: fresh,
+            admin,
+            ..
+        } => {
+            assert_eq!(user, "ali");
+            assert!(admin);
+            assert_ne!(fresh, ticket);
+        }
+        other => panic!("expected Granted, got {other:?}"),
+    }
+    assert_eq!(raw.call(Request::Logout).await, Reply::LoggedOut);
+    // The account (and its registered key) survived as well.
+    let reply = raw
+        .login(&nonce, "ali", "secret-ali", &Identity::generate())
+        .await;
+    assert_eq!(refusal(&reply), Refusal::KeyMismatch);
+    let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
+    assert!(
+        matches!(reply, Reply::Granted { admin: true, .. }),
+        "{reply:?}"
+    );
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn open_registration_and_shutdown_notice() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path());
+    config.open_registration = true;
+    let dir = Directory::start(config).await.unwrap();
+    let id = Identity::generate();
+
+    let mut raw = Raw::to(&dir).await;
+    let nonce = match raw
+        .call(Request::Hello {
+            version: proto::PROTOCOL_VERSION,
+            software: "raw-test".into(),
+        })
+        .await
+    {
+        Reply::Welcome {
+            nonce,
+            open_registration,
+            ..
+        } => {
+            assert!(open_registration);
+            nonce
+        }
+        other => panic!("expected Welcome, got {other:?}"),
+    };
+    let register = |user: &str, password: &str| Request::Register {
+        user: user.into(),
+        password: password.into(),
+        identity: id.public(),
+    };
+    assert_eq!(
+        raw.call(register("carla", "secret-carla")).await,
+        Reply::Registered {
+            user: "carla".into()
+        }
+    );
+    assert_eq!(
+        refusal(&raw.call(register("carla", "secret-carla")).await),
+        Refusal::UserExists
+    );
+    assert_eq!(
+        refusal(&raw.call(register("Carla!", "secret-carla")).await),
+        Refusal::Invalid
+    );
+    assert_eq!(
+        refusal(&raw.call(register("dora", "short")).await),
+        Refusal::Invalid
+    );
+    let reply = raw.login(&nonce, "carla", "secret-carla", &id).await;
+    assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
+
+    let shutdown = tokio::spawn(dir.shutdown());
+    match raw.next().await {
+        Some(ServerMsg::Event(Event::Shutdown { reason })) => assert!(!reason.is_empty()),
+        other => panic!("expected a Shutdown event, got {other:?}"),
+    }
+    assert_eq!(raw.closed_with().await, u64::from(close::SHUTDOWN));
+    timeout(WAIT, shutdown).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn registration_is_closed_by_default() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    let mut raw = Raw::to(&dir).await;
+    raw.hello().await;
+    let reply = raw
+        .call(Request::Register {
+            user: "eve".into(),
+            password: "secret-eve".into(),
+            identity: Identity::generate().public(),
+        })
+        .await;
+    assert_eq!(refusal(&reply), Refusal::RegistrationClosed);
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn vanished_peers_time_out_while_live_ones_stay() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path());
+    config.idle_timeout = Duration::from_secs(1);
+    let dir = Directory::start(config).await.unwrap();
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    dir.add_user("bianca", "secret-bianca", false)
+        .await
+        .unwrap();
+    let (ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &Identity::generate()).await;
+    let (mut bianca, _) =
+        Raw::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
+    assert_eq!(dir.online_count(), 2);
+
+    // Ali vanishes without a word: his packets now come from another port, which the
+    // directory ignores (no migration), and nothing reaches him any more.
+    ali.endpoint
+        .rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    until("the vanished peer to leave presence", || {
+        dir.online_count() == 1
+    })
+    .await;
+    // Bianca, sending keep-alives, outlived the idle timeout.
+    match bianca.call(Request::Who).await {
+        Reply::Online { users } => {
+            assert_eq!(users.len(), 1);
+            assert_eq!(users[0].user, "bianca");
+        }
+        other => panic!("expected Online, got {other:?}"),
+    }
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_per_source_are_limited() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path());
+    config.max_connections_per_ip = 2;
+    let dir = Directory::start(config).await.unwrap();
+    let mut first = Raw::to(&dir).await;
+    first.hello().await;
+    let mut second = Raw::to(&dir).await;
+    second.hello().await;
+    let refused = Raw::try_handshake(&dir).await;
+    assert!(
+        refused.is_err(),
+        "a third connection from one address is refused"
+    );
+
+    // A slot frees up when a connection ends.
+    first.conn.close(0u32.into(), b"bye");
+    until("the closed connection to free its slot", || {
+        dir.connection_count() == 1
+    })
+    .await;
+    let mut third = Raw::to(&dir).await;
+    third.hello().await;
+    assert_eq!(second.call(Request::Logout).await, Reply::LoggedOut);
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn operator_actions_end_sessions() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    let id = Identity::generate();
+    let (mut ali, ticket) = Raw::logged_in(&dir, "ali", "secret-ali", &id).await;
+
+    // Resetting the key ends the session and invalidates the ticket; a new key is accepted.
+    dir.reset_key("ali").await.unwrap();
+    match ali.next().await {
+        Some(ServerMsg::Event(Event::ForcedLogout { reason })) => {
+            assert!(reason.contains("reset"), "{reason}")
+        }
+        other => panic!("expected ForcedLogout, got {other:?}"),
+    }
+    assert_eq!(ali.closed_with().await, u64::from(close::FORCED_LOGOUT));
+    let mut raw = Raw::to(&dir).await;
+    let nonce = raw.hello().await;
+    let reply = raw
+        .call(Request::Resume {
+            user: "ali".into(),
+            ticket: ticket.clone(),
+            signature: id.sign(&resume_transcript(&nonce, "ali", &ticket)),
+            addresses: vec![],
+        })
+        .await;
+    assert_eq!(refusal(&reply), Refusal::TicketInvalid);
+    let new_id = Identity::generate();
+    let reply = raw.login(&nonce, "ali", "secret-ali", &new_id).await;
+    assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
+
+    // Removing the account ends the session too.
+    dir.remove_user("ali").await.unwrap();
+    assert!(matches!(
+        raw.next().await,
+        Some(ServerMsg::Event(Event::ForcedLogout { .. }))
+    ));
+    assert_eq!(raw.closed_with().await, u64::from(close::FORCED_LOGOUT));
+    assert_eq!(dir.online_count(), 0);
+    assert!(dir.list_users().await.unwrap().is_empty());
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_floods_are_rate_limited() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path());
+    config.requests_per_sec = 1;
+    config.request_burst = 3;
+    let dir = Directory::start(config).await.unwrap();
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    let mut raw = Raw::to(&dir).await;
+    let nonce = raw.hello().await;
+    let reply = raw
+        .login(&nonce, "ali", "secret-ali", &Identity::generate())
+        .await;
+    assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
+    assert!(matches!(raw.call(Request::Who).await, Reply::Online { .. }));
+    // The burst is used up: the next request is refused, the connection stays.
+    assert_eq!(
+        error_code(&raw.call(Request::Who).await),
+        ErrorCode::RateLimited
+    );
+    assert_eq!(dir.online_count(), 1);
+    dir.shutdown().await;
+}
