@@ -1,0 +1,254 @@
+//! The directory service seen from the peer's side (real directory, real client, loopback):
+//! register, login, lookup, who, pinning of the directory's key, tickets across restarts.
+
+use natter::{PASSWORD, TestDirectory};
+use peer::directory_client::{ClientError, DirectoryClient};
+use peer::login::{self, Options};
+use peer::profile::Profile;
+use proto::Identity;
+use proto::message::Refusal;
+
+fn endpoint(identity: &Identity) -> quinn::Endpoint {
+    peer::endpoint::bind(identity, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+async fn logged_in(
+    dir: &TestDirectory,
+    user: &str,
+    identity: &Identity,
+) -> (quinn::Endpoint, DirectoryClient) {
+    let ep = endpoint(identity);
+    let client = DirectoryClient::connect(&ep, dir.addr(), Some(dir.server.public_key()))
+        .await
+        .unwrap();
+    let addrs = vec![ep.local_addr().unwrap()];
+    client.login(user, PASSWORD, identity, addrs).await.unwrap();
+    (ep, client)
+}
+
+#[tokio::test]
+async fn register_login_lookup_who_round_trip() {
+    let dir = TestDirectory::start_with(|c| c.open_registration = true)
+        .await
+        .unwrap();
+    let (ali_id, bianca_id) = (Identity::generate(), Identity::generate());
+
+    // Both register themselves, then log in.
+    for (name, id) in [("ali", &ali_id), ("bianca", &bianca_id)] {
+        let ep = endpoint(id);
+        let c = DirectoryClient::connect(&ep, dir.addr(), None)
+            .await
+            .unwrap();
+        assert_eq!(c.directory_key(), dir.server.public_key());
+        assert!(c.open_registration());
+        c.register(name, PASSWORD, &id.public()).await.unwrap();
+        let again = c.register(name, PASSWORD, &id.public()).await.unwrap_err();
+        assert!(
+            matches!(
+                again,
+                ClientError::Refused {
+                    reason: Refusal::UserExists,
+                    ..
+                }
+            ),
+            "{again}"
+        );
+    }
+    let (ali_ep, ali) = logged_in(&dir, "ali", &ali_id).await;
+    let (bianca_ep, bianca) = logged_in(&dir, "bianca", &bianca_id).await;
+
+    let found = ali
+        .lookup("bianca")
+        .await
+        .unwrap()
+        .expect("bianca is online");
+    assert_eq!(found.identity, bianca_id.public());
+    assert_eq!(found.observed, bianca_ep.local_addr().unwrap());
+    let found = bianca.lookup("ali").await.unwrap().expect("ali is online");
+    assert_eq!(found.identity, ali_id.public());
+    assert_eq!(found.observed, ali_ep.local_addr().unwrap());
+
+    let who: Vec<String> = ali
+        .who()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.user)
+        .collect();
+    assert_eq!(who, ["ali", "bianca"]);
+
+    // Offline and unknown users are NOTFOUND alike.
+    dir.add_users(&["chloe"]).await.unwrap();
+    assert_eq!(ali.lookup("chloe").await.unwrap(), None);
+    assert_eq!(ali.lookup("nobody").await.unwrap(), None);
+
+    // bianca logs out: she disappears.
+    bianca.logout().await.unwrap();
+    assert_eq!(ali.lookup("bianca").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn lookup_before_login_is_notfound() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali", "bianca"]).await.unwrap();
+    let bianca_id = Identity::generate();
+    let (_ep, _bianca) = logged_in(&dir, "bianca", &bianca_id).await;
+    let stranger = Identity::generate();
+    let ep = endpoint(&stranger);
+    let c = DirectoryClient::connect(&ep, dir.addr(), None)
+        .await
+        .unwrap();
+    assert_eq!(c.lookup("bianca").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn wrong_password_counts_down_then_locks_until_unlocked() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let id = Identity::generate();
+    let ep = endpoint(&id);
+    let c = DirectoryClient::connect(&ep, dir.addr(), None)
+        .await
+        .unwrap();
+    for left in [2, 1, 0] {
+        let e = c
+            .login("ali", "wrong password", &id, vec![])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ClientError::Refused { reason: Refusal::BadCredentials, attempts_left: Some(n), .. } if n == left),
+            "{e}"
+        );
+    }
+    let e = c.login("ali", PASSWORD, &id, vec![]).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Refused {
+                reason: Refusal::LockedOut,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("try again in"), "{e}");
+    dir.server.unlock_user("ali").await.unwrap();
+    c.login("ali", PASSWORD, &id, vec![]).await.unwrap();
+}
+
+#[tokio::test]
+async fn another_identity_key_for_an_existing_user_is_refused() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let first = Identity::generate();
+    let (_ep, c) = logged_in(&dir, "ali", &first).await;
+    c.logout().await.unwrap();
+    let other = Identity::generate();
+    let ep = endpoint(&other);
+    let c = DirectoryClient::connect(&ep, dir.addr(), None)
+        .await
+        .unwrap();
+    let e = c.login("ali", PASSWORD, &other, vec![]).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Refused {
+                reason: Refusal::KeyMismatch,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+fn opts(dir: &TestDirectory, profile: &std::path::Path) -> Options {
+    natter::options(dir, profile, "ali", PASSWORD)
+}
+
+#[tokio::test]
+async fn profile_pins_the_directory_and_refuses_a_changed_key() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let profile = tempfile::tempdir().unwrap();
+
+    let online = login::login(&opts(&dir, profile.path()), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(online.first_contact);
+    online.link.logout().await;
+    let pinned = Profile::open(profile.path())
+        .unwrap()
+        .directories
+        .get(&dir.addr().to_string());
+    assert_eq!(pinned, Some(dir.server.public_key()));
+
+    // A restart on the same data dir keeps the key: nothing to re-pin.
+    let dir = dir.restart().await.unwrap();
+    let online = login::login(&opts(&dir, profile.path()), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(!online.first_contact);
+    online.link.logout().await;
+
+    // Another directory (another key) on the same address is refused loudly.
+    let addr = dir.addr();
+    dir.server.shutdown().await;
+    let impostor = TestDirectory::start_with(|c| c.listen = addr)
+        .await
+        .unwrap();
+    impostor.add_users(&["ali"]).await.unwrap();
+    let err = match login::login(
+        &opts(&impostor, profile.path()),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    {
+        Ok(_) => panic!("a changed directory key was accepted"),
+        Err(e) => e,
+    };
+    let text = format!("{err:#}");
+    let fp_old = pinned.unwrap().fingerprint().to_string();
+    let fp_new = impostor.server.fingerprint().to_string();
+    assert!(text.contains(&fp_old) && text.contains(&fp_new), "{text}");
+    match err.downcast_ref::<ClientError>() {
+        Some(ClientError::FingerprintChanged { .. }) => {}
+        other => panic!("expected FingerprintChanged, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ticket_resumes_after_a_directory_restart() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let id = Identity::generate();
+    let ep = endpoint(&id);
+    let c = DirectoryClient::connect(&ep, dir.addr(), None)
+        .await
+        .unwrap();
+    let grant = c.login("ali", PASSWORD, &id, vec![]).await.unwrap();
+    drop(c);
+    let dir = dir.restart().await.unwrap();
+    let c = DirectoryClient::connect(&ep, dir.addr(), Some(dir.server.public_key()))
+        .await
+        .unwrap();
+    // The ticket proves nothing without the identity key.
+    let thief = Identity::generate();
+    let e = c
+        .resume("ali", &grant.ticket, &thief, vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Refused { .. }), "{e}");
+    let again = DirectoryClient::connect(&ep, dir.addr(), None)
+        .await
+        .unwrap();
+    let g2 = again
+        .resume("ali", &grant.ticket, &id, vec![])
+        .await
+        .unwrap();
+    assert_eq!(g2.user, "ali");
+    assert_ne!(
+        *g2.ticket, *grant.ticket,
+        "tickets are single-use and renewed"
+    );
+    assert!(again.lookup("ali").await.unwrap().is_some());
+}
