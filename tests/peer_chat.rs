@@ -48,6 +48,15 @@ async fn chat_both_ways_with_acks_then_ctrl_c_and_a_second_chat() {
     for l in lines {
         bianca.expect_message("ali", l).await;
     }
+    let order: Vec<&str> = bianca
+        .seen
+        .iter()
+        .filter_map(|n| match n {
+            Note::Message { peer, text, .. } if peer == "ali" => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, lines, "messages arrive in the order they were typed");
     for id in 1..=3u64 {
         ali.expect(
             "delivered",

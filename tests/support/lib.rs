@@ -112,6 +112,8 @@ pub struct TestPeer {
     notes: mpsc::UnboundedReceiver<Note>,
     /// Every note seen so far, for failure messages.
     pub seen: Vec<Note>,
+    /// Notes received but not yet matched by an `expect` (order-insensitive waits).
+    backlog: std::collections::VecDeque<Note>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -143,6 +145,7 @@ impl TestPeer {
             input,
             notes,
             seen: Vec::new(),
+            backlog: Default::default(),
             task,
         })
     }
@@ -163,8 +166,12 @@ impl TestPeer {
             .expect("app is running");
     }
 
-    /// Waits for the first note matching `pred` (others are kept in `seen`).
+    /// Waits for the first note matching `pred`, whether it already arrived (and was not
+    /// matched by an earlier `expect`) or arrives within [`WAIT`].
     pub async fn expect(&mut self, what: &str, pred: impl Fn(&Note) -> bool) -> Note {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i).expect("index in range");
+        }
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.notes.recv()).await {
@@ -173,6 +180,7 @@ impl TestPeer {
                     if pred(&note) {
                         return note;
                     }
+                    self.backlog.push_back(note);
                 }
                 Ok(None) => panic!(
                     "{}: app ended while waiting for {what}; seen: {:#?}",
