@@ -90,6 +90,8 @@ pub struct App {
     dialing: Vec<String>,
     /// The terminal waits for the outcome of a dial before reading the next line.
     prompt_owed: bool,
+    /// Whether the directory's key was pinned at this login (shown once at start).
+    first_contact: bool,
     tx: mpsc::Sender<Report>,
     rx: mpsc::Receiver<Report>,
     tasks: JoinSet<()>,
@@ -114,6 +116,7 @@ impl App {
             queued: Vec::new(),
             dialing: Vec::new(),
             prompt_owed: false,
+            first_contact: online.first_contact,
             tx,
             rx,
             tasks: JoinSet::new(),
@@ -122,6 +125,16 @@ impl App {
 
     /// Runs until the user quits (or input ends). Ends every chat cleanly and logs out.
     pub async fn run(mut self, mut input: mpsc::Receiver<Input>, start: Start) {
+        let client = self.link.client();
+        self.show(Note::LoggedIn {
+            user: self.me.clone(),
+            directory: client.addr(),
+            directory_fingerprint: client.directory_key().fingerprint(),
+            first_contact: self.first_contact,
+        });
+        if let Ok(addr) = self.endpoint.local_addr() {
+            self.show(Note::Listening { addr });
+        }
         self.spawn_accept_loop();
         let (link_tx, mut link_rx) = mpsc::channel(16);
         self.tasks.spawn(self.link.clone().keep_alive(link_tx));

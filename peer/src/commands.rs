@@ -164,15 +164,6 @@ async fn chat(opts: &Options, listen: Option<SocketAddr>, start: Start) -> anyho
         Arc::new(ui::script::ScriptOutput)
     };
     spawn_signal_handlers(tx);
-    out.show(&Note::LoggedIn {
-        user: online.grant.user.clone(),
-        directory: online.link.client().addr(),
-        directory_fingerprint: online.link.client().directory_key().fingerprint(),
-        first_contact: online.first_contact,
-    });
-    out.show(&Note::Listening {
-        addr: online.endpoint.local_addr()?,
-    });
     App::new(online, out, interactive).run(rx, start).await;
     Ok(())
 }
