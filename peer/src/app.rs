@@ -31,6 +31,9 @@ pub const CHAT_PROMPT: &str = "> ";
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many lines typed while a chat is being opened are kept for it.
 const MAX_QUEUED_LINES: usize = 1000;
+/// How long quitting waits for a chat still being opened when lines wait for it
+/// (`echo hi | peer connect bianca`: stdin ends before the chat is open).
+const QUEUED_DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What to do first.
 #[derive(Debug, Clone)]
@@ -206,9 +209,13 @@ impl App {
                             "too many lines typed before the chat opened".into(),
                         ));
                     }
-                } else if self.interactive {
+                } else if self.interactive && proto::names::check_username(text.trim()).is_ok() {
                     self.connect(text.trim().to_string());
                     return true;
+                } else if self.interactive {
+                    self.show(Note::Error(
+                        "no chat open: type the user name to call (or /help); your line was not sent".into(),
+                    ));
                 } else {
                     self.show(Note::Error(
                         "no chat open: /connect NAME, or wait for a call".into(),
@@ -619,8 +626,18 @@ impl App {
         }
     }
 
-    /// Waits (briefly) for our last messages to be acknowledged, ends every chat, logs out.
+    /// Waits (briefly) for a chat being opened when lines wait for it and for our last
+    /// messages to be acknowledged, ends every chat, logs out.
     async fn quit(mut self) {
+        // Lines typed for a chat still being opened are sent once it opens (or dropped,
+        // with `connect-failed`, when it cannot).
+        let deadline = tokio::time::Instant::now() + QUEUED_DIAL_TIMEOUT;
+        while !self.queued.is_empty() && !self.dialing.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(report)) => self.report(report).await,
+                _ => break,
+            }
+        }
         let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
         while self.chats.values().any(|c| !c.unacked.is_empty()) {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {

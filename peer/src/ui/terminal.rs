@@ -12,7 +12,7 @@ use rustyline::ExternalPrinter;
 use rustyline::error::ReadlineError;
 use tokio::sync::mpsc;
 
-use super::{Direction, Input, Note, Output};
+use super::{Direction, Input, Note, Output, printable};
 
 /// Notes go through rustyline's printer; prompts go to the reading thread.
 pub struct TerminalOutput {
@@ -96,7 +96,7 @@ pub fn render(note: &Note) -> String {
             }
         }
         Note::Switched { peer } => format!("Now chatting with {peer}"),
-        Note::Message { peer, text, .. } => format!("{peer}: {text}"),
+        Note::Message { peer, text, .. } => format!("{peer}: {}", printable(text)),
         Note::Sent { .. } => String::new(),
         Note::Delivered { .. } => "  \u{2713} delivered".to_string(),
         Note::Ended {
@@ -108,17 +108,22 @@ pub fn render(note: &Note) -> String {
             let mut s = if *clean {
                 format!("Connection ended ({peer})")
             } else {
-                format!("Connection ended ({peer}): {reason}")
+                format!("Connection ended ({peer}): {}", printable(reason))
             };
             for (_, text) in undelivered {
                 s.push_str(&format!("\n  \u{2717} not delivered: {text}"));
             }
             s
         }
-        Note::ConnectFailed { peer, reason } => format!("Could not connect to {peer}: {reason}"),
+        Note::ConnectFailed { peer, reason } => {
+            format!("Could not connect to {peer}: {}", printable(reason))
+        }
         Note::IncomingRefused { peer, reason } => match peer {
-            Some(p) => format!("Refused a connection claiming to be {p}: {reason}"),
-            None => format!("Refused a connection: {reason}"),
+            Some(p) => format!(
+                "Refused a connection claiming to be {p}: {}",
+                printable(reason)
+            ),
+            None => format!("Refused a connection: {}", printable(reason)),
         },
         Note::Who { users } => {
             if users.is_empty() {
@@ -164,12 +169,15 @@ impl Output for TerminalOutput {
         if text.is_empty() {
             return;
         }
+        // Outside a read rustyline writes the text as is, and the next prompt would
+        // overwrite a line without its end; in raw mode a bare LF does not return.
+        let text = format!("{}\r\n", text.replace('\n', "\r\n"));
         if let Ok(mut p) = self.printer.lock()
             && p.print(text.clone()).is_ok()
         {
             return;
         }
-        println!("{text}");
+        print!("{text}");
     }
 
     fn ready(&self, prompt: &str) {
