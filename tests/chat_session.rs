@@ -611,6 +611,7 @@ impl RawDialer {
         let connect = PeerMsg::Connect {
             version: proto::PROTOCOL_VERSION,
             initiator: from.name.into(),
+            background: false,
         };
         frame::write_frame(&mut send, &connect).await.unwrap();
         let reply: PeerMsg = frame::read_frame(&mut recv).await.unwrap().unwrap();
@@ -678,6 +679,7 @@ fn text(id: u64, text: &str) -> ChatPayload {
         id,
         text: text.into(),
         sent_at_ms: 0,
+        room: None,
     }
 }
 
@@ -767,6 +769,7 @@ async fn handshake_message_inside_the_chat_ends_the_session() {
     let again = PeerMsg::Connect {
         version: proto::PROTOCOL_VERSION,
         initiator: "ali".into(),
+        background: false,
     };
     frame::write_frame(&mut raw.send, &again).await.unwrap();
     expect_violation(&raw, &mut b, "unexpected").await;

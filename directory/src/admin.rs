@@ -1,12 +1,21 @@
-//! Operator actions on accounts: add, list, remove, unlock, reset a key.
+//! Operator actions on accounts: add, list, remove, lock, unlock, reset a key.
 //!
 //! Used by the `directory user ...` CLI, which opens the store itself with
 //! [`Admin::open`] and may run while a server is serving the same data directory (SQLite
 //! in WAL mode allows that), and by [`crate::Directory`]'s methods, which share the
-//! running server's store. Every action is audited.
+//! running server's store, and by administrators' requests from their peers
+//! ([`crate::admin_requests`]). Every action is audited.
+//!
+//! An administrator's lock is a lockout that does not lift by itself: it is recorded
+//! through the store's atomic [`Store::record_failure`] with a policy whose first failure
+//! locks for [`ADMIN_LOCK`] (a century), so it needs no schema of its own and every
+//! backend, and every check of a lockout (login and ticket resume), honours it. A lock
+//! longer than [`ADMIN_LOCK_THRESHOLD`] is shown as "locked by an administrator";
+//! [`crate::config_file`] keeps the lockout policy's own locks far shorter.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use proto::PublicKey;
 use proto::names::{self, NameError};
@@ -16,9 +25,14 @@ use crate::clock::unix_now;
 use crate::config::Config;
 use crate::keys;
 use crate::lockout::{LockState, LockoutPolicy};
-use crate::password::{PasswordCost, PasswordError, PasswordHashing};
+use crate::password::{PasswordError, PasswordHashing};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Account, Store, StoreError};
+
+/// How long an administrator's lock lasts: until unlocked, in practice.
+pub const ADMIN_LOCK: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+/// Locks longer than this many seconds were set by an administrator.
+pub const ADMIN_LOCK_THRESHOLD: u64 = 10 * 365 * 24 * 60 * 60;
 
 /// An operator action failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +77,8 @@ pub struct UserSummary {
     pub identity: Option<PublicKey>,
     /// Seconds until a lockout lifts, if locked now.
     pub locked_for: Option<u64>,
+    /// Locked by an administrator (until unlocked).
+    pub locked_by_admin: bool,
     /// Wrong passwords since the last success.
     pub failed_attempts: u32,
     /// Unix time of creation.
@@ -88,13 +104,18 @@ impl Admin {
     /// Opens the store and audit log in `data_dir` (created 0700 if missing), with the
     /// default password cost and lockout policy.
     pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        let config = Config::new(data_dir);
+        Self::open_config(&Config::new(data_dir)).await
+    }
+
+    /// Opens the store and audit log in `config.data_dir` (created 0700 if missing), with
+    /// `config`'s password cost, lockout policy and audit rotation.
+    pub async fn open_config(config: &Config) -> anyhow::Result<Self> {
         keys::ensure_data_dir(&config.data_dir)?;
         let store = SqliteStore::open(config.database_path()).await?;
-        let audit = Audit::open(&config.audit_path())?;
+        let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
         Ok(Self::new(
             Arc::new(store),
-            PasswordHashing::new(PasswordCost::default(), 1),
+            PasswordHashing::new(config.password_cost, 1),
             Arc::new(audit),
             config.lockout,
         ))
@@ -155,6 +176,10 @@ impl Admin {
             .into_iter()
             .map(|a| UserSummary {
                 locked_for: self.lockout.locked_for(&a.lock, now),
+                locked_by_admin: self
+                    .lockout
+                    .locked_for(&a.lock, now)
+                    .is_some_and(|secs| secs > ADMIN_LOCK_THRESHOLD),
                 failed_attempts: a.lock.failed_attempts,
                 name: a.name,
                 admin: a.admin,
@@ -167,6 +192,18 @@ impl Admin {
     /// Deletes an account and its tickets.
     pub async fn remove_user(&self, name: &str) -> Result<(), AdminError> {
         self.changed(name, "remove", self.store.remove_account(name).await?)
+    }
+
+    /// Locks an account until [`Admin::unlock_user`]. Its session, if any, is not ended
+    /// here: the caller with presence at hand does that.
+    pub async fn lock_user(&self, name: &str) -> Result<(), AdminError> {
+        let forever = LockoutPolicy {
+            max_failures: 1,
+            base: ADMIN_LOCK,
+            max: ADMIN_LOCK,
+        };
+        let state = self.store.record_failure(name, unix_now(), forever).await?;
+        self.changed(name, "lock", state.is_some())
     }
 
     /// Lifts a lockout and clears the failure counters.
@@ -227,6 +264,15 @@ mod tests {
         assert_eq!(users.len(), 2);
         assert!(users[0].admin && !users[1].admin);
         assert_eq!(users[0].identity, None);
+        admin.lock_user("bianca").await.unwrap();
+        let users = admin.list_users().await.unwrap();
+        assert!(users[1].locked_by_admin && !users[0].locked_by_admin);
+        assert!(matches!(
+            admin.lock_user("nobody").await,
+            Err(AdminError::NoSuchUser(_))
+        ));
+        admin.unlock_user("bianca").await.unwrap();
+        assert!(!admin.list_users().await.unwrap()[1].locked_by_admin);
         admin.unlock_user("ali").await.unwrap();
         admin.reset_key("ali").await.unwrap();
         admin.remove_user("ali").await.unwrap();

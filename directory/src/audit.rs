@@ -3,7 +3,9 @@
 //!
 //! Each [`AuditEvent`] becomes a `tracing` event with target `audit` (so it shows on the
 //! console and can be filtered with `RUST_LOG=audit=info`) and one line appended to
-//! `<data>/audit.log` (mode 0600). The file is written by its own thread behind a bounded
+//! `<data>/audit.log` (mode 0600, rotated by size: `audit.log.1` ... `audit.log.N`, see
+//! [`crate::rotating_file`]). Each event is also counted in [`crate::metrics`] when
+//! attached. The file is written by its own thread behind a bounded
 //! queue, so recording never blocks a runtime thread; if the queue is ever full the line
 //! is dropped from the file (the tracing event still goes out) and a warning says so.
 //!
@@ -12,19 +14,18 @@
 //! always one line.
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
 use proto::PublicKey;
 
 use crate::clock;
+use crate::metrics::Metrics;
+use crate::rotating_file::{RotatingFile, Rotation};
 
 /// File name of the audit log inside the data directory.
 pub const AUDIT_FILE: &str = "audit.log";
@@ -83,6 +84,32 @@ pub enum AuditEvent {
     },
     /// An operator action (from the CLI or the library API).
     Admin { action: &'static str, user: String },
+    /// A user joined or left a room.
+    Room {
+        user: String,
+        room: String,
+        joined: bool,
+    },
+    /// An administrator asked for an action from their peer session (and may).
+    AdminRequested {
+        by: String,
+        ip: IpAddr,
+        action: &'static str,
+        target: Option<String>,
+    },
+    /// Someone who may not asked for an administrator's action.
+    AdminRefused {
+        by: Option<String>,
+        ip: IpAddr,
+        action: &'static str,
+        target: Option<String>,
+    },
+    /// The operator acted through the local control socket (`directory shutdown`,
+    /// `directory user logout`).
+    Operator {
+        action: &'static str,
+        target: Option<String>,
+    },
 }
 
 impl fmt::Display for AuditEvent {
@@ -90,6 +117,13 @@ impl fmt::Display for AuditEvent {
         use AuditEvent::*;
         match self {
             Registered { user, ip } => write!(f, "register user={} ip={ip}", name(user)),
+            Room { user, room, joined } => write!(
+                f,
+                "{} user={} room={}",
+                if *joined { "room_join" } else { "room_leave" },
+                name(user),
+                name(room)
+            ),
             RegisterRefused { user, ip, reason } => write!(
                 f,
                 "register_refused user={} ip={ip} reason={reason}",
@@ -137,6 +171,33 @@ impl fmt::Display for AuditEvent {
                 name(target)
             ),
             Admin { action, user } => write!(f, "admin action={action} user={}", name(user)),
+            AdminRequested {
+                by,
+                ip,
+                action,
+                target,
+            } => write!(
+                f,
+                "admin_request by={} ip={ip} action={action} target={}",
+                name(by),
+                target.as_deref().map(name).unwrap_or_else(|| "-".into())
+            ),
+            Operator { action, target } => write!(
+                f,
+                "operator action={action} target={}",
+                target.as_deref().map(name).unwrap_or_else(|| "-".into())
+            ),
+            AdminRefused {
+                by,
+                ip,
+                action,
+                target,
+            } => write!(
+                f,
+                "admin_refused by={} ip={ip} action={action} target={}",
+                by.as_deref().map(name).unwrap_or_else(|| "-".into()),
+                target.as_deref().map(name).unwrap_or_else(|| "-".into())
+            ),
         }
     }
 }
@@ -156,6 +217,8 @@ fn name(user: &str) -> String {
 pub struct Audit {
     lines: Mutex<Option<SyncSender<String>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Counters fed from the events (see [`Audit::attach_metrics`]).
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl fmt::Debug for Audit {
@@ -165,34 +228,47 @@ impl fmt::Debug for Audit {
 }
 
 impl Audit {
-    /// Appends to the audit log at `path` (created 0600 if missing).
+    /// Appends to the audit log at `path` (created 0600 if missing), rotated by the
+    /// default [`Rotation`].
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
+        Self::open_with(path, Rotation::default())
+    }
+
+    /// Appends to the audit log at `path` (created 0600 if missing), rotated by size as
+    /// `rotation` says.
+    pub fn open_with(path: &Path, rotation: Rotation) -> anyhow::Result<Self> {
+        let mut file = RotatingFile::open(path, rotation)
             .with_context(|| format!("cannot open audit log {}", path.display()))?;
         let (tx, rx) = sync_channel::<String>(QUEUE);
         let writer = std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
                 while let Ok(line) = rx.recv() {
-                    if let Err(e) = file.write_all(line.as_bytes()) {
+                    if let Err(e) = file.write(line.as_bytes()) {
                         tracing::error!("cannot write the audit log: {e}");
                     }
                 }
-                let _ = file.sync_all();
+                let _ = file.sync();
             })
             .context("cannot start the audit writer")?;
         Ok(Self {
             lines: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            metrics: OnceLock::new(),
         })
+    }
+
+    /// Counts every later event in `metrics` too (the status page and `/metrics` read
+    /// them). Only the first call has an effect.
+    pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Records one event.
     pub fn record(&self, event: AuditEvent) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.observe(&event);
+        }
         let line = event.to_string();
         tracing::info!(target: "audit", "{line}");
         let sender = self.lines.lock().unwrap_or_else(|e| e.into_inner());

@@ -472,7 +472,11 @@ mod tests {
             Self {
                 _dir: dir,
                 shared,
-                conn: ConnHandle { id: 1, events: tx },
+                conn: ConnHandle {
+                    id: 1,
+                    events: tx,
+                    notify: mpsc::channel(1).0,
+                },
                 _events: rx,
                 nonce: rand::random(),
                 remote: "192.0.2.10:4000".parse().unwrap(),

@@ -1,8 +1,9 @@
 //! Everything an operator can tune, with safe defaults.
 //!
 //! [`Config::new`] gives a directory that is safe to expose: registration closed, bounded
-//! connection counts, OWASP-strength password hashing, 3-strike account lockout. The CLI
-//! fills the fields it has flags for; tests and the load generator set the rest directly.
+//! connection counts, OWASP-strength password hashing, 3-strike account lockout, no
+//! status page. The `directory` binary fills it from the configuration file and its
+//! flags ([`crate::config_file`]); tests and the load generator set fields directly.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use crate::lockout::LockoutPolicy;
 use crate::password::PasswordCost;
 use crate::ratelimit::SourcePolicy;
+use crate::rotating_file::Rotation;
 
 /// UDP port the directory listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8888;
@@ -51,6 +53,23 @@ pub struct Config {
     /// How long shutdown waits for peers to take their `Shutdown` notice and for the
     /// endpoint to go idle.
     pub shutdown_grace: Duration,
+    /// TCP address of the status page, `/metrics` and `/healthz` (HTTP); `None`: off.
+    pub status: Option<SocketAddr>,
+    /// Token the status page asks for. Required (one is made up and printed at start
+    /// when this is `None`) unless the page is bound to a loopback address.
+    pub status_token: Option<Secret>,
+    /// Size-based rotation of the audit log.
+    pub audit_rotation: Rotation,
+}
+
+/// A secret setting: shown as `<redacted>` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Config {
@@ -75,6 +94,9 @@ impl Config {
                 .map(|n| n.get() * 2)
                 .unwrap_or(4),
             shutdown_grace: Duration::from_secs(3),
+            status: None,
+            status_token: None,
+            audit_rotation: Rotation::default(),
         }
     }
 
@@ -91,6 +113,11 @@ impl Config {
     /// Path of the audit log inside the data directory.
     pub fn audit_path(&self) -> PathBuf {
         self.data_dir.join(crate::audit::AUDIT_FILE)
+    }
+
+    /// Path of the operator's control socket inside the data directory.
+    pub fn operator_socket_path(&self) -> PathBuf {
+        self.data_dir.join(crate::operator::SOCKET_FILE)
     }
 }
 

@@ -28,12 +28,14 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
+use crate::admin_requests;
 use crate::audit::AuditEvent;
 use crate::auth::{self, Origin};
 use crate::control::{ControlStream, ReadFailure, WriteFailure};
 use crate::limits::RequestBudget;
 use crate::lookup;
 use crate::presence::{ConnHandle, Session};
+use crate::rooms;
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
@@ -56,6 +58,9 @@ pub mod close {
 
 /// How long a new connection may take to open its stream and start its `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Notifications (presence, rooms) one connection may have waiting; past that it is
+/// disconnected as too slow (see [`crate::presence`]).
+const NOTIFY_QUEUE: usize = 64;
 
 /// How a connection ends.
 #[derive(Debug)]
@@ -94,6 +99,8 @@ impl End {
         let (code, reason) = match &event {
             Event::Shutdown { reason } => (close::SHUTDOWN, reason.clone()),
             Event::ForcedLogout { reason } => (close::FORCED_LOGOUT, reason.clone()),
+            // Notifications never end a connection; they arrive on their own queue.
+            Event::RoomChanged { .. } | Event::Presence { .. } => (close::NORMAL, String::new()),
         };
         End::Close {
             last: Some(ServerMsg::Event(event)),
@@ -169,24 +176,26 @@ pub(crate) async fn run(
     tracing::debug!("control stream open");
 
     let (events_tx, events_rx) = mpsc::channel(1);
+    let (notify_tx, notify_rx) = mpsc::channel(NOTIFY_QUEUE);
     let state = State {
         shared,
         remote,
         conn: ConnHandle {
             id,
             events: events_tx,
+            notify: notify_tx,
         },
         nonce: None,
         session: None,
     };
-    serve(state, &conn, control, events_rx, shutdown).await;
+    serve(state, &conn, control, (events_rx, notify_rx), shutdown).await;
 }
 
 async fn serve(
     mut state: State,
     conn: &quinn::Connection,
     mut control: ControlStream,
-    mut events: mpsc::Receiver<Event>,
+    (mut events, mut notes): (mpsc::Receiver<Event>, mpsc::Receiver<Event>),
     mut shutdown: Shutdown,
 ) {
     let config = &state.shared.config;
@@ -209,6 +218,13 @@ async fn serve(
                     });
                 }
                 break End::event(event);
+            }
+            Some(note) = notes.recv() => {
+                match control.write(&ServerMsg::Event(note)).await {
+                    Ok(()) => continue,
+                    Err(WriteFailure::Lost(why)) => break End::Lost(why),
+                    Err(WriteFailure::TimedOut) => break End::close(close::TIMEOUT, "not reading"),
+                }
             }
             r = control.read_payload(deadline) => r,
         };
@@ -330,6 +346,40 @@ impl State {
                 shared,
                 self.session.as_ref().map(Session::user),
             )),
+            Request::JoinRoom { room } => Step::reply(
+                rooms::join(shared, self.session.as_ref().map(Session::user), &room).await,
+            ),
+            Request::LeaveRoom { room } => Step::reply(
+                rooms::leave(shared, self.session.as_ref().map(Session::user), &room).await,
+            ),
+            Request::ListRooms => Step::reply(rooms::list(
+                shared,
+                self.session.as_ref().map(Session::user),
+            )),
+            Request::Watch { users, everyone } => Step::reply(match &self.session {
+                None => Reply::Error {
+                    code: ErrorCode::NotLoggedIn,
+                    message: "log in first".into(),
+                },
+                Some(session) => {
+                    let users = users
+                        .into_iter()
+                        .filter(|u| proto::names::check_username(u).is_ok())
+                        .take(proto::message::MAX_WATCH)
+                        .collect();
+                    shared.presence.set_watch(session.user(), users, everyone);
+                    Reply::Watching
+                }
+            }),
+            Request::Admin(request) => Step::reply(
+                admin_requests::handle(
+                    shared,
+                    self.session.as_ref().map(Session::user),
+                    self.remote.ip(),
+                    request,
+                )
+                .await,
+            ),
             Request::Logout => {
                 if let Some(session) = self.session.take() {
                     shared.audit.record(AuditEvent::LoggedOut {
@@ -403,6 +453,11 @@ fn request_kind(request: &Request) -> &'static str {
         Request::Lookup { .. } => "Lookup",
         Request::Who => "Who",
         Request::Logout => "Logout",
+        Request::Admin(_) => "Admin",
+        Request::JoinRoom { .. } => "JoinRoom",
+        Request::LeaveRoom { .. } => "LeaveRoom",
+        Request::ListRooms => "ListRooms",
+        Request::Watch { .. } => "Watch",
     }
 }
 

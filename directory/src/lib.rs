@@ -24,39 +24,56 @@
 //!   closing so that the last message is delivered.
 //! - [`auth`]: `Register`, `Login`, `Resume` — the order of checks and their replies.
 //! - [`lookup`]: `Lookup` and `Who`.
-//! - [`presence`]: who is online, owned per connection; replacing an older session.
+//! - [`presence`]: who is online, owned per connection; replacing an older session;
+//!   who hears about whose logins and logouts.
+//! - [`rooms`]: room membership (durable, cached) and the room requests.
 //! - [`password`]: argon2id hashing off the runtime, bounded.
 //! - [`lockout`]: the account lockout policy (pure).
 //! - [`ratelimit`]: failed logins per source address.
 //! - [`limits`]: connections in total and per source address.
 //! - [`ticket`]: session tickets for cheap re-login.
 //! - [`store`]: the storage trait; [`store::sqlite`] its SQLite backend.
-//! - [`admin`]: operator actions (`directory user ...`).
-//! - [`audit`]: the audit trail (tracing target `audit` and `<data>/audit.log`).
+//! - [`admin`]: operator actions on accounts (`directory user ...`, administrators).
+//! - [`admin_requests`]: `Request::Admin` — administrators acting from their peers, and
+//!   who may.
+//! - [`operator`]: the local control socket that lets `directory shutdown` and
+//!   `directory user logout` reach the running server.
+//! - [`status`]: the status page, `/metrics` (Prometheus) and `/healthz` over HTTP.
+//! - [`metrics`]: the counters behind them, fed from the audit trail.
+//! - [`audit`]: the audit trail (tracing target `audit` and `<data>/audit.log`);
+//!   [`rotating_file`] rotates that file by size.
 //! - [`keys`]: the data directory and the directory's identity key file.
 //! - [`tls`]: certificate → rustls → quinn server configuration with transport limits.
-//! - [`config`]: every tunable and its default.
+//! - [`config`]: every tunable and its default; [`config_file`] the TOML file and the
+//!   flags over it, and logging set-up.
 //! - [`state`]: the state all connection tasks share.
 //! - [`shutdown`]: the shutdown signal.
 //! - [`clock`]: Unix time and UTC formatting.
 
 pub mod admin;
+pub mod admin_requests;
 pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod connection;
 pub mod control;
 pub mod keys;
 pub mod limits;
 pub mod lockout;
 pub mod lookup;
+pub mod metrics;
+pub mod operator;
 pub mod password;
 pub mod presence;
 pub mod ratelimit;
+pub mod rooms;
+pub mod rotating_file;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod ticket;
 pub mod tls;

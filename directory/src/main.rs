@@ -1,68 +1,125 @@
-//! The `directory` command: run the server, or manage its accounts.
+//! The `directory` command: run the server, manage its accounts, stop it.
 //!
 //! ```text
-//! directory [--data DIR] serve [--listen ADDR] [--open-registration]
-//! printf 'secret\n' | directory [--data DIR] user add NAME [--admin] --password-stdin
-//! directory [--data DIR] user list | remove NAME | unlock NAME | reset-key NAME
+//! directory [--data DIR] [--config FILE] serve [--listen ADDR] [--status ADDR] ...
+//! printf 'secret\n' | directory user add NAME [--admin] --password-stdin
+//! directory user list | remove NAME | lock NAME | unlock NAME | logout NAME | reset-key NAME
+//! directory shutdown
+//! directory config print [serve flags]
 //! ```
+//!
+//! Settings come from built-in defaults, then the configuration file (`--config FILE`, or
+//! `directory.toml` in the data directory), then the environment, then flags; see
+//! [`directory::config_file`] and `docs/OPERATIONS.md`.
 //!
 //! Exit status 0 on success; 1 with a one-line reason on stderr on failure; 2 for usage
 //! errors (clap). `serve` prints two lines on stdout that scripts parse:
-//! `directory fingerprint: <fingerprint>` and `listening on <addr>`. Logs go to stderr.
+//! `directory fingerprint: <fingerprint>` and `listening on <addr>`, then, with a status
+//! page, `status page on http://<addr>/` and maybe `status token: <token>`. It runs until
+//! Ctrl-C, SIGTERM, `directory shutdown` or an administrator's `/shutdown`, and exits 0
+//! once peers are told and storage is flushed. Logs go to stderr.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use directory::config_file::{self, LogFormat, Overrides};
+use directory::operator::{self, OperatorError};
 use directory::{Admin, Config, Directory};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
 /// Natter directory server: accounts, login, presence, lookup.
 #[derive(Debug, Parser)]
 #[command(name = "directory", version)]
 struct Cli {
-    /// Data directory (database, identity key, audit log).
-    /// Default: the platform data directory's `natter` folder.
+    /// Data directory (database, identity key, audit log, control socket).
+    /// Default: `data` in the configuration file, else the platform data directory's
+    /// `natter` folder.
     #[arg(long, global = true, value_name = "DIR", env = "NATTER_DIRECTORY_DATA")]
     data: Option<PathBuf>,
+
+    /// Configuration file (TOML). Default: `directory.toml` in the data directory, if
+    /// it exists.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "NATTER_DIRECTORY_CONFIG"
+    )]
+    config: Option<PathBuf>,
+
+    /// Log filter: a level (`info`) or per-module directives
+    /// (`info,directory::auth=debug`). Beats RUST_LOG and the file's `log.filter`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_filter: Option<String>,
+
+    /// Log line format: `text`, or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 
     #[command(subcommand)]
     command: Command,
 }
 
+/// The server's flags; each one overrides the configuration file key of the same name.
+#[derive(Debug, Clone, Default, Args)]
+struct ServeArgs {
+    /// UDP address to listen on (QUIC) [default: 0.0.0.0:8888]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Let peers create their own accounts (`--open-registration=false` turns off what
+    /// the file turned on) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    open_registration: Option<bool>,
+    /// Drop a connection silent for this many seconds [default: 10]
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<u64>,
+    /// Lifetime of session tickets, in seconds [default: 86400]
+    #[arg(long, value_name = "SECS")]
+    ticket_lifetime: Option<u64>,
+    /// Most connections at once [default: 10000]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most connections at once from one address (IPv6: one /64) [default: 64]
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// Serve the status page, /metrics and /healthz over HTTP on this TCP address
+    /// (e.g. 127.0.0.1:8080) [default: off]
+    #[arg(long, value_name = "ADDR")]
+    status: Option<SocketAddr>,
+    /// Token the status page asks for (at least 16 characters). Without one, a page
+    /// bound to a non-loopback address gets a random token, printed at start. Prefer the
+    /// environment variable or the file: flags show in `ps`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "NATTER_STATUS_TOKEN",
+        hide_env_values = true
+    )]
+    status_token: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the directory server until Ctrl-C or SIGTERM.
-    Serve {
-        /// UDP address to listen on (QUIC).
-        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8888")]
-        listen: SocketAddr,
-        /// Let peers create their own accounts.
-        #[arg(long)]
-        open_registration: bool,
-        /// Drop a connection silent for this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 10)]
-        idle_timeout: u64,
-        /// Lifetime of session tickets, in seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 24 * 60 * 60)]
-        ticket_lifetime: u64,
-        /// Most connections at once.
-        #[arg(long, value_name = "N", default_value_t = 10_000)]
-        max_connections: usize,
-        /// Most connections at once from one address (IPv6: one /64).
-        #[arg(long, value_name = "N", default_value_t = 64)]
-        max_connections_per_ip: usize,
-    },
+    /// Run the directory server until Ctrl-C, SIGTERM or `directory shutdown`.
+    Serve(ServeArgs),
     /// Manage accounts (works while the server runs).
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Stop the directory running on this data directory: peers are told, storage is
+    /// flushed, and it exits 0.
+    Shutdown,
+    /// Show the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
 }
 
@@ -81,27 +138,49 @@ enum UserAction {
     },
     /// List accounts.
     List,
-    /// Delete an account.
+    /// Delete an account (and end its session on the running server).
     Remove { name: String },
-    /// Lift a lockout after failed logins.
+    /// Lock an account until unlocked (and end its session on the running server).
+    Lock { name: String },
+    /// Lift a lock: an operator's, or a lockout after failed logins.
     Unlock { name: String },
+    /// End a user's session on the running server; their peer is told why.
+    Logout { name: String },
     /// Forget the account's identity key (for a user who lost theirs).
     ResetKey { name: String },
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print the effective configuration (defaults, file, environment and these flags
+    /// combined) as a configuration file.
+    Print(ServeArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The server logs at info by default; the one-shot `user` commands only warn, so a
-    // failure shows as one line on stderr. RUST_LOG overrides both.
-    let default_level = match cli.command {
-        Command::Serve { .. } => "info",
-        Command::User { .. } => "warn",
+    // The server logs at info by default (and `config print` shows what it would use);
+    // the one-shot commands only warn, so a failure shows as one line on stderr.
+    let default_filter = match cli.command {
+        Command::Serve(_) | Command::Config { .. } => "info",
+        _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let effective = match config_file::resolve(
+        &overrides(&cli),
+        directory::default_data_dir(),
+        std::env::var("RUST_LOG").ok(),
+        default_filter,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("directory: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = config_file::init_logging(&effective.log) {
+        eprintln!("directory: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -109,7 +188,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli.command, effective)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("directory: {e:#}");
@@ -118,35 +197,46 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let data = match cli.data {
-        Some(dir) => dir,
-        None => directory::default_data_dir()
-            .context("cannot find a data directory for this user; pass --data DIR")?,
+/// The flags that override the configuration file.
+fn overrides(cli: &Cli) -> Overrides {
+    let serve = match &cli.command {
+        Command::Serve(args)
+        | Command::Config {
+            action: ConfigAction::Print(args),
+        } => args.clone(),
+        _ => ServeArgs::default(),
     };
-    match cli.command {
-        Command::Serve {
-            listen,
-            open_registration,
-            idle_timeout,
-            ticket_lifetime,
-            max_connections,
-            max_connections_per_ip,
-        } => {
-            let mut config = Config::new(data);
-            config.listen = listen;
-            config.open_registration = open_registration;
-            config.idle_timeout = Duration::from_secs(idle_timeout.max(1));
-            config.ticket_lifetime = Duration::from_secs(ticket_lifetime.max(1));
-            config.max_connections = max_connections;
-            config.max_connections_per_ip = max_connections_per_ip;
-            serve(config).await
-        }
+    Overrides {
+        config: cli.config.clone(),
+        data: cli.data.clone(),
+        listen: serve.listen,
+        open_registration: serve.open_registration,
+        idle_timeout: serve.idle_timeout,
+        ticket_lifetime: serve.ticket_lifetime,
+        max_connections: serve.max_connections,
+        max_connections_per_ip: serve.max_connections_per_ip,
+        status: serve.status,
+        status_token: serve.status_token,
+        log_filter: cli.log_filter.clone(),
+        log_format: cli.log_format,
+    }
+}
+
+async fn run(command: Command, effective: config_file::Effective) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => serve(effective.config).await,
         Command::User { action } => {
-            let admin = Admin::open(&data).await?;
-            let result = user(&admin, action).await;
+            let admin = Admin::open_config(&effective.config).await?;
+            let result = user(&admin, &effective.config.data_dir, action).await;
             admin.close().await;
             result
+        }
+        Command::Shutdown => shutdown(&effective.config.data_dir).await,
+        Command::Config {
+            action: ConfigAction::Print(_),
+        } => {
+            print!("{}", config_file::render(&effective));
+            Ok(())
         }
     }
 }
@@ -161,17 +251,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "directory fingerprint: {}", directory.fingerprint())?;
         writeln!(out, "listening on {}", directory.local_addr())?;
+        if let Some(addr) = directory.status_addr() {
+            writeln!(out, "status page on http://{addr}/")?;
+        }
+        if let Some(token) = directory.status_token() {
+            writeln!(out, "status token: {token}")?;
+        }
         out.flush()?;
     }
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("interrupted"),
+        reason = directory.stopped() => tracing::info!(%reason, "stop requested"),
     }
     directory.shutdown().await;
     Ok(())
 }
 
-async fn user(admin: &Admin, action: UserAction) -> anyhow::Result<()> {
+async fn user(admin: &Admin, data: &Path, action: UserAction) -> anyhow::Result<()> {
     match action {
         UserAction::Add {
             name,
@@ -200,6 +297,7 @@ async fn user(admin: &Admin, action: UserAction) -> anyhow::Result<()> {
                     .map(|k| k.fingerprint().short())
                     .unwrap_or_else(|| "-".into());
                 let status = match u.locked_for {
+                    Some(_) if u.locked_by_admin => "locked".to_string(),
                     Some(secs) => format!("locked {secs}s"),
                     None if u.failed_attempts > 0 => format!("{} failed", u.failed_attempts),
                     None => "ok".into(),
@@ -218,17 +316,54 @@ async fn user(admin: &Admin, action: UserAction) -> anyhow::Result<()> {
         }
         UserAction::Remove { name } => {
             admin.remove_user(&name).await?;
+            kick(data, &name, "account removed by the operator").await;
             println!("removed user {name}");
+        }
+        UserAction::Lock { name } => {
+            admin.lock_user(&name).await?;
+            kick(data, &name, "account locked by the operator").await;
+            println!("locked user {name}; `directory user unlock {name}` lifts it");
         }
         UserAction::Unlock { name } => {
             admin.unlock_user(&name).await?;
             println!("unlocked user {name}");
         }
+        UserAction::Logout { name } => {
+            proto::names::check_username(&name)?;
+            let reply = operator::request(data, &format!("logout {name}")).await?;
+            println!("{reply}");
+        }
         UserAction::ResetKey { name } => {
             admin.reset_key(&name).await?;
+            kick(data, &name, "identity key reset by the operator").await;
             println!("reset the identity key of {name}; their next login registers a new one");
         }
     }
+    Ok(())
+}
+
+/// Ends `name`'s session on the running server, if one runs (the account change itself
+/// is already in the database, which the server reads at every login).
+async fn kick(data: &Path, name: &str, reason: &str) {
+    match operator::request(data, &format!("logout {name} {reason}")).await {
+        Ok(reply) => tracing::info!("{reply}"),
+        Err(OperatorError::NotRunning(_)) => {}
+        Err(e) => eprintln!("directory: warning: could not end {name}'s session: {e}"),
+    }
+}
+
+/// Asks the running directory to stop and waits until it has flushed and gone.
+async fn shutdown(data: &Path) -> anyhow::Result<()> {
+    let socket = data.join(operator::SOCKET_FILE);
+    operator::request(data, "shutdown").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while socket.exists() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the directory was told to stop but has not finished after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("directory stopped");
     Ok(())
 }
 

@@ -5,11 +5,18 @@
 //! replaced it meanwhile. A new login of a user who is already online replaces the old
 //! entry and tells the old connection, through its [`ConnHandle`], to go away.
 //!
-//! The map is behind a plain mutex: every critical section is a few map operations,
-//! never an `.await`. Its size is bounded by the number of connections.
+//! Presence is also who hears about whom: every login and logout is announced
+//! ([`Event::Presence`]) to the user's room-mates and to whoever watches them
+//! ([`Presence::set_watch`]). Announcements go through each connection's bounded
+//! notification queue; a connection too slow to take them is disconnected rather than
+//! buffered for.
+//!
+//! The map is behind a plain mutex: every critical section is a few map operations and
+//! non-blocking sends, never an `.await`. Its size is bounded by the number of
+//! connections (and each watch list by [`proto::message::MAX_WATCH`]).
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -18,6 +25,8 @@ use proto::PublicKey;
 use proto::message::{Event, OnlineUser, PeerInfo};
 use tokio::sync::mpsc;
 
+use crate::rooms::RoomIndex;
+
 /// How presence reaches the connection task that owns an entry.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
@@ -25,6 +34,8 @@ pub struct ConnHandle {
     pub id: u64,
     /// Events for the connection to send and act on (it closes after a `ForcedLogout`).
     pub events: mpsc::Sender<Event>,
+    /// Notifications the connection passes on to its peer (presence, rooms).
+    pub notify: mpsc::Sender<Event>,
 }
 
 impl ConnHandle {
@@ -35,6 +46,17 @@ impl ConnHandle {
             reason: reason.to_string(),
         });
     }
+
+    /// Queues a notification; a connection whose queue is full is told to go.
+    fn notify(&self, event: Event) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.notify.try_send(event) {
+            tracing::warn!(
+                conn = self.id,
+                "peer too slow to take notifications; disconnecting"
+            );
+            self.force_logout("too slow to read notifications");
+        }
+    }
 }
 
 /// What is known about one online user.
@@ -43,22 +65,79 @@ struct Entry {
     info: PeerInfo,
     since: Instant,
     conn: ConnHandle,
+    /// Users this one asked to hear about.
+    watching: Vec<String>,
+}
+
+/// The online users and who watches whom.
+#[derive(Debug, Default)]
+struct Table {
+    users: HashMap<String, Entry>,
+    /// Watched user → the users watching them.
+    watchers: HashMap<String, HashSet<String>>,
+    /// Users who asked to hear about everyone.
+    everyone: HashSet<String>,
+}
+
+impl Table {
+    /// Tells everyone interested that `user` came online or went offline.
+    fn announce(&self, rooms: &RoomIndex, user: &str, online: bool) {
+        let mut audience: HashSet<&str> = self.everyone.iter().map(String::as_str).collect();
+        if let Some(w) = self.watchers.get(user) {
+            audience.extend(w.iter().map(String::as_str));
+        }
+        let mates = rooms.room_mates(user);
+        audience.extend(mates.iter().map(String::as_str));
+        audience.remove(user);
+        for name in audience {
+            if let Some(e) = self.users.get(name) {
+                e.conn.notify(Event::Presence {
+                    user: user.to_string(),
+                    online,
+                });
+            }
+        }
+    }
+
+    /// Removes `user`'s entry and everything it watched; announces them offline.
+    fn remove(&mut self, rooms: &RoomIndex, user: &str) -> Option<Entry> {
+        let entry = self.users.remove(user)?;
+        self.unwatch(user, &entry.watching);
+        self.everyone.remove(user);
+        self.announce(rooms, user, false);
+        Some(entry)
+    }
+
+    fn unwatch(&mut self, watcher: &str, watched: &[String]) {
+        for w in watched {
+            if let MapEntry::Occupied(mut set) = self.watchers.entry(w.clone()) {
+                set.get_mut().remove(watcher);
+                if set.get().is_empty() {
+                    set.remove();
+                }
+            }
+        }
+    }
 }
 
 /// The table of online users. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
 pub struct Presence {
-    users: Arc<Mutex<HashMap<String, Entry>>>,
+    table: Arc<Mutex<Table>>,
+    rooms: Arc<RoomIndex>,
 }
 
 impl Presence {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty table; room membership (for announcements) comes from `rooms`.
+    pub fn new(rooms: Arc<RoomIndex>) -> Self {
+        Self {
+            table: Arc::default(),
+            rooms,
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records `user` as online through `conn`. An earlier entry of the same user from
@@ -80,14 +159,22 @@ impl Presence {
             },
             since: Instant::now(),
             conn: conn.clone(),
+            watching: Vec::new(),
         };
-        let replaced = self.lock().insert(user.to_string(), entry);
-        if let Some(old) = replaced
-            && old.conn.id != conn.id
-        {
-            old.conn.force_logout("logged in elsewhere");
-            tracing::info!(user, "replaced an earlier session of the same user");
+        let mut table = self.lock();
+        let replaced = table.users.insert(user.to_string(), entry);
+        match replaced {
+            Some(old) => {
+                table.unwatch(user, &old.watching);
+                table.everyone.remove(user);
+                if old.conn.id != conn.id {
+                    old.conn.force_logout("logged in elsewhere");
+                    tracing::info!(user, "replaced an earlier session of the same user");
+                }
+            }
+            None => table.announce(&self.rooms, user, true),
         }
+        drop(table);
         Session {
             presence: self.clone(),
             user: user.to_string(),
@@ -97,7 +184,39 @@ impl Presence {
 
     /// Where `user` is, if online.
     pub fn get(&self, user: &str) -> Option<PeerInfo> {
-        self.lock().get(user).map(|e| e.info.clone())
+        self.lock().users.get(user).map(|e| e.info.clone())
+    }
+
+    /// Replaces the list of users `user` wants presence events about.
+    pub fn set_watch(&self, user: &str, watching: Vec<String>, everyone: bool) {
+        let mut table = self.lock();
+        let Some(entry) = table.users.get_mut(user) else {
+            return;
+        };
+        let old = std::mem::replace(&mut entry.watching, watching.clone());
+        table.unwatch(user, &old);
+        for w in watching {
+            table
+                .watchers
+                .entry(w)
+                .or_default()
+                .insert(user.to_string());
+        }
+        if everyone {
+            table.everyone.insert(user.to_string());
+        } else {
+            table.everyone.remove(user);
+        }
+    }
+
+    /// Sends `event` to those of `users` who are online.
+    pub fn notify(&self, users: &[String], event: Event) {
+        let table = self.lock();
+        for u in users {
+            if let Some(e) = table.users.get(u) {
+                e.conn.notify(event.clone());
+            }
+        }
     }
 
     /// Everyone online, sorted by name.
@@ -105,6 +224,7 @@ impl Presence {
         let now = Instant::now();
         let mut users: Vec<OnlineUser> = self
             .lock()
+            .users
             .iter()
             .map(|(name, e)| OnlineUser {
                 user: name.clone(),
@@ -117,7 +237,7 @@ impl Presence {
 
     /// Number of users online.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().users.len()
     }
 
     /// Whether nobody is online.
@@ -128,7 +248,7 @@ impl Presence {
     /// Ends `user`'s session (if online) and tells its connection why. Returns whether
     /// they were online.
     pub fn force_logout(&self, user: &str, reason: &str) -> bool {
-        let removed = self.lock().remove(user);
+        let removed = self.lock().remove(&self.rooms, user);
         match removed {
             Some(e) => {
                 e.conn.force_logout(reason);
@@ -139,11 +259,9 @@ impl Presence {
     }
 
     fn remove_if_owned(&self, user: &str, conn_id: u64) {
-        let mut users = self.lock();
-        if let MapEntry::Occupied(e) = users.entry(user.to_string())
-            && e.get().conn.id == conn_id
-        {
-            e.remove();
+        let mut table = self.lock();
+        if table.users.get(user).is_some_and(|e| e.conn.id == conn_id) {
+            table.remove(&self.rooms, user);
         }
     }
 }
@@ -175,7 +293,51 @@ mod tests {
 
     fn handle(id: u64) -> (ConnHandle, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(1);
-        (ConnHandle { id, events: tx }, rx)
+        let (notify, _) = mpsc::channel(1);
+        (
+            ConnHandle {
+                id,
+                events: tx,
+                notify,
+            },
+            rx,
+        )
+    }
+
+    fn watcher(id: u64) -> (ConnHandle, mpsc::Receiver<Event>) {
+        let (events, _) = mpsc::channel(1);
+        let (notify, rx) = mpsc::channel(16);
+        (ConnHandle { id, events, notify }, rx)
+    }
+
+    #[test]
+    fn watchers_hear_logins_and_logouts() {
+        let p = Presence::default();
+        let key = proto::Identity::generate().public();
+        let (w, mut heard) = watcher(1);
+        let _s = p.login("bianca", key, addr(1), vec![], w);
+        p.set_watch("bianca", vec!["ali".into()], false);
+        let (h, _rx) = handle(2);
+        let ali = p.login("ali", key, addr(2), vec![], h);
+        assert_eq!(
+            heard.try_recv().unwrap(),
+            Event::Presence {
+                user: "ali".into(),
+                online: true
+            }
+        );
+        drop(ali);
+        assert_eq!(
+            heard.try_recv().unwrap(),
+            Event::Presence {
+                user: "ali".into(),
+                online: false
+            }
+        );
+        // Not watched: not heard.
+        let (h, _rx) = handle(3);
+        let _c = p.login("chloe", key, addr(3), vec![], h);
+        assert!(heard.try_recv().is_err());
     }
 
     fn addr(port: u16) -> SocketAddr {
@@ -184,7 +346,7 @@ mod tests {
 
     #[test]
     fn login_lookup_logout() {
-        let p = Presence::new();
+        let p = Presence::default();
         let key = proto::Identity::generate().public();
         let (h, _rx) = handle(1);
         let s = p.login("ali", key, addr(1), vec![addr(2)], h);
@@ -200,7 +362,7 @@ mod tests {
 
     #[test]
     fn second_login_replaces_and_kicks_the_first() {
-        let p = Presence::new();
+        let p = Presence::default();
         let key = proto::Identity::generate().public();
         let (h1, mut rx1) = handle(1);
         let (h2, mut rx2) = handle(2);
@@ -222,7 +384,7 @@ mod tests {
 
     #[test]
     fn list_is_sorted() {
-        let p = Presence::new();
+        let p = Presence::default();
         let key = proto::Identity::generate().public();
         let mut sessions = Vec::new();
         for (i, name) in ["carla", "ali", "bianca"].into_iter().enumerate() {

@@ -6,9 +6,15 @@
 //! connection ([`crate::connection`]). Every task holds a clone of a completion sender;
 //! shutdown knows all tasks are done when the last clone is dropped.
 //!
+//! Beside QUIC it runs the operator's control socket ([`crate::operator`]) and, when
+//! configured, the status page ([`crate::status`]).
+//!
 //! Shutdown: signal every task (each sends `Event::Shutdown` and closes its connection),
 //! wait for them (bounded), close the endpoint, wait for it to go idle (bounded), then
-//! close the store and the audit log.
+//! close the store and the audit log, and stop the status page and the control socket.
+//! The signal may also come from inside (an administrator's `/shutdown`, `directory
+//! shutdown`): [`Directory::stopped`] tells the owner, who then calls
+//! [`Directory::shutdown`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,8 +32,11 @@ use crate::clock::unix_now;
 use crate::config::Config;
 use crate::connection::{self, close};
 use crate::limits::ConnLimits;
-use crate::shutdown::{self, Shutdown, ShutdownSender};
+use crate::metrics::Metrics;
+use crate::operator::OperatorSocket;
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
+use crate::status::StatusServer;
 use crate::{keys, tls};
 
 /// What peers are told when the directory stops.
@@ -46,7 +55,8 @@ pub struct Directory {
     local_addr: SocketAddr,
     public_key: PublicKey,
     limits: ConnLimits,
-    shutdown: ShutdownSender,
+    status: Option<StatusServer>,
+    operator: Option<OperatorSocket>,
     accept_task: Option<JoinHandle<()>>,
     maintenance_task: Option<JoinHandle<()>>,
     tasks_done: mpsc::Receiver<()>,
@@ -87,7 +97,20 @@ impl Directory {
             shared.config.max_connections,
             shared.config.max_connections_per_ip,
         );
-        let (shutdown_tx, shutdown_rx) = shutdown::channel();
+        // Before any task starts: a status address that cannot be bound fails the start.
+        let status = match shared.config.status {
+            Some(listen) => Some(
+                StatusServer::start(
+                    shared.clone(),
+                    limits.clone(),
+                    listen,
+                    shared.config.status_token.as_ref().map(|t| t.0.clone()),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let shutdown_rx = shared.shutdown.subscribe();
         let (done_tx, tasks_done) = mpsc::channel(1);
         let accept_task = tokio::spawn(accept_loop(
             endpoint.clone(),
@@ -96,6 +119,21 @@ impl Directory {
             shutdown_rx.clone(),
             done_tx,
         ));
+        let operator = match OperatorSocket::start(
+            shared.clone(),
+            &shared.config.operator_socket_path(),
+            shutdown_rx.clone(),
+        ) {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                tracing::warn!(
+                    "no control socket at {} ({e}): `directory shutdown` and \
+                     `directory user logout` will not reach this server",
+                    shared.config.operator_socket_path().display()
+                );
+                None
+            }
+        };
         let maintenance_task = tokio::spawn(maintenance(shared.clone(), shutdown_rx));
         let admin = Admin::new(
             shared.store.clone(),
@@ -111,7 +149,8 @@ impl Directory {
             local_addr,
             public_key,
             limits,
-            shutdown: shutdown_tx,
+            status,
+            operator,
             accept_task: Some(accept_task),
             maintenance_task: Some(maintenance_task),
             tasks_done,
@@ -151,6 +190,7 @@ impl Directory {
     /// Deletes an account; if the user is online their session ends at once.
     pub async fn remove_user(&self, name: &str) -> anyhow::Result<()> {
         self.admin.remove_user(name).await?;
+        self.shared.rooms.remove_user(name);
         self.shared
             .presence
             .force_logout(name, "account removed by the operator");
@@ -171,6 +211,30 @@ impl Directory {
         self.admin.list_users().await
     }
 
+    /// Where the status page listens, when it is on.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().map(StatusServer::local_addr)
+    }
+
+    /// The token the status page asks for, if it asks for one (configured, or made up at
+    /// start because the page is bound to a non-loopback address).
+    pub fn status_token(&self) -> Option<&str> {
+        self.status.as_ref().and_then(StatusServer::token)
+    }
+
+    /// The counters behind the status page and `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Completes once shutdown has been asked for from inside (an administrator's
+    /// `/shutdown`, `directory shutdown` on the control socket) and returns the reason.
+    /// Peers have been told already and no new connection is accepted; the owner should
+    /// then call [`Directory::shutdown`] to finish (drain, flush storage).
+    pub async fn stopped(&self) -> String {
+        self.shared.shutdown.subscribe().recv().await
+    }
+
     /// Number of users logged in right now.
     pub fn online_count(&self) -> usize {
         self.shared.presence.len()
@@ -186,7 +250,7 @@ impl Directory {
     pub async fn shutdown(mut self) {
         let grace = self.shared.config.shutdown_grace;
         tracing::info!("shutting down");
-        self.shutdown.signal(SHUTDOWN_REASON);
+        self.shared.shutdown.signal(SHUTDOWN_REASON);
         if let Some(task) = self.accept_task.take() {
             let _ = task.await;
         }
@@ -210,6 +274,12 @@ impl Directory {
             let _ = task.await;
         }
         self.admin.close().await;
+        if let Some(status) = self.status.take() {
+            status.stop().await;
+        }
+        if let Some(operator) = self.operator.take() {
+            operator.stop();
+        }
         tracing::info!("directory stopped");
     }
 }
@@ -217,7 +287,10 @@ impl Directory {
 impl Drop for Directory {
     /// Dropped without [`Directory::shutdown`]: stop everything without waiting.
     fn drop(&mut self) {
-        self.shutdown.signal(SHUTDOWN_REASON);
+        self.shared.shutdown.signal(SHUTDOWN_REASON);
+        if let Some(operator) = self.operator.take() {
+            operator.stop();
+        }
         self.endpoint
             .close(close::SHUTDOWN.into(), SHUTDOWN_REASON.as_bytes());
     }

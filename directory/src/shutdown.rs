@@ -27,7 +27,27 @@ pub fn channel() -> (ShutdownSender, Shutdown) {
 impl ShutdownSender {
     /// Signals every listener, now and later.
     pub fn signal(&self, reason: &str) {
-        self.tx.send_replace(Some(reason.to_string()));
+        self.tx.send_if_modified(|current| {
+            // The first reason stands: a later signal must not reword the notice.
+            if current.is_none() {
+                *current = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A new listener.
+    pub fn subscribe(&self) -> Shutdown {
+        Shutdown {
+            rx: self.tx.subscribe(),
+        }
+    }
+
+    /// Whether shutdown has been signalled.
+    pub fn is_signalled(&self) -> bool {
+        self.tx.borrow().is_some()
     }
 }
 

@@ -11,9 +11,12 @@ use anyhow::Context;
 
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::password::PasswordHashing;
 use crate::presence::Presence;
 use crate::ratelimit::SourceLimiter;
+use crate::rooms::RoomIndex;
+use crate::shutdown::{self, ShutdownSender};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -25,12 +28,18 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Who is online.
     pub presence: Presence,
+    /// Who is in which room.
+    pub rooms: Arc<RoomIndex>,
     /// Failed logins per source address.
     pub sources: SourceLimiter,
     /// argon2id, bounded.
     pub passwords: PasswordHashing,
     /// The audit trail.
     pub audit: Arc<Audit>,
+    /// Counters for the status page and `/metrics` (fed by the audit trail).
+    pub metrics: Arc<Metrics>,
+    /// Signals shutdown to every task; an administrator's `Shutdown` pulls it too.
+    pub shutdown: ShutdownSender,
     next_conn_id: AtomicU64,
 }
 
@@ -49,7 +58,7 @@ impl Shared {
         let store = SqliteStore::open(config.database_path())
             .await
             .with_context(|| format!("cannot open {}", config.database_path().display()))?;
-        let audit = Audit::open(&config.audit_path())?;
+        let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
         Self::with_store(config, Arc::new(store), Arc::new(audit)).await
     }
 
@@ -61,9 +70,20 @@ impl Shared {
     ) -> anyhow::Result<Self> {
         let passwords = PasswordHashing::new(config.password_cost, config.max_concurrent_hashes);
         passwords.prepare().await?;
+        let rooms = Arc::new(
+            RoomIndex::load(store.as_ref())
+                .await
+                .context("cannot load room membership")?,
+        );
+        let metrics = Arc::new(Metrics::new());
+        audit.attach_metrics(metrics.clone());
+        let (shutdown, _) = shutdown::channel();
         Ok(Self {
+            metrics,
+            shutdown,
             sources: SourceLimiter::new(config.source_limit),
-            presence: Presence::new(),
+            presence: Presence::new(rooms.clone()),
+            rooms,
             passwords,
             store,
             audit,

@@ -1,25 +1,33 @@
 //! The chat runtime: everything that happens after login.
 //!
-//! One task (the loop in [`App::run`]) owns the state: the open chats, which one is
-//! current, and what each has not yet had acknowledged. Everything slow happens in
-//! tasks of its own that report back on one bounded channel: accepting a call, dialing,
-//! each chat's events, the directory link. So a slow or dead peer never stalls another
-//! chat, and the user can always type.
+//! One task (the loop in [`App::run`]) owns the state: the open sessions, which chat or
+//! room is current, what each session has not yet had acknowledged, the rooms we are
+//! in. Everything slow happens in tasks of its own that report back on one bounded
+//! channel: accepting a call, dialing, each session's events, the directory link. So a
+//! slow or dead peer never stalls another chat, and the user can always type.
+//!
+//! - [`chats`]: opening sessions, routing what we send, what their events mean.
+//! - [`rooms`]: rooms and presence.
 
-use std::collections::BTreeMap;
+mod chats;
+mod rooms;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::message::{ConnectRefusal, PeerInfo};
-use proto::{Identity, PublicKey};
+use proto::Identity;
+use proto::message::{Event, RoomTag};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::chat::{self, ChatEvent, ChatEvents, ChatHandle, EndReason};
-use crate::endpoint;
+use crate::admin;
+use crate::alerts::{Alert, Alerts};
+use crate::chat::{ChatEvent, ChatEvents, ChatHandle};
 use crate::link::{Link, LinkEvent};
 use crate::login::Online;
-use crate::pins::{PinCheck, Pins};
+use crate::pins::Pins;
+use crate::profile::PresenceScope;
 use crate::ui::command::{self, Command, Line};
 use crate::ui::{Direction, Input, Note, Output};
 
@@ -29,9 +37,9 @@ pub const IDLE_PROMPT: &str = "Enter destination user ID: ";
 pub const CHAT_PROMPT: &str = "> ";
 /// How long quitting waits for our last messages to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many lines typed while a chat is being opened are kept for it.
+/// How many messages may wait for one peer's session to open.
 const MAX_QUEUED_LINES: usize = 1000;
-/// How long quitting waits for a chat still being opened when lines wait for it
+/// How long quitting waits for a session still being opened when messages wait for it
 /// (`echo hi | peer connect bianca`: stdin ends before the chat is open).
 const QUEUED_DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -66,12 +74,27 @@ enum Report {
     Link(LinkEvent),
 }
 
+/// One open session with a peer.
 struct OpenChat {
     handle: ChatHandle,
-    /// Key of whoever dialed: decides which of two simultaneous chats survives.
-    initiator: PublicKey,
-    /// Our messages not yet acknowledged: id → text.
+    /// Our messages not yet acknowledged: id → text as shown to the user.
     unacked: BTreeMap<u64, String>,
+}
+
+/// A message waiting for a session to open.
+struct Outgoing {
+    text: String,
+    room: Option<RoomTag>,
+}
+
+impl Outgoing {
+    /// The message as the user would recognise it (`[room] text` for room messages).
+    fn display(&self) -> String {
+        match &self.room {
+            Some(tag) => format!("[{}] {}", tag.room, self.text),
+            None => self.text.clone(),
+        }
+    }
 }
 
 /// The running peer.
@@ -84,17 +107,32 @@ pub struct App {
     out: Arc<dyn Output>,
     /// Whether a person is at a terminal (bare lines at the idle prompt name a user).
     interactive: bool,
+    alerts: Alerts,
+    presence_scope: PresenceScope,
+    auto_join: Vec<String>,
+    /// Open sessions by local id.
     chats: BTreeMap<u64, OpenChat>,
     next_id: u64,
+    /// The current chat: plain lines go there.
     current: Option<u64>,
-    /// Lines typed for a chat still being opened.
-    queued: Vec<String>,
-    /// Users being dialed.
-    dialing: Vec<String>,
+    /// The current room: plain lines go there (never both a chat and a room).
+    room: Option<String>,
+    /// Which session carries what we send to each peer.
+    route: HashMap<String, u64>,
+    /// Messages waiting for a session to a peer to open.
+    outbox: HashMap<String, Vec<Outgoing>>,
+    /// Peers being dialed, and whether at the user's request (`/connect`).
+    dialing: HashMap<String, bool>,
+    rooms: BTreeMap<String, rooms::RoomState>,
+    /// Room message numbers seen and sent (kept in the profile).
+    marks: rooms::Marks,
+    profile_dir: std::path::PathBuf,
     /// The terminal waits for the outcome of a dial before reading the next line.
     prompt_owed: bool,
     /// Whether the directory's key was pinned at this login (shown once at start).
     first_contact: bool,
+    /// An `/adduser` whose password is the next input line (scripted mode).
+    admin_password: Option<admin::PendingAddUser>,
     tx: mpsc::Sender<Report>,
     rx: mpsc::Receiver<Report>,
     tasks: JoinSet<()>,
@@ -104,22 +142,31 @@ impl App {
     /// Builds the app for a logged-in peer.
     pub fn new(online: Online, out: Arc<dyn Output>, interactive: bool) -> Self {
         let (tx, rx) = mpsc::channel(256);
-        let me = online.link.user().to_string();
+        let settings = &online.profile.settings;
         Self {
-            me,
+            me: online.link.user().to_string(),
             identity: online.profile.identity().clone(),
+            alerts: settings.alerts.clone(),
+            presence_scope: settings.presence,
+            auto_join: settings.auto_join.clone(),
+            pins: Arc::new(Mutex::new(online.profile.peers.clone())),
             endpoint: online.endpoint,
             link: online.link,
-            pins: Arc::new(Mutex::new(online.profile.peers.clone())),
             out,
             interactive,
             chats: BTreeMap::new(),
             next_id: 1,
             current: None,
-            queued: Vec::new(),
-            dialing: Vec::new(),
+            room: None,
+            route: HashMap::new(),
+            outbox: HashMap::new(),
+            dialing: HashMap::new(),
+            rooms: BTreeMap::new(),
+            marks: rooms::Marks::load(online.profile.dir()),
+            profile_dir: online.profile.dir().to_path_buf(),
             prompt_owed: false,
             first_contact: online.first_contact,
+            admin_password: None,
             tx,
             rx,
             tasks: JoinSet::new(),
@@ -149,6 +196,8 @@ impl App {
                 }
             }
         });
+        self.watch_contacts().await;
+        self.auto_join().await;
         match start {
             Start::Connect(peer) => self.connect(peer),
             Start::Idle => self.ready(),
@@ -163,11 +212,13 @@ impl App {
                     }
                     Some(Input::Interrupt) => {
                         if self.current.is_some() {
-                            self.end_current().await;
-                            self.ready();
+                            self.end_current();
+                        } else if self.room.is_some() {
+                            self.room = None;
                         } else {
                             break;
                         }
+                        self.ready();
                     }
                     Some(Input::Eof) | None => break,
                 },
@@ -177,48 +228,71 @@ impl App {
         self.quit().await;
     }
 
-    fn prompt(&self) -> &'static str {
-        if self.current.is_some() {
-            CHAT_PROMPT
-        } else {
-            IDLE_PROMPT
+    fn prompt(&self) -> String {
+        match (&self.room, self.current) {
+            (Some(room), _) => format!("[{room}] > "),
+            (None, Some(_)) => CHAT_PROMPT.to_string(),
+            (None, None) => IDLE_PROMPT.to_string(),
         }
     }
 
     fn ready(&mut self) {
         self.prompt_owed = false;
-        self.out.ready(self.prompt());
+        self.out.ready(&self.prompt());
     }
 
     fn show(&self, note: Note) {
         self.out.show(&note);
     }
 
+    /// Rings the bell and runs the alert command, if the profile wants this kind.
+    fn alert(&self, alert: Alert, from: &str) {
+        if !self.alerts.wants(alert) {
+            return;
+        }
+        if self.alerts.bell {
+            self.out.alert();
+        }
+        self.alerts.run_command(alert, from);
+    }
+
+    /// The peer a foreground dial is reaching, if any (lines typed meanwhile wait for it).
+    fn dialing_foreground(&self) -> Option<String> {
+        self.dialing
+            .iter()
+            .find(|(_, fg)| **fg)
+            .map(|(p, _)| p.clone())
+    }
+
     /// Handles one line of input. Returns false to quit.
     async fn line(&mut self, line: &str) -> bool {
+        if let Some(pending) = self.admin_password.take() {
+            let note = admin::add_user(&self.link, pending, line).await;
+            self.show(note);
+            self.ready();
+            return true;
+        }
         match command::parse(line) {
             Line::Empty => {}
             Line::Text(text) => {
-                if self.current.is_some() {
-                    self.send(text).await;
-                } else if !self.dialing.is_empty() {
-                    if self.queued.len() < MAX_QUEUED_LINES {
-                        self.queued.push(text);
-                    } else {
-                        self.show(Note::Error(
-                            "too many lines typed before the chat opened".into(),
-                        ));
-                    }
+                if let Some(room) = self.room.clone() {
+                    self.send_room(&room, text).await;
+                } else if let Some(id) = self.current {
+                    let peer = self.chats[&id].handle.peer().to_string();
+                    self.deliver(&peer, text, None).await;
+                } else if let Some(peer) = self.dialing_foreground() {
+                    self.deliver(&peer, text, None).await;
                 } else if self.interactive && proto::names::check_username(text.trim()).is_ok() {
                     self.connect(text.trim().to_string());
                     return true;
                 } else if self.interactive {
                     self.show(Note::Error(
-                        "no chat open: type the user name to call (or /help); your line was not sent".into(),
+                        "no chat open: type the user name to call (or /help); your line was not sent"
+                            .into(),
                     ));
                 } else {
                     self.show(Note::Error(
-                        "no chat open: /connect NAME, or wait for a call".into(),
+                        "no chat open: /connect NAME, /join ROOM, or wait for a call".into(),
                     ));
                 }
             }
@@ -240,14 +314,25 @@ impl App {
             Command::Connect(peer) => self.connect(peer),
             Command::Switch(peer) => match self.find(&peer) {
                 Some(id) => {
-                    self.current = Some(id);
+                    self.make_current(id);
                     self.show(Note::Switched { peer });
                 }
                 None => self.show(Note::Error(format!("no open chat with {peer}"))),
             },
+            Command::Join(room) => self.join(room).await,
+            Command::Leave(room) => self.leave(room).await,
+            Command::Rooms => self.list_rooms().await,
+            Command::Members(room) => self.members(room),
+            Command::Msg(peer, text) => {
+                if peer == self.me {
+                    self.show(Note::Error("that is you".into()));
+                } else {
+                    self.deliver(&peer, text, None).await;
+                }
+            }
             Command::End => {
                 if self.current.is_some() {
-                    self.end_current().await;
+                    self.end_current();
                 } else {
                     self.show(Note::Error("no chat open".into()));
                 }
@@ -256,6 +341,7 @@ impl App {
                 let names: Vec<String> = self
                     .chats
                     .iter()
+                    .filter(|(id, c)| Some(**id) == self.current || !c.handle.background())
                     .map(|(id, c)| {
                         let mark = if Some(*id) == self.current {
                             " (current)"
@@ -288,137 +374,14 @@ impl App {
                 self.show(Note::Info(format!("Commands:\n{}", lines.join("\n"))));
             }
             Command::Quit => return false,
+            Command::Admin(cmd) => {
+                let outcome = admin::command(&self.link, cmd, self.interactive).await;
+                self.admin_password = outcome.pending;
+                self.show(outcome.note);
+            }
             Command::Bad(msg) => self.show(Note::Error(msg)),
         }
         true
-    }
-
-    fn find(&self, peer: &str) -> Option<u64> {
-        self.chats
-            .iter()
-            .find(|(_, c)| c.handle.peer() == peer)
-            .map(|(id, _)| *id)
-    }
-
-    async fn send(&mut self, text: String) {
-        let Some(id) = self.current else { return };
-        let Some(chat) = self.chats.get(&id) else {
-            return;
-        };
-        let handle = chat.handle.clone();
-        let peer = handle.peer().to_string();
-        match tokio::time::timeout(Duration::from_secs(5), handle.send(&text)).await {
-            Ok(Ok(msg_id)) => {
-                if let Some(chat) = self.chats.get_mut(&id) {
-                    chat.unacked.insert(msg_id, text);
-                }
-                self.show(Note::Sent { peer, id: msg_id });
-            }
-            Ok(Err(e)) => self.show(Note::Error(format!("not sent to {peer}: {e}"))),
-            Err(_) => self.show(Note::Error(format!("not sent: {peer} is not reading"))),
-        }
-    }
-
-    async fn end_current(&mut self) {
-        if let Some(id) = self.current.take()
-            && let Some(chat) = self.chats.get(&id)
-        {
-            chat.handle.close().await;
-        }
-    }
-
-    /// Starts calling `peer` in the background.
-    fn connect(&mut self, peer: String) {
-        if let Err(e) = proto::names::check_username(&peer) {
-            self.show(Note::Error(format!("{peer:?}: {e}")));
-            self.ready();
-            return;
-        }
-        if peer == self.me {
-            self.show(Note::Error("that is you".into()));
-            self.ready();
-            return;
-        }
-        if let Some(id) = self.find(&peer) {
-            self.current = Some(id);
-            self.show(Note::Switched { peer });
-            self.ready();
-            return;
-        }
-        self.show(Note::Connecting { peer: peer.clone() });
-        self.dialing.push(peer.clone());
-        self.prompt_owed = true;
-        let (link, endpoint, identity, pins, me, tx) = (
-            self.link.clone(),
-            self.endpoint.clone(),
-            self.identity.clone(),
-            self.pins.clone(),
-            self.me.clone(),
-            self.tx.clone(),
-        );
-        self.tasks.spawn(async move {
-            let report = match dial(&link, &endpoint, &identity, &pins, &me, &peer).await {
-                Ok((handle, events)) => Report::Opened {
-                    handle,
-                    events,
-                    direction: Direction::Outgoing,
-                },
-                Err(reason) => Report::ConnectFailed { peer, reason },
-            };
-            let _ = tx.send(report).await;
-        });
-    }
-
-    fn spawn_accept_loop(&mut self) {
-        let (link, endpoint, identity, pins, me, tx) = (
-            self.link.clone(),
-            self.endpoint.clone(),
-            self.identity.clone(),
-            self.pins.clone(),
-            self.me.clone(),
-            self.tx.clone(),
-        );
-        self.tasks.spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                let (link, identity, pins, me, tx) = (
-                    link.clone(),
-                    identity.clone(),
-                    pins.clone(),
-                    me.clone(),
-                    tx.clone(),
-                );
-                tokio::spawn(async move {
-                    let conn = match incoming.await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "incoming handshake failed");
-                            return;
-                        }
-                    };
-                    let lookup =
-                        async |claimed: &str| link.lookup(claimed).await.map_err(|e| e.to_string());
-                    let pin_check = |claimed: &str, key: &PublicKey| match pins
-                        .lock()
-                        .map(|p| p.check(claimed, key))
-                    {
-                        Ok(PinCheck::Changed { .. }) => Err(ConnectRefusal::PinnedKeyChanged),
-                        _ => Ok(()),
-                    };
-                    let report = match chat::accept(conn, &identity, &me, lookup, pin_check).await {
-                        Ok((handle, events)) => Report::Opened {
-                            handle,
-                            events,
-                            direction: Direction::Incoming,
-                        },
-                        Err(e) => Report::IncomingRefused {
-                            peer: e.claimed().map(str::to_string),
-                            reason: e.to_string(),
-                        },
-                    };
-                    let _ = tx.send(report).await;
-                });
-            }
-        });
     }
 
     async fn report(&mut self, report: Report) {
@@ -428,16 +391,7 @@ impl App {
                 events,
                 direction,
             } => self.opened(handle, events, direction).await,
-            Report::ConnectFailed { peer, reason } => {
-                self.dialing.retain(|p| p != &peer);
-                self.show(Note::ConnectFailed { peer, reason });
-                if self.dialing.is_empty() {
-                    self.queued.clear();
-                }
-                if self.prompt_owed && self.dialing.is_empty() {
-                    self.ready();
-                }
-            }
+            Report::ConnectFailed { peer, reason } => self.connect_failed(peer, reason),
             Report::IncomingRefused { peer, reason } => {
                 self.show(Note::IncomingRefused { peer, reason })
             }
@@ -446,120 +400,7 @@ impl App {
         }
     }
 
-    async fn opened(&mut self, handle: ChatHandle, mut events: ChatEvents, direction: Direction) {
-        let peer = handle.peer().to_string();
-        let key = handle.peer_key();
-        let initiator = match direction {
-            Direction::Outgoing => self.identity.public(),
-            Direction::Incoming => key,
-        };
-        self.dialing.retain(|p| p != &peer);
-        // Two chats with one peer (both dialed at once): both sides keep the one whose
-        // initiator has the smaller key, so they agree without talking about it.
-        if let Some(old) = self.find(&peer) {
-            let old_initiator = self.chats[&old].initiator;
-            if old_initiator <= initiator {
-                tokio::spawn(async move { handle.close().await });
-                if self.prompt_owed && self.dialing.is_empty() {
-                    self.current = Some(old);
-                    self.ready();
-                }
-                return;
-            }
-            if let Some(c) = self.chats.remove(&old) {
-                tokio::spawn(async move { c.handle.close().await });
-            }
-            if self.current == Some(old) {
-                self.current = None;
-            }
-        }
-        if let Ok(mut pins) = self.pins.lock()
-            && pins.check(&peer, &key) == PinCheck::New
-            && let Err(e) = pins.pin(&peer, key)
-        {
-            self.show(Note::Warning(format!("could not pin {peer}'s key: {e}")));
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.chats.insert(
-            id,
-            OpenChat {
-                handle,
-                initiator,
-                unacked: BTreeMap::new(),
-            },
-        );
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            while let Some(event) = events.next().await {
-                if tx.send(Report::Chat { id, event }).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let current = direction == Direction::Outgoing || self.current.is_none();
-        if current {
-            self.current = Some(id);
-        }
-        self.show(Note::Connected {
-            peer,
-            key,
-            direction,
-            current,
-        });
-        if current {
-            for text in std::mem::take(&mut self.queued) {
-                self.send(text).await;
-            }
-        }
-        if self.prompt_owed && self.dialing.is_empty() {
-            self.ready();
-        }
-    }
-
-    fn chat_event(&mut self, id: u64, event: ChatEvent) {
-        let Some(chat) = self.chats.get_mut(&id) else {
-            return;
-        };
-        let peer = chat.handle.peer().to_string();
-        match event {
-            ChatEvent::Message {
-                id: msg_id, text, ..
-            } => self.show(Note::Message {
-                peer,
-                id: msg_id,
-                text,
-            }),
-            ChatEvent::Delivered { id: msg_id } => {
-                chat.unacked.remove(&msg_id);
-                self.show(Note::Delivered { peer, id: msg_id });
-            }
-            ChatEvent::Ended {
-                reason,
-                undelivered,
-            } => {
-                let chat = self.chats.remove(&id);
-                let mut texts = chat.map(|c| c.unacked).unwrap_or_default();
-                let undelivered = undelivered
-                    .into_iter()
-                    .map(|m| (m, texts.remove(&m).unwrap_or_default()))
-                    .collect();
-                let clean = matches!(reason, EndReason::ClosedByPeer | EndReason::ClosedByUs);
-                if self.current == Some(id) {
-                    self.current = None;
-                }
-                self.show(Note::Ended {
-                    peer,
-                    reason: reason.to_string(),
-                    clean,
-                    undelivered,
-                });
-            }
-        }
-    }
-
     fn link_event(&mut self, event: LinkEvent) {
-        use proto::message::Event;
         match event {
             LinkEvent::Lost { reason } => self.show(Note::Warning(format!(
                 "lost the directory ({reason}); logging back in. Open chats go on."
@@ -574,6 +415,10 @@ impl App {
             LinkEvent::Directory(Event::ForcedLogout { reason }) => self.show(Note::Warning(
                 format!("the directory logged you out: {reason}"),
             )),
+            LinkEvent::Directory(Event::RoomChanged { room, user, joined }) => {
+                self.room_changed(room, user, joined)
+            }
+            LinkEvent::Directory(Event::Presence { user, online }) => self.presence(user, online),
         }
     }
 
@@ -626,13 +471,11 @@ impl App {
         }
     }
 
-    /// Waits (briefly) for a chat being opened when lines wait for it and for our last
-    /// messages to be acknowledged, ends every chat, logs out.
+    /// Waits (briefly) for sessions being opened when messages wait for them and for our
+    /// last messages to be acknowledged, ends every session, logs out.
     async fn quit(mut self) {
-        // Lines typed for a chat still being opened are sent once it opens (or dropped,
-        // with `connect-failed`, when it cannot).
         let deadline = tokio::time::Instant::now() + QUEUED_DIAL_TIMEOUT;
-        while !self.queued.is_empty() && !self.dialing.is_empty() {
+        while !self.outbox.is_empty() && !self.dialing.is_empty() {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(report)) => self.report(report).await,
                 _ => break,
@@ -649,7 +492,7 @@ impl App {
         for handle in &open {
             handle.close().await;
         }
-        // Let the chats report how they ended (undelivered messages).
+        // Let the sessions report how they ended (undelivered messages).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while !self.chats.is_empty() {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
@@ -657,68 +500,19 @@ impl App {
                 _ => break,
             }
         }
+        for (peer, waiting) in std::mem::take(&mut self.outbox) {
+            for out in waiting {
+                self.show(Note::Undelivered {
+                    peer: peer.clone(),
+                    text: out.display(),
+                    reason: "quit before the session opened".into(),
+                });
+            }
+        }
+        self.save_marks();
         self.link.logout().await;
         self.endpoint.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         self.tasks.abort_all();
     }
-}
-
-/// Looks `peer` up, checks the pin, dials their addresses and opens the chat.
-async fn dial(
-    link: &Link,
-    endpoint: &quinn::Endpoint,
-    identity: &Identity,
-    pins: &Mutex<Pins>,
-    me: &str,
-    peer: &str,
-) -> Result<(ChatHandle, ChatEvents), String> {
-    let info: PeerInfo = match link.lookup(peer).await {
-        Ok(Some(info)) => info,
-        Ok(None) => return Err(format!("{peer} is not online")),
-        Err(e) => return Err(e.to_string()),
-    };
-    let check = pins
-        .lock()
-        .map(|p| p.check(peer, &info.identity))
-        .map_err(|_| "pin store poisoned".to_string())?;
-    if let PinCheck::Changed { pinned } = check {
-        return Err(format!(
-            "{peer}'s key has CHANGED: pinned {}, the directory now gives {}. This may be an attack. \
-             If {peer} really has a new key (ask them), run `/trust {peer}` and compare the safety number.",
-            pinned.fingerprint().short(),
-            info.identity.fingerprint().short()
-        ));
-    }
-    let conn = dial_any(endpoint, identity, &info).await?;
-    chat::initiate(conn, identity, me, &info)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Dials every address the directory gave for the peer at once; the first verified
-/// handshake wins.
-async fn dial_any(
-    endpoint: &quinn::Endpoint,
-    identity: &Identity,
-    info: &PeerInfo,
-) -> Result<quinn::Connection, String> {
-    let mut attempts = JoinSet::new();
-    for addr in info.all_addresses() {
-        let (endpoint, config) = (
-            endpoint.clone(),
-            endpoint::client_config(Some(identity), Some(info.identity), proto::ALPN_PEER)
-                .map_err(|e| e.to_string())?,
-        );
-        attempts.spawn(async move { endpoint::dial(&endpoint, config, addr).await });
-    }
-    let mut last = String::from("no address to dial");
-    while let Some(result) = attempts.join_next().await {
-        match result {
-            Ok(Ok(conn)) => return Ok(conn),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
 }

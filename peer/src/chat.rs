@@ -47,13 +47,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::PublicKey;
-use proto::message::ConnectRefusal;
+use proto::message::{ConnectRefusal, RoomTag};
 use proto::names::NameError;
 use proto::session::{Role, SessionError};
 use quinn::VarInt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-pub use handshake::{accept, canonical_addr, initiate, refuse, verify_initiator};
+pub use handshake::{accept, canonical_addr, initiate, initiate_with, refuse, verify_initiator};
 
 /// Longest wait for each step of the connect request and the key exchange (including the
 /// acceptor's directory lookup).
@@ -69,6 +69,8 @@ pub const MAX_UNACKED: usize = 256;
 /// Capacity of a chat's event queue. When the app does not read events, the chat stops
 /// reading the stream and QUIC flow control pushes back on the sender.
 pub const EVENT_QUEUE: usize = 64;
+/// How many of our messages may wait to be sent (beyond [`MAX_UNACKED`] in flight).
+pub const COMMAND_QUEUE: usize = 256;
 
 /// Connection close code: the chat ended normally (both said goodbye). Also what QUIC
 /// sends when a program drops a connection without closing it.
@@ -93,6 +95,8 @@ pub enum ChatEvent {
         text: String,
         /// The sender's clock, milliseconds since the Unix epoch (informational only).
         sent_at_ms: u64,
+        /// The room it was sent to, if it is a room message.
+        room: Option<RoomTag>,
     },
     /// The other side acknowledged our message `id`.
     Delivered { id: u64 },
@@ -197,9 +201,11 @@ impl ChatError {
 
 /// What a handle asks the chat's driver task to do.
 enum Command {
+    /// Send message `id` (ids are given out by the handle, in queue order).
     Send {
+        id: u64,
         text: String,
-        reply: oneshot::Sender<Result<u64, ChatError>>,
+        room: Option<RoomTag>,
     },
 }
 
@@ -208,10 +214,14 @@ struct Shared {
     peer: String,
     peer_key: PublicKey,
     role: Role,
+    background: bool,
     session_id: [u8; 32],
     remote: SocketAddr,
     conn: quinn::Connection,
     commands: mpsc::Sender<Command>,
+    /// Id of the last message queued; the lock makes "next id, then queue" one step, so
+    /// ids reach the driver in order.
+    last_queued: std::sync::Mutex<u64>,
     /// Set to `true` by [`ChatHandle::close`]; dropped with the last handle, which the
     /// driver also takes as a request to close.
     close: watch::Sender<bool>,
@@ -252,6 +262,12 @@ impl ChatHandle {
         self.shared.role
     }
 
+    /// Whether the session was opened for room messages or a quick message rather than
+    /// as a chat (see [`initiate_with`]).
+    pub fn background(&self) -> bool {
+        self.shared.background
+    }
+
     /// A value both sides of this chat share and nobody else can predict; two users who
     /// compare it (or a few digits of it) know that no one sits between them in this chat.
     pub fn session_id(&self) -> [u8; 32] {
@@ -268,23 +284,42 @@ impl ChatHandle {
         self.shared.ended.borrow().clone()
     }
 
-    /// Sends a message; returns its id once it is sealed and handed to the connection.
-    /// Delivery is reported later by [`ChatEvent::Delivered`] (or, if it never comes, in
-    /// [`ChatEvent::Ended`]'s `undelivered`). Waits while the chat's queue is full.
+    /// Queues a message and returns its id at once: it never waits for the network or
+    /// for the other side, so a caller that also reads this chat's events cannot
+    /// deadlock with it. Delivery is reported later by [`ChatEvent::Delivered`] (or, if
+    /// it never comes, in [`ChatEvent::Ended`]'s `undelivered`). When the queue is full
+    /// (the other side is not keeping up) the message is refused with
+    /// [`ChatError::Backlog`].
     pub async fn send(&self, text: &str) -> Result<u64, ChatError> {
+        self.send_tagged(text, None).await
+    }
+
+    /// Sends a message that belongs to a room (see [`RoomTag`]); otherwise like
+    /// [`ChatHandle::send`].
+    pub async fn send_tagged(&self, text: &str, room: Option<RoomTag>) -> Result<u64, ChatError> {
         proto::names::check_message(text)?;
         if let Some(reason) = self.end_reason() {
             return Err(ChatError::Ended(reason));
         }
-        let (reply, answer) = oneshot::channel();
+        let mut last = self
+            .shared
+            .last_queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let id = *last + 1;
         let command = Command::Send {
+            id,
             text: text.to_owned(),
-            reply,
+            room,
         };
-        if self.shared.commands.send(command).await.is_err() {
-            return Err(self.ended_error());
+        match self.shared.commands.try_send(command) {
+            Ok(()) => {
+                *last = id;
+                Ok(id)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(ChatError::Backlog(COMMAND_QUEUE)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.ended_error()),
         }
-        answer.await.unwrap_or_else(|_| Err(self.ended_error()))
     }
 
     /// Ends the chat: says goodbye, waits (bounded) for the other side's goodbye and its

@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand};
 /// encrypted and verified against the directory and against keys pinned earlier.
 /// The password comes from PEER_PASSWORD, --password-file, or a prompt.
 ///
+/// Every flag except --profile can also be set in the profile's config.toml (the flag
+/// wins); `peer config print` shows the result.
+///
 /// Exit status: 0 on success; 1 with a one-line reason on stderr on failure (wrong
 /// password, locked out, directory unreachable, changed fingerprint); 2 on bad usage.
 #[derive(Debug, Parser)]
@@ -80,4 +83,17 @@ pub enum Command {
         /// The contact whose new key to accept
         name: String,
     },
+    /// Show the profile's configuration (`config.toml` with these flags over it)
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `peer config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective settings: built-in defaults, then the profile's `config.toml`,
+    /// then the environment and flags
+    Print(Listen),
 }

@@ -3,16 +3,17 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
 use crate::app::{App, Start};
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigAction};
 use crate::endpoint;
 use crate::login::{self, Credentials, Options};
-use crate::profile::Profile;
+use crate::profile::{Profile, Settings};
 use crate::ui::{self, Input, Note, Output};
 
 /// Where peers listen for chats unless told otherwise.
@@ -28,22 +29,124 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trust { name } => trust(&opts, &name).await,
         Command::Login(l) | Command::Listen(l) => chat(&opts, l.listen, Start::Idle).await,
         Command::Connect { name, listen } => chat(&opts, listen.listen, Start::Connect(name)).await,
+        Command::Config {
+            action: ConfigAction::Print(ref l),
+        } => config_print(&cli, l.listen),
     }
 }
 
+/// The profile directory: `--profile`, else the platform default.
+fn profile_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    match &cli.profile {
+        Some(p) => Ok(p.clone()),
+        None => {
+            Profile::default_dir().context("no config directory on this system: pass --profile DIR")
+        }
+    }
+}
+
+/// The log filter: `RUST_LOG`, else the profile's `log`, else `warn`. Never fails: a
+/// broken profile is reported by the command itself.
+pub fn log_filter(cli: &Cli) -> String {
+    if let Ok(filter) = std::env::var("RUST_LOG")
+        && !filter.trim().is_empty()
+    {
+        return filter;
+    }
+    profile_dir(cli)
+        .ok()
+        .and_then(|dir| Settings::load(&dir).ok())
+        .and_then(|s| s.log)
+        .unwrap_or_else(|| "warn".into())
+}
+
+/// `peer config print`: the profile's settings with the flags and environment over them,
+/// as a `config.toml`.
+fn config_print(cli: &Cli, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let (dir, s) = effective_settings(cli, listen)?;
+    let mut out = format!(
+        "# Effective settings of profile {} (config.toml, then the environment, then flags).\n",
+        dir.display()
+    );
+    let unset = [
+        ("user", s.user.is_none(), "asked at login, then remembered"),
+        (
+            "directory",
+            s.directory.is_none(),
+            "needed at the first login, then remembered",
+        ),
+        (
+            "directory_fingerprint",
+            s.directory_fingerprint.is_none(),
+            "the directory's key is pinned on first contact",
+        ),
+        (
+            "password_file",
+            s.password_file.is_none(),
+            "the password comes from PEER_PASSWORD or a prompt",
+        ),
+    ];
+    for (key, missing, what) in unset {
+        if missing {
+            out.push_str(&format!("# {key}: not set ({what})\n"));
+        }
+    }
+    out.push_str(&toml::to_string(&s).context("cannot show the settings")?);
+    print!("{out}");
+    Ok(())
+}
+
+/// The profile directory and its settings with the flags and environment over them,
+/// defaults filled in where there are some.
+fn effective_settings(
+    cli: &Cli,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<(PathBuf, Settings)> {
+    let dir = profile_dir(cli)?;
+    let mut s = Settings::load(&dir)?;
+    if cli.user.is_some() {
+        s.user = cli.user.clone();
+    }
+    if cli.directory.is_some() {
+        s.directory = cli.directory.clone();
+    }
+    if cli.directory_fingerprint.is_some() {
+        s.directory_fingerprint = cli.directory_fingerprint.clone();
+    }
+    if cli.password_file.is_some() {
+        s.password_file = cli.password_file.clone();
+    }
+    s.listen = Some(match listen.or(s.listen) {
+        Some(l) => l,
+        None => DEFAULT_LISTEN.parse()?,
+    });
+    s.log = Some(log_filter(cli));
+    Ok((dir, s))
+}
+
+/// The options every networked command needs: flags first, then the profile's
+/// `config.toml` (the user name, directory and listen address are looked up there later,
+/// where they are used).
 fn options(cli: &Cli) -> anyhow::Result<Options> {
-    let profile = match &cli.profile {
-        Some(p) => p.clone(),
-        None => Profile::default_dir()
-            .context("no config directory on this system: pass --profile DIR")?,
-    };
-    let directory_fingerprint = match &cli.directory_fingerprint {
-        Some(fp) => Some(
+    let profile = profile_dir(cli)?;
+    let settings = Settings::load(&profile)?;
+    let directory_fingerprint = match (&cli.directory_fingerprint, &settings.directory_fingerprint)
+    {
+        (Some(fp), _) => Some(
             proto::Fingerprint::parse(fp)
                 .context("--directory-fingerprint is not a fingerprint")?,
         ),
-        None => None,
+        (None, Some(fp)) => Some(
+            proto::Fingerprint::parse(fp)
+                .context("directory_fingerprint in config.toml is not a fingerprint")?,
+        ),
+        (None, None) => None,
     };
+    // A relative path in the file is relative to the profile directory.
+    let password_file = cli
+        .password_file
+        .clone()
+        .or_else(|| settings.password_file.map(|p| profile.join(p)));
     Ok(Options {
         profile,
         directory: cli.directory.clone(),
@@ -51,7 +154,7 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
         credentials: Credentials {
             user: cli.user.clone(),
             password: None,
-            password_file: cli.password_file.clone(),
+            password_file,
         },
     })
 }
@@ -98,10 +201,11 @@ async fn who(opts: &Options) -> anyhow::Result<()> {
 
 fn fingerprint(opts: &Options, name: Option<&str>) -> anyhow::Result<()> {
     let profile = Profile::open(&opts.profile)?;
-    let user = profile
-        .settings
+    let user = opts
+        .credentials
         .user
         .clone()
+        .or_else(|| profile.settings.user.clone())
         .unwrap_or_else(|| "you".into());
     let mine = profile.public_key();
     let peer = match name {
@@ -186,4 +290,91 @@ fn spawn_signal_handlers(tx: mpsc::Sender<Input>) {
             let _ = tx.send(Input::Eof).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("peer").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_profile_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().to_str().unwrap();
+        let fp = proto::Identity::generate()
+            .public()
+            .fingerprint()
+            .to_string();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "user = \"ali\"\ndirectory = \"192.0.2.1:8888\"\nlisten = \"127.0.0.1:7000\"\n\
+                 directory_fingerprint = \"{fp}\"\npassword_file = \"secret.txt\"\n"
+            ),
+        )
+        .unwrap();
+
+        // The file alone.
+        let (_, s) = effective_settings(&cli(&["--profile", p, "config", "print"]), None).unwrap();
+        assert_eq!(s.user.as_deref(), Some("ali"));
+        assert_eq!(s.listen, Some("127.0.0.1:7000".parse().unwrap()));
+        let opts = options(&cli(&["--profile", p, "who"])).unwrap();
+        assert_eq!(
+            opts.directory_fingerprint.map(|f| f.to_string()),
+            Some(fp.clone())
+        );
+        assert_eq!(
+            opts.credentials.password_file,
+            Some(dir.path().join("secret.txt")),
+            "relative to the profile"
+        );
+
+        // Flags win.
+        let args = [
+            "--profile",
+            p,
+            "--user",
+            "bob",
+            "--directory",
+            "192.0.2.2:9999",
+            "--password-file",
+            "/elsewhere",
+            "config",
+            "print",
+            "--listen",
+            "127.0.0.1:7001",
+        ];
+        let (_, s) =
+            effective_settings(&cli(&args), Some("127.0.0.1:7001".parse().unwrap())).unwrap();
+        assert_eq!(s.user.as_deref(), Some("bob"));
+        assert_eq!(s.directory.as_deref(), Some("192.0.2.2:9999"));
+        assert_eq!(s.listen, Some("127.0.0.1:7001".parse().unwrap()));
+        assert_eq!(s.password_file, Some(PathBuf::from("/elsewhere")));
+
+        // No file at all: defaults, and nothing is created.
+        let empty = tempfile::tempdir().unwrap();
+        let fresh = empty.path().join("profile");
+        let (_, s) = effective_settings(
+            &cli(&["--profile", fresh.to_str().unwrap(), "config", "print"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert_eq!(s.user, None);
+        assert!(!fresh.exists());
+
+        // A bad fingerprint in the file is named as such.
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "directory_fingerprint = \"nope\"\n",
+        )
+        .unwrap();
+        let err = options(&cli(&["--profile", p, "who"])).err().unwrap();
+        assert!(format!("{err:#}").contains("config.toml"), "{err:#}");
+    }
 }

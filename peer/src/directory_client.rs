@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use proto::frame::{self, FrameError};
 use proto::message::{
-    ErrorCode, Event, OnlineUser, PeerInfo, Refusal, Reply, Request, ServerMsg, login_transcript,
-    resume_transcript,
+    AdminRequest, ErrorCode, Event, OnlineUser, PeerInfo, Refusal, Reply, Request, RoomInfo,
+    RoomMember, ServerMsg, login_transcript, resume_transcript,
 };
 use proto::names::NameError;
 use proto::{Fingerprint, Identity, PublicKey};
@@ -65,11 +65,14 @@ pub enum ClientError {
 
 fn refusal_text(reason: &Refusal, attempts_left: &Option<u32>, retry: &Option<u64>) -> String {
     let mut s = format!("refused: {reason}");
-    if let Some(n) = attempts_left {
-        s.push_str(&format!(
+    match (reason, attempts_left) {
+        // A lockout already says so; counting attempts left would only confuse.
+        (Refusal::LockedOut, _) | (_, None) => {}
+        (_, Some(0)) => s.push_str(" (no attempts left: the account is now locked)"),
+        (_, Some(n)) => s.push_str(&format!(
             " ({n} attempt{} left before lockout)",
             if *n == 1 { "" } else { "s" }
-        ));
+        )),
     }
     if let Some(secs) = retry {
         s.push_str(&format!(" (try again in {secs} s)"));
@@ -320,6 +323,55 @@ impl DirectoryClient {
             Reply::Online { users } => Ok(users),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Joins `room`; returns its members.
+    pub async fn join_room(&self, room: &str) -> Result<Vec<RoomMember>, ClientError> {
+        proto::names::check_room(room)?;
+        match self
+            .request(Request::JoinRoom {
+                room: room.to_string(),
+            })
+            .await?
+        {
+            Reply::RoomMembers { members, .. } => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Leaves `room`; returns the remaining members.
+    pub async fn leave_room(&self, room: &str) -> Result<Vec<RoomMember>, ClientError> {
+        match self
+            .request(Request::LeaveRoom {
+                room: room.to_string(),
+            })
+            .await?
+        {
+            Reply::RoomMembers { members, .. } => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The rooms that have members.
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>, ClientError> {
+        match self.request(Request::ListRooms).await? {
+            Reply::Rooms { rooms } => Ok(rooms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks to be told when these users (or everyone) come online or go offline.
+    pub async fn watch(&self, users: Vec<String>, everyone: bool) -> Result<(), ClientError> {
+        match self.request(Request::Watch { users, everyone }).await? {
+            Reply::Watching => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// An administrator's request. `Ok` with the directory's answer (`Done`, `Users`,
+    /// `NotFound`); refusals (`NotPermitted`, a taken name) are `Err`.
+    pub async fn admin(&self, request: AdminRequest) -> Result<Reply, ClientError> {
+        self.request(Request::Admin(request)).await
     }
 
     /// Ends the directory session; the connection stays open until [`Self::close`].

@@ -10,7 +10,11 @@
 //!   lookup, who, events.
 //! - [`chat`]: one end-to-end chat session with another peer: connect request, mutual
 //!   verification, sealed messages with acknowledgements.
+//! - [`admin`]: administrators' slash commands (`/adduser`, `/lock`, `/shutdown`...),
+//!   the client side.
 
+pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod chat;
 pub mod cli;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::message::{Event, OnlineUser, PeerInfo};
+use proto::message::{Event, OnlineUser, PeerInfo, RoomInfo, RoomMember};
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
@@ -48,6 +48,8 @@ pub struct Link {
     client: Mutex<Arc<DirectoryClient>>,
     ticket: Mutex<Zeroizing<Vec<u8>>>,
     admin: bool,
+    /// What we asked to hear about; asked again after a re-login.
+    watching: Mutex<(Vec<String>, bool)>,
 }
 
 impl Link {
@@ -74,6 +76,7 @@ impl Link {
             client: Mutex::new(Arc::new(client)),
             ticket: Mutex::new(grant.ticket.clone()),
             admin: grant.admin,
+            watching: Mutex::default(),
         });
         Ok((link, grant))
     }
@@ -101,6 +104,27 @@ impl Link {
     /// Who is online.
     pub async fn who(&self) -> Result<Vec<OnlineUser>, ClientError> {
         self.client().who().await
+    }
+
+    /// Joins `room`; returns its members.
+    pub async fn join_room(&self, room: &str) -> Result<Vec<RoomMember>, ClientError> {
+        self.client().join_room(room).await
+    }
+
+    /// Leaves `room`; returns the remaining members.
+    pub async fn leave_room(&self, room: &str) -> Result<Vec<RoomMember>, ClientError> {
+        self.client().leave_room(room).await
+    }
+
+    /// The rooms that have members.
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>, ClientError> {
+        self.client().rooms().await
+    }
+
+    /// Sets who we hear about (kept, and sent again after every re-login).
+    pub async fn watch(&self, users: Vec<String>, everyone: bool) -> Result<(), ClientError> {
+        *self.watching.lock().expect("link lock") = (users.clone(), everyone);
+        self.client().watch(users, everyone).await
     }
 
     /// Logs out and closes the directory connection.
@@ -170,6 +194,12 @@ impl Link {
             {
                 Ok(grant) => {
                     *self.ticket.lock().expect("link lock") = grant.ticket;
+                    let (users, everyone) = self.watching.lock().expect("link lock").clone();
+                    if (!users.is_empty() || everyone)
+                        && let Err(e) = client.watch(users, everyone).await
+                    {
+                        tracing::warn!(error = %e, "could not renew presence watch");
+                    }
                     *self.client.lock().expect("link lock") = Arc::new(client);
                     return Ok(());
                 }

@@ -8,7 +8,8 @@ fn main() -> ExitCode {
     let cli = peer::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            // RUST_LOG, else the profile's `log`, else warn; a bad filter falls back to warn.
+            tracing_subscriber::EnvFilter::try_new(peer::commands::log_filter(&cli))
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
@@ -25,8 +26,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("peer: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("peer: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Error types that already print their source
+/// (`"cannot reach the directory: {0}"`) would otherwise repeat it, so a cause whose text
+/// is already in the line is left out.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -90,6 +90,11 @@ impl Pins {
         self.keys.get(name).copied()
     }
 
+    /// Every pinned name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
+    }
+
     /// Pins `key` for `name` (replacing any earlier pin) and saves the file.
     pub fn pin(&mut self, name: &str, key: PublicKey) -> Result<(), PinError> {
         if self.keys.get(name) == Some(&key) {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <profile>/identity.key        ed25519 identity key (mode 0600)
-//! <profile>/config.toml         settings: user name, directory address, listen address
+//! <profile>/config.toml         settings: every flag but --profile (`peer config print`)
 //! <profile>/known_peers         identity keys of contacts, pinned on first contact
 //! <profile>/known_directories   directory keys, pinned on first contact
 //! ```
@@ -62,6 +62,54 @@ pub struct Settings {
     pub directory: Option<String>,
     /// Where to listen for chats.
     pub listen: Option<SocketAddr>,
+    /// The directory's key fingerprint, like `--directory-fingerprint` (replaces a pin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_fingerprint: Option<String>,
+    /// A file whose first line is the password, like `--password-file` (relative to the
+    /// profile directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Log filter when RUST_LOG is not set: `warn`, or per module `warn,peer::chat=debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Rooms to join at every login (e.g. `["general"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_join: Vec<String>,
+    /// Whose comings and goings to hear about (room-mates are always heard).
+    #[serde(default)]
+    pub presence: PresenceScope,
+    /// Bell and notification command.
+    #[serde(default)]
+    pub alerts: crate::alerts::Alerts,
+}
+
+/// Whose presence (online / offline) the user hears about, besides room-mates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceScope {
+    /// People they have chatted with (their pinned contacts).
+    #[default]
+    Contacts,
+    /// Everyone on the directory.
+    Everyone,
+    /// Nobody.
+    None,
+}
+
+impl Settings {
+    /// Reads `config.toml` in the profile directory `dir` (defaults when there is none),
+    /// without creating anything.
+    pub fn load(dir: &Path) -> Result<Self, ProfileError> {
+        let path = dir.join(CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ProfileError::BadConfig {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+            Err(source) => Err(ProfileError::Read { path, source }),
+        }
+    }
 }
 
 /// An opened profile.
@@ -87,20 +135,7 @@ impl Profile {
         let dir = dir.into();
         create_private_dir(&dir)?;
         let identity = load_or_create_identity(&dir.join(IDENTITY_FILE))?;
-        let config_path = dir.join(CONFIG_FILE);
-        let settings = match std::fs::read_to_string(&config_path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| ProfileError::BadConfig {
-                path: config_path.clone(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
-            Err(source) => {
-                return Err(ProfileError::Read {
-                    path: config_path,
-                    source,
-                });
-            }
-        };
+        let settings = Settings::load(&dir)?;
         Ok(Self {
             peers: Pins::load(dir.join("known_peers"))?,
             directories: Pins::load(dir.join("known_directories"))?,

@@ -69,6 +69,18 @@ pub enum Request {
     Who,
     /// Ends the directory session (the ticket stays valid for a later `Resume`).
     Logout,
+    /// Joins a room (creating it if nobody is in it). Membership lasts until `LeaveRoom`.
+    JoinRoom { room: String },
+    /// Leaves a room.
+    LeaveRoom { room: String },
+    /// Lists the rooms that have members.
+    ListRooms,
+    /// Asks for `Event::Presence` about these users (replacing an earlier list), or about
+    /// everyone. Room-mates are always reported.
+    Watch { users: Vec<String>, everyone: bool },
+    /// An administrator's action (see [`AdminRequest`]). Refused with
+    /// `Error{NotPermitted}` unless the logged-in user is an administrator.
+    Admin(AdminRequest),
 }
 
 /// Why a login or registration was refused.
@@ -127,6 +139,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The directory failed internally (storage error); the request may be retried.
     Internal,
+    /// The request needs an administrator (the attempt is audited).
+    NotPermitted,
 }
 
 /// One online user, as listed by `Who`.
@@ -136,6 +150,23 @@ pub struct OnlineUser {
     /// Seconds since they logged in.
     pub online_secs: u64,
 }
+
+/// A member of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMember {
+    pub user: String,
+    pub online: bool,
+}
+
+/// A room and how many members it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub members: u32,
+}
+
+/// Most users one `Watch` may name.
+pub const MAX_WATCH: usize = 1024;
 
 /// What the directory knows about a logged-in user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +232,23 @@ pub enum Reply {
         code: ErrorCode,
         message: String,
     },
+    /// Answer to `JoinRoom`, and to `LeaveRoom` (with the remaining members).
+    RoomMembers {
+        room: String,
+        members: Vec<RoomMember>,
+    },
+    /// Answer to `ListRooms`.
+    Rooms {
+        rooms: Vec<RoomInfo>,
+    },
+    /// Answer to `Watch`.
+    Watching,
+    /// Answer to `Admin(ListUsers)`: every account, sorted by name.
+    Users(Vec<AccountInfo>),
+    /// Answer to an administrator's action that succeeded, in words for the user.
+    Done {
+        message: String,
+    },
 }
 
 /// Something the directory tells a peer without being asked.
@@ -210,6 +258,14 @@ pub enum Event {
     Shutdown { reason: String },
     /// An operator ended this user's directory session.
     ForcedLogout { reason: String },
+    /// Someone joined or left a room we are in.
+    RoomChanged {
+        room: String,
+        user: String,
+        joined: bool,
+    },
+    /// A user we watch (or a room-mate) came online or went offline.
+    Presence { user: String, online: bool },
 }
 
 /// Everything the directory sends on the control stream.
@@ -259,8 +315,14 @@ impl std::fmt::Display for ConnectRefusal {
 /// Frames on a peer-to-peer chat stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMsg {
-    /// Dialer → acceptor, first frame: who I claim to be.
-    Connect { version: u32, initiator: String },
+    /// Dialer → acceptor, first frame: who I claim to be. `background` marks a session
+    /// opened to carry room messages or a quick message, which the acceptor should not
+    /// turn into its current chat.
+    Connect {
+        version: u32,
+        initiator: String,
+        background: bool,
+    },
     /// Acceptor → dialer: accepted, with the acceptor's name.
     Accepted { user: String },
     /// Acceptor → dialer: refused, with why.
@@ -274,16 +336,113 @@ pub enum PeerMsg {
 /// The plaintext inside a [`PeerMsg::Sealed`] frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChatPayload {
-    /// A chat message. Ids count up from 1 per direction.
+    /// A chat message. Ids count up from 1 per direction. A room message carries the
+    /// room and its place in the sender's sequence for that room, so members notice what
+    /// they missed.
     Text {
         id: u64,
         text: String,
         sent_at_ms: u64,
+        room: Option<RoomTag>,
     },
     /// The receiver got message `id`.
     Ack { id: u64 },
     /// The sender ends the session.
     Bye,
+}
+
+/// Marks a chat message as belonging to a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomTag {
+    pub room: String,
+    /// Counts up from 1 per sender and room (for this sender's current login).
+    pub seq: u64,
+}
+
+/// What an administrator may ask the directory to do (inside [`Request::Admin`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Creates an account (its identity key is registered on its first login).
+    AddUser {
+        name: String,
+        password: String,
+        admin: bool,
+    },
+    /// Lists every account, online or not, locked or not.
+    ListUsers,
+    /// Ends that user's directory session now; their peer is told why.
+    LogoutUser { name: String },
+    /// Locks the account until an administrator unlocks it (and ends its session).
+    Lock { name: String },
+    /// Lifts a lock, by an administrator or after failed logins.
+    Unlock { name: String },
+    /// Tells every peer, stops accepting, flushes storage and exits.
+    Shutdown,
+}
+
+impl AdminRequest {
+    /// The action's name, for logs and the audit trail (never its password).
+    pub fn action(&self) -> &'static str {
+        match self {
+            AdminRequest::AddUser { .. } => "add_user",
+            AdminRequest::ListUsers => "list_users",
+            AdminRequest::LogoutUser { .. } => "logout_user",
+            AdminRequest::Lock { .. } => "lock",
+            AdminRequest::Unlock { .. } => "unlock",
+            AdminRequest::Shutdown => "shutdown",
+        }
+    }
+
+    /// The account acted on, if any.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            AdminRequest::AddUser { name, .. }
+            | AdminRequest::LogoutUser { name }
+            | AdminRequest::Lock { name }
+            | AdminRequest::Unlock { name } => Some(name),
+            AdminRequest::ListUsers | AdminRequest::Shutdown => None,
+        }
+    }
+}
+
+/// Written by hand so that a password never reaches a log through `{:?}`.
+impl std::fmt::Debug for AdminRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminRequest::AddUser { name, admin, .. } => f
+                .debug_struct("AddUser")
+                .field("name", name)
+                .field("password", &"<redacted>")
+                .field("admin", admin)
+                .finish(),
+            AdminRequest::ListUsers => f.write_str("ListUsers"),
+            AdminRequest::LogoutUser { name } => {
+                f.debug_struct("LogoutUser").field("name", name).finish()
+            }
+            AdminRequest::Lock { name } => f.debug_struct("Lock").field("name", name).finish(),
+            AdminRequest::Unlock { name } => f.debug_struct("Unlock").field("name", name).finish(),
+            AdminRequest::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// One account, as an administrator's `ListUsers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    pub name: String,
+    pub admin: bool,
+    /// Logged in right now.
+    pub online: bool,
+    /// Locked by an administrator (until unlocked).
+    pub locked_by_admin: bool,
+    /// Seconds until a lockout after failed logins lifts, when locked that way.
+    pub locked_for_secs: Option<u64>,
+    /// Wrong passwords since the last successful login.
+    pub failed_attempts: u32,
+    /// The registered identity key (none until the first login).
+    pub identity: Option<PublicKey>,
+    /// Unix time the account was created.
+    pub created_at: i64,
 }
 
 /// Bytes signed for a password login: binds the signature to this connection's nonce,

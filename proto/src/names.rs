@@ -44,6 +44,11 @@ pub fn check_username(name: &str) -> Result<(), NameError> {
     }
 }
 
+/// Checks a room name: the same rules as a user name.
+pub fn check_room(name: &str) -> Result<(), NameError> {
+    check_username(name)
+}
+
 /// Checks a password chosen at registration (login only checks the upper bound).
 pub fn check_new_password(password: &str) -> Result<(), NameError> {
     check_password_len(password)?;

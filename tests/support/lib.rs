@@ -203,10 +203,12 @@ impl TestPeer {
         .await;
     }
 
-    /// Quits (end of input) and waits for the app to finish logging out.
-    pub async fn quit(self) {
+    /// Quits (end of input), waits for the app to finish logging out, and hands back
+    /// the profile (to start the same user again on it).
+    pub async fn quit(self) -> tempfile::TempDir {
         let _ = self.input.send(Input::Eof).await;
         let _ = tokio::time::timeout(WAIT, self.task).await;
+        self.profile
     }
 
     /// Kills the peer abruptly: the app task is aborted, nothing is said to anyone.

@@ -124,6 +124,21 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes tickets expired at `now`; returns how many.
     fn purge_expired_tickets(&self, now: i64) -> StoreFuture<'_, usize>;
 
+    /// Makes `user` a member of `room`. `true` if they were not a member before.
+    fn join_room(&self, room: &str, user: &str, now: i64) -> StoreFuture<'_, bool>;
+
+    /// Removes `user` from `room`. `true` if they were a member.
+    fn leave_room(&self, room: &str, user: &str) -> StoreFuture<'_, bool>;
+
+    /// The members of `room`, sorted by name (empty: no such room).
+    fn room_members(&self, room: &str) -> StoreFuture<'_, Vec<String>>;
+
+    /// The rooms `user` is a member of, sorted.
+    fn user_rooms(&self, user: &str) -> StoreFuture<'_, Vec<String>>;
+
+    /// Every room with its member count, sorted by name.
+    fn rooms(&self) -> StoreFuture<'_, Vec<(String, u32)>>;
+
     /// Finishes outstanding work and releases the backend. Later calls fail with
     /// [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<'_, ()>;

@@ -53,6 +53,14 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX tickets_by_user ON tickets(user, expires_at);
     CREATE INDEX tickets_by_expiry ON tickets(expires_at);",
+    // 2: room membership (goes with the account).
+    "CREATE TABLE room_members (
+        room       TEXT NOT NULL,
+        user       TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        joined_at  INTEGER NOT NULL,
+        PRIMARY KEY (room, user)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX room_members_by_user ON room_members(user, room);",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -442,6 +450,67 @@ impl Store for SqliteStore {
     fn purge_expired_tickets(&self, now: i64) -> StoreFuture<'_, usize> {
         Box::pin(self.call(move |conn| {
             conn.execute("DELETE FROM tickets WHERE expires_at <= ?1", [now])
+                .map_err(backend)
+        }))
+    }
+
+    fn join_room(&self, room: &str, user: &str, now: i64) -> StoreFuture<'_, bool> {
+        let (room, user) = (room.to_string(), user.to_string());
+        Box::pin(self.call(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO room_members (room, user, joined_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![room, user, now],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
+        }))
+    }
+
+    fn leave_room(&self, room: &str, user: &str) -> StoreFuture<'_, bool> {
+        let (room, user) = (room.to_string(), user.to_string());
+        Box::pin(self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM room_members WHERE room = ?1 AND user = ?2",
+                [&room, &user],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
+        }))
+    }
+
+    fn room_members(&self, room: &str) -> StoreFuture<'_, Vec<String>> {
+        let room = room.to_string();
+        Box::pin(self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT user FROM room_members WHERE room = ?1 ORDER BY user")
+                .map_err(backend)?;
+            let rows = stmt.query_map([&room], |r| r.get(0)).map_err(backend)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(backend)
+        }))
+    }
+
+    fn user_rooms(&self, user: &str) -> StoreFuture<'_, Vec<String>> {
+        let user = user.to_string();
+        Box::pin(self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT room FROM room_members WHERE user = ?1 ORDER BY room")
+                .map_err(backend)?;
+            let rows = stmt.query_map([&user], |r| r.get(0)).map_err(backend)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(backend)
+        }))
+    }
+
+    fn rooms(&self) -> StoreFuture<'_, Vec<(String, u32)>> {
+        Box::pin(self.call(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT room, COUNT(*) FROM room_members GROUP BY room ORDER BY room",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<(String, u32)>, _>>()
                 .map_err(backend)
         }))
     }

@@ -28,6 +28,8 @@ pub(super) struct Established {
     pub peer: String,
     pub peer_key: PublicKey,
     pub role: Role,
+    /// Opened for room messages or a quick message rather than as a chat.
+    pub background: bool,
 }
 
 /// Dialer side: asks the other end of `conn` (from [`endpoint::dial_peer`], which pinned
@@ -42,7 +44,19 @@ pub async fn initiate(
     me: &str,
     peer: &PeerInfo,
 ) -> Result<(ChatHandle, ChatEvents), ChatError> {
-    match dial(&conn, identity, me, peer).await {
+    initiate_with(conn, identity, me, peer, false).await
+}
+
+/// Like [`initiate`]; with `background`, the session is for room messages or a quick
+/// message and the acceptor is asked not to make it its current chat.
+pub async fn initiate_with(
+    conn: quinn::Connection,
+    identity: &Identity,
+    me: &str,
+    peer: &PeerInfo,
+    background: bool,
+) -> Result<(ChatHandle, ChatEvents), ChatError> {
+    match dial(&conn, identity, me, peer, background).await {
         Ok(established) => Ok(session::start(conn, established)),
         Err(e) => {
             close_after(&conn, &e);
@@ -131,6 +145,7 @@ async fn dial(
     identity: &Identity,
     me: &str,
     peer: &PeerInfo,
+    background: bool,
 ) -> Result<Established, ChatError> {
     if endpoint::remote_key(conn) != Some(peer.identity) {
         return Err(ChatError::WrongKey);
@@ -143,6 +158,7 @@ async fn dial(
     let connect = PeerMsg::Connect {
         version: proto::PROTOCOL_VERSION,
         initiator: me.to_owned(),
+        background,
     };
     write_msg(conn, &mut send, &connect, "our connect request to be sent").await?;
     match read_msg(conn, &mut recv, "the answer to our connect request").await? {
@@ -173,6 +189,7 @@ async fn dial(
         peer: peer.user.clone(),
         peer_key: peer.identity,
         role: Role::Initiator,
+        background,
     })
 }
 
@@ -194,10 +211,15 @@ where
         Ok(Err(e)) => return Err(connection_error(e)),
         Ok(Ok(streams)) => streams,
     };
-    let (version, claimed) = match read_msg(conn, &mut recv, "a connect request").await? {
-        PeerMsg::Connect { version, initiator } => (version, initiator),
-        other => return Err(unexpected(&other, "a connect request")),
-    };
+    let (version, claimed, background) =
+        match read_msg(conn, &mut recv, "a connect request").await? {
+            PeerMsg::Connect {
+                version,
+                initiator,
+                background,
+            } => (version, initiator, background),
+            other => return Err(unexpected(&other, "a connect request")),
+        };
     let decision = decide(conn, version, &claimed, &key, lookup, pin_check).await;
     if let Err(reason) = decision {
         tracing::info!(claimed = %printable(&claimed), %reason, "refusing chat");
@@ -219,6 +241,7 @@ where
         peer: claimed,
         peer_key: key,
         role: Role::Acceptor,
+        background,
     })
 }
 

@@ -23,7 +23,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::handshake::Established;
 use super::{
-    CLOSE_TIMEOUT, CODE_ABORT, CODE_BYE, CODE_TIMEOUT, CODE_VIOLATION, ChatError, ChatEvent,
+    CLOSE_TIMEOUT, CODE_ABORT, CODE_BYE, CODE_TIMEOUT, CODE_VIOLATION, COMMAND_QUEUE, ChatEvent,
     ChatEvents, ChatHandle, Command, EVENT_QUEUE, EndReason, MAX_UNACKED, STALL_TIMEOUT, Shared,
     application_close_text, close_reason_bytes,
 };
@@ -32,7 +32,6 @@ use crate::endpoint::IDLE_TIMEOUT;
 /// Frames read ahead of the driver (each at most 64 KiB).
 const FRAME_QUEUE: usize = 8;
 /// Sends waiting for the driver.
-const COMMAND_QUEUE: usize = 16;
 
 /// One item from the reader: a frame, the clean end of the stream, or why reading failed.
 type Incoming = Result<Option<PeerMsg>, FrameError>;
@@ -69,10 +68,12 @@ pub(super) fn start(conn: quinn::Connection, est: Established) -> (ChatHandle, C
         peer: est.peer,
         peer_key: est.peer_key,
         role: est.role,
+        background: est.background,
         session_id,
         remote: conn.remote_address(),
         conn,
         commands: commands_tx,
+        last_queued: std::sync::Mutex::new(0),
         close: close_tx,
         ended: ended_rx,
     };
@@ -135,7 +136,11 @@ impl Driver {
         self.conn
             .close(CODE_ABORT, close_reason_bytes(&reason.to_string()));
         tracing::debug!(%reason, "chat ended");
-        let undelivered: Vec<u64> = self.unacked.iter().copied().collect();
+        let mut undelivered: Vec<u64> = self.unacked.iter().copied().collect();
+        // Messages still queued were never sent.
+        while let Ok(Command::Send { id, .. }) = self.commands.try_recv() {
+            undelivered.push(id);
+        }
         // Tell the handles first, and drop the command queue, so no `send` waits on a
         // driver that is gone; then the last event, which may wait for the app.
         self.ended.send_replace(Some(reason.clone()));
@@ -158,7 +163,10 @@ impl Driver {
                 // Nobody would see what we acknowledge.
                 () = self.events.closed() => Err(Stop::CloseByUs),
                 item = self.frames.recv() => self.on_frame(item).await,
-                Some(command) = self.commands.recv() => self.on_command(command).await,
+                // At most MAX_UNACKED in flight: further messages wait in the queue.
+                Some(command) = self.commands.recv(), if self.unacked.len() < MAX_UNACKED => {
+                    self.on_command(command).await
+                }
             };
             if let Err(stop) = step {
                 return stop;
@@ -167,29 +175,19 @@ impl Driver {
     }
 
     async fn on_command(&mut self, command: Command) -> Result<(), Stop> {
-        let Command::Send { text, reply } = command;
-        if self.unacked.len() >= MAX_UNACKED {
-            let _ = reply.send(Err(ChatError::Backlog(self.unacked.len())));
-            return Ok(());
-        }
-        let id = self.last_sent + 1;
+        let Command::Send { id, text, room } = command;
+        debug_assert_eq!(id, self.last_sent + 1, "the handle gives out ids in order");
+        // Counted as unacknowledged before the write: if the write fails, the message is
+        // reported undelivered rather than forgotten.
+        self.last_sent = id;
+        self.unacked.insert(id);
         let payload = ChatPayload::Text {
             id,
             text,
             sent_at_ms: now_ms(),
+            room,
         };
-        match self.send_payload(&payload).await {
-            Ok(()) => {
-                self.last_sent = id;
-                self.unacked.insert(id);
-                let _ = reply.send(Ok(id));
-                Ok(())
-            }
-            Err(reason) => {
-                let _ = reply.send(Err(ChatError::Ended(reason.clone())));
-                Err(Stop::End(reason))
-            }
-        }
+        self.send_payload(&payload).await.map_err(Stop::End)
     }
 
     async fn on_frame(&mut self, item: Option<Incoming>) -> Result<(), Stop> {
@@ -220,6 +218,7 @@ impl Driver {
                 id,
                 text,
                 sent_at_ms,
+                room,
             } => {
                 let expected = self.last_received + 1;
                 if id != expected {
@@ -230,11 +229,17 @@ impl Driver {
                 if proto::names::check_message(&text).is_err() {
                     return Err(self.violation(format!("message {id} is too long")));
                 }
+                if let Some(tag) = &room
+                    && proto::names::check_room(&tag.room).is_err()
+                {
+                    return Err(self.violation(format!("message {id} names an invalid room")));
+                }
                 self.last_received = id;
                 self.emit(ChatEvent::Message {
                     id,
                     text,
                     sent_at_ms,
+                    room,
                 })
                 .await?;
                 self.send_payload(&ChatPayload::Ack { id })
@@ -292,6 +297,15 @@ impl Driver {
     /// by [`CLOSE_TIMEOUT`]), then we close the connection: we read the last byte.
     async fn close_by_us(&mut self) -> EndReason {
         let deadline = Instant::now() + CLOSE_TIMEOUT;
+        // Messages queued before the close go out first (they were given ids already).
+        while let Ok(command) = self.commands.try_recv() {
+            if !matches!(
+                timeout_at(deadline, self.on_command(command)).await,
+                Ok(Ok(()))
+            ) {
+                break;
+            }
+        }
         let said_bye = timeout_at(deadline, self.send_payload(&ChatPayload::Bye)).await;
         let _ = self.send.finish();
         if let Ok(Ok(())) = said_bye {
@@ -422,6 +436,10 @@ mod tests {
             id: 7,
             text: "héllo".into(),
             sent_at_ms: 1,
+            room: Some(proto::message::RoomTag {
+                room: "general".into(),
+                seq: 3,
+            }),
         };
         assert_eq!(decode_payload(&encode_payload(&p).unwrap()).unwrap(), p);
         assert!(decode_payload(&[0xff, 0xff]).is_err());

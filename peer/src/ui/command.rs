@@ -1,5 +1,7 @@
 //! Slash commands, shared by the terminal and the scripted front end.
 
+use crate::admin::AdminCommand;
+
 /// One line of user input, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
@@ -16,6 +18,12 @@ pub enum Line {
 pub enum Command {
     Connect(String),
     Switch(String),
+    Join(String),
+    Leave(Option<String>),
+    Rooms,
+    Members(Option<String>),
+    /// A quick private message that does not change the current chat.
+    Msg(String, String),
     /// End the current chat (`/end`), like Ctrl-C.
     End,
     Chats,
@@ -24,6 +32,8 @@ pub enum Command {
     Trust(String),
     Help,
     Quit,
+    /// An administrator's command (see [`crate::admin`]).
+    Admin(AdminCommand),
     /// A command that needs an argument it did not get, or an unknown one.
     Bad(String),
 }
@@ -38,6 +48,19 @@ pub const HELP: &[(&str, &str)] = &[
         "/switch NAME",
         "make the open chat with NAME the current one",
     ),
+    (
+        "/join ROOM",
+        "join a room (or make it current); plain lines then go to the room",
+    ),
+    ("/leave [ROOM]", "leave the current room (or ROOM)"),
+    ("/rooms", "list rooms"),
+    ("/members [ROOM]", "list a room's members, online or not"),
+    (
+        "/msg NAME TEXT",
+        "send one private message without leaving the current chat or room",
+    ),
+    ("/whisper NAME TEXT", "the same as /msg"),
+    ("@NAME TEXT", "the same as /msg"),
     ("/chats", "list open chats"),
     ("/end", "end the current chat (Ctrl-C does the same)"),
     ("/who", "list users online"),
@@ -49,6 +72,27 @@ pub const HELP: &[(&str, &str)] = &[
         "/trust NAME",
         "accept NAME's new key after checking the safety number",
     ),
+    (
+        "/adduser NAME",
+        "administrators: create an account (add --admin for an administrator); the password is asked next",
+    ),
+    (
+        "/listusers",
+        "administrators: every account, online or not, locked or not",
+    ),
+    (
+        "/logoutuser NAME",
+        "administrators: end NAME's directory session",
+    ),
+    (
+        "/lock NAME",
+        "administrators: lock NAME's account until unlocked",
+    ),
+    ("/unlock NAME", "administrators: lift a lock or lockout"),
+    (
+        "/shutdown",
+        "administrators: stop the directory (everyone is told)",
+    ),
     ("/help", "this list"),
     (
         "/quit",
@@ -59,11 +103,23 @@ pub const HELP: &[(&str, &str)] = &[
 const NAMES: &[&str] = &[
     "connect",
     "switch",
+    "join",
+    "leave",
+    "rooms",
+    "members",
+    "msg",
+    "whisper",
     "chats",
     "end",
     "who",
     "fingerprint",
     "trust",
+    "adduser",
+    "listusers",
+    "logoutuser",
+    "lock",
+    "unlock",
+    "shutdown",
     "help",
     "quit",
 ];
@@ -76,6 +132,12 @@ pub fn parse(line: &str) -> Line {
     }
     if let Some(rest) = trimmed.strip_prefix("//") {
         return Line::Text(format!("/{rest}"));
+    }
+    if let Some(rest) = trimmed.strip_prefix('@')
+        && let Some((name, text)) = rest.split_once(' ')
+        && proto::names::check_username(name).is_ok()
+    {
+        return Line::Command(Command::Msg(name.to_string(), text.to_string()));
     }
     let Some(rest) = trimmed.strip_prefix('/') else {
         return Line::Text(trimmed.to_string());
@@ -90,11 +152,39 @@ pub fn parse(line: &str) -> Line {
     Line::Command(match name {
         "connect" | "c" => need(arg, Command::Connect),
         "switch" | "s" => need(arg, Command::Switch),
+        "join" | "j" => need(arg, Command::Join),
+        "leave" => Command::Leave(arg),
+        "rooms" => Command::Rooms,
+        "members" => Command::Members(arg),
+        "msg" | "whisper" | "w" => match rest
+            .split_once(' ')
+            .map(|(_, r)| r.trim_start().split_once(' '))
+        {
+            Some(Some((to, text))) if !text.is_empty() => {
+                Command::Msg(to.to_string(), text.to_string())
+            }
+            _ => Command::Bad(format!("usage: /{name} NAME TEXT")),
+        },
         "end" | "close" => Command::End,
         "chats" => Command::Chats,
         "who" => Command::Who,
         "fingerprint" | "fp" => Command::Fingerprint(arg),
         "trust" => need(arg, Command::Trust),
+        "adduser" => match (arg, words.next()) {
+            (Some(name), None) => Command::Admin(AdminCommand::AddUser { name, admin: false }),
+            (Some(name), Some("--admin")) => {
+                Command::Admin(AdminCommand::AddUser { name, admin: true })
+            }
+            _ => Command::Bad(
+                "usage: /adduser NAME [--admin] (the password is asked next, never on the command line)"
+                    .into(),
+            ),
+        },
+        "listusers" | "users" => Command::Admin(AdminCommand::ListUsers),
+        "logoutuser" | "kick" => need(arg, |n| Command::Admin(AdminCommand::LogoutUser(n))),
+        "lock" => need(arg, |n| Command::Admin(AdminCommand::Lock(n))),
+        "unlock" => need(arg, |n| Command::Admin(AdminCommand::Unlock(n))),
+        "shutdown" => Command::Admin(AdminCommand::Shutdown),
         "help" | "?" => Command::Help,
         "quit" | "exit" | "q" => Command::Quit,
         other => Command::Bad(match suggest(other) {
@@ -146,6 +236,20 @@ mod tests {
             Line::Command(Command::Fingerprint(None))
         );
         assert!(matches!(parse("/connect"), Line::Command(Command::Bad(_))));
+        assert_eq!(
+            parse("/msg bianca  hi there "),
+            Line::Command(Command::Msg("bianca".into(), " hi there ".into()))
+        );
+        assert_eq!(
+            parse("@bianca hi"),
+            Line::Command(Command::Msg("bianca".into(), "hi".into()))
+        );
+        assert_eq!(parse("@ nope"), Line::Text("@ nope".into()));
+        assert!(matches!(
+            parse("/whisper bianca"),
+            Line::Command(Command::Bad(_))
+        ));
+        assert_eq!(parse("/leave"), Line::Command(Command::Leave(None)));
     }
 
     #[test]
@@ -158,5 +262,43 @@ mod tests {
             panic!()
         };
         assert!(!msg.contains("did you mean"), "{msg}");
+    }
+
+    #[test]
+    fn admin_commands_never_take_a_password_argument() {
+        let admin = |line: &str| match parse(line) {
+            Line::Command(Command::Admin(cmd)) => Some(cmd),
+            _ => None,
+        };
+        assert_eq!(
+            admin("/adduser carla"),
+            Some(AdminCommand::AddUser {
+                name: "carla".into(),
+                admin: false
+            })
+        );
+        assert_eq!(
+            admin("/adduser carla --admin"),
+            Some(AdminCommand::AddUser {
+                name: "carla".into(),
+                admin: true
+            })
+        );
+        assert_eq!(admin("/adduser carla s3cret-password"), None);
+        assert_eq!(admin("/listusers"), Some(AdminCommand::ListUsers));
+        assert_eq!(
+            admin("/logoutuser bianca"),
+            Some(AdminCommand::LogoutUser("bianca".into()))
+        );
+        assert_eq!(
+            admin("/lock bianca"),
+            Some(AdminCommand::Lock("bianca".into()))
+        );
+        assert_eq!(
+            admin("/unlock bianca"),
+            Some(AdminCommand::Unlock("bianca".into()))
+        );
+        assert_eq!(admin("/shutdown"), Some(AdminCommand::Shutdown));
+        assert!(matches!(parse("/lock"), Line::Command(Command::Bad(_))));
     }
 }

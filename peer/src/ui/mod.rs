@@ -14,9 +14,10 @@ pub mod command;
 pub mod script;
 pub mod terminal;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
-use proto::message::OnlineUser;
+use proto::message::{AccountInfo, OnlineUser, RoomInfo, RoomMember};
 use proto::{Fingerprint, PublicKey};
 
 /// What the user did.
@@ -28,6 +29,26 @@ pub enum Input {
     Interrupt,
     /// End of input (Ctrl-D, stdin closed): end every chat and quit.
     Eof,
+}
+
+/// Text from another peer (a message, a close reason), made safe to print on one line:
+/// control characters other than tab (line breaks, terminal escapes) are shown escaped
+/// (`\n`, `\u{1b}`), so a peer can neither forge lines of the scripted output nor drive
+/// the terminal. Everything else, spaces and Unicode included, is left unchanged.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\t';
+    if !text.contains(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Which way a chat was opened.
@@ -58,6 +79,9 @@ pub enum Note {
         direction: Direction,
         /// Whether this chat became the current one (else it waits for `/switch`).
         current: bool,
+        /// Opened to carry room or quick messages, not as a chat (not announced on a
+        /// terminal).
+        background: bool,
     },
     Switched {
         peer: String,
@@ -100,6 +124,51 @@ pub enum Note {
         /// The other user, their pinned key and the safety number, when asked about one.
         peer: Option<(String, PublicKey, String)>,
     },
+    /// We joined a room (or made it the current one again).
+    RoomJoined {
+        room: String,
+        members: Vec<RoomMember>,
+    },
+    RoomLeft {
+        room: String,
+    },
+    /// Someone else joined or left a room we are in.
+    RoomChanged {
+        room: String,
+        user: String,
+        joined: bool,
+    },
+    /// A room message; `missed` counts the sender's earlier room messages that never
+    /// reached us (we were away).
+    RoomMessage {
+        room: String,
+        peer: String,
+        seq: u64,
+        text: String,
+        missed: u64,
+    },
+    Rooms {
+        rooms: Vec<RoomInfo>,
+    },
+    Members {
+        room: String,
+        members: Vec<RoomMember>,
+    },
+    /// A contact or room-mate came online or went offline.
+    Presence {
+        user: String,
+        online: bool,
+    },
+    /// A message that could not be delivered (the peer could not be reached).
+    Undelivered {
+        peer: String,
+        text: String,
+        reason: String,
+    },
+    /// Every account, as an administrator's `/listusers` shows it.
+    Accounts {
+        users: Vec<AccountInfo>,
+    },
     Info(String),
     Warning(String),
     Error(String),
@@ -109,7 +178,21 @@ pub enum Note {
 pub trait Output: Send + Sync {
     /// Shows one note.
     fn show(&self, note: &Note);
+    /// Something deserves the user's attention (the terminal rings its bell).
+    fn alert(&self) {}
     /// The app has dealt with the last input: read the next line, showing `prompt`
     /// (the terminal reads one line at a time; the scripted front end ignores this).
     fn ready(&self, _prompt: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_only_control_characters() {
+        let plain = "  Grüße — 你好 🙂\ttab, back\\slash  ";
+        assert_eq!(printable(plain), plain);
+        assert_eq!(printable("a\nb\r\x1b[2Kc"), "a\\nb\\r\\u{1b}[2Kc");
+    }
 }

@@ -2,9 +2,15 @@
 //!
 //! Input: each stdin line is a message to the current chat, or a slash command (a line
 //! starting with `//` sends a literal `/`). End of stdin ends every chat and exits 0.
+//! One exception: after `/adduser NAME` (administrators) the *next* line is the new
+//! user's password. It is not a message, is not shown and goes only into the request, so
+//! no password is ever on a command line; `info text=password for NAME: ...` asks for it.
+//! (On a terminal the password is asked twice without echo instead.)
 //!
 //! Output: one line per event on stdout, `EVENT key=value ...`, where a free-text field
-//! (`text=`, `reason=`) always comes last and runs to the end of the line unchanged.
+//! (`text=`, `reason=`) always comes last and runs to the end of the line unchanged,
+//! except that control characters other than tab arrive escaped (`\n`, `\u{1b}`; see
+//! [`super::printable`]), so another peer's text can never start a line of its own.
 //! This format is stable; scripts and tests rely on it:
 //!
 //! ```text
@@ -12,7 +18,19 @@
 //! listening addr=127.0.0.1:65000
 //! connecting peer=bianca
 //! connected peer=bianca key=3F2A91C077DE0A41 direction=outgoing current=yes
+//! connected peer=chloe key=... direction=incoming current=no background=yes
 //! switched peer=bianca
+//! room-joined room=general members=ali,bianca,chloe(off)
+//! room-changed room=general user=dora joined=yes
+//! room-msg room=general from=bianca seq=4 text=hello everyone
+//! missed room=general from=bianca count=2
+//! room-left room=general
+//! room name=general members=3
+//! rooms count=1
+//! member room=general user=ali online=yes
+//! members room=general count=3
+//! presence user=bianca online=no
+//! undelivered to=chloe reason=chloe_is_not_online text=see you
 //! msg from=bianca id=1 text=I am fine, how about you?
 //! sent to=bianca id=1
 //! delivered to=bianca id=1
@@ -23,6 +41,9 @@
 //! online user=ali secs=42
 //! who count=1
 //! fingerprint user=ali key=3F2A... peer=bianca peer-key=91C0... safety=12345 67890 ...
+//! account user=bianca admin=no online=yes locked=no failed=0 key=91C077DE0A413F2A
+//! account user=carla admin=no online=no locked=admin failed=0 key=-
+//! accounts count=2
 //! info text=...
 //! warning text=...
 //! error text=...
@@ -33,13 +54,32 @@ use std::io::Write;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::{Direction, Input, Note, Output};
+use super::{Direction, Input, Note, Output, printable};
 
 /// Writes notes to stdout in the scripted format.
 pub struct ScriptOutput;
 
 fn compact(s: String) -> String {
     s.replace(' ', "")
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// `ali,bianca(off)`: members, the offline ones marked.
+fn member_list(members: &[proto::message::RoomMember]) -> String {
+    members
+        .iter()
+        .map(|m| {
+            if m.online {
+                m.user.clone()
+            } else {
+                format!("{}(off)", m.user)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Renders a note as its one-line (or, for lists, several-line) scripted form.
@@ -61,17 +101,74 @@ pub fn render(note: &Note) -> String {
             key,
             direction,
             current,
+            background,
         } => format!(
-            "connected peer={peer} key={} direction={} current={}",
+            "connected peer={peer} key={} direction={} current={}{}",
             compact(key.fingerprint().short()),
             match direction {
                 Direction::Outgoing => "outgoing",
                 Direction::Incoming => "incoming",
             },
-            if *current { "yes" } else { "no" }
+            yes(*current),
+            if *background { " background=yes" } else { "" }
+        ),
+        Note::RoomJoined { room, members } => {
+            format!("room-joined room={room} members={}", member_list(members))
+        }
+        Note::RoomLeft { room } => format!("room-left room={room}"),
+        Note::RoomChanged { room, user, joined } => {
+            format!(
+                "room-changed room={room} user={user} joined={}",
+                yes(*joined)
+            )
+        }
+        Note::RoomMessage {
+            room,
+            peer,
+            seq,
+            text,
+            missed,
+        } => {
+            let mut out = String::new();
+            if *missed > 0 {
+                out.push_str(&format!("missed room={room} from={peer} count={missed}\n"));
+            }
+            out.push_str(&format!(
+                "room-msg room={room} from={peer} seq={seq} text={}",
+                printable(text)
+            ));
+            out
+        }
+        Note::Rooms { rooms } => {
+            let mut out = String::new();
+            for r in rooms {
+                out.push_str(&format!("room name={} members={}\n", r.room, r.members));
+            }
+            out.push_str(&format!("rooms count={}", rooms.len()));
+            out
+        }
+        Note::Members { room, members } => {
+            let mut out = String::new();
+            for m in members {
+                out.push_str(&format!(
+                    "member room={room} user={} online={}\n",
+                    m.user,
+                    yes(m.online)
+                ));
+            }
+            out.push_str(&format!("members room={room} count={}", members.len()));
+            out
+        }
+        Note::Presence { user, online } => format!("presence user={user} online={}", yes(*online)),
+        Note::Undelivered { peer, text, reason } => format!(
+            "undelivered to={peer} reason={} text={}",
+            reason.replace(' ', "_"),
+            printable(text)
         ),
         Note::Switched { peer } => format!("switched peer={peer}"),
-        Note::Message { peer, id, text } => format!("msg from={peer} id={id} text={text}"),
+        Note::Message { peer, id, text } => {
+            format!("msg from={peer} id={id} text={}", printable(text))
+        }
         Note::Sent { peer, id } => format!("sent to={peer} id={id}"),
         Note::Delivered { peer, id } => format!("delivered to={peer} id={id}"),
         Note::Ended {
@@ -81,8 +178,9 @@ pub fn render(note: &Note) -> String {
             undelivered,
         } => {
             let mut out = format!(
-                "ended peer={peer} clean={} reason={reason}",
-                if *clean { "yes" } else { "no" }
+                "ended peer={peer} clean={} reason={}",
+                if *clean { "yes" } else { "no" },
+                printable(reason)
             );
             for (id, text) in undelivered {
                 out.push_str(&format!("\nundelivered to={peer} id={id} text={text}"));
@@ -90,11 +188,12 @@ pub fn render(note: &Note) -> String {
             out
         }
         Note::ConnectFailed { peer, reason } => {
-            format!("connect-failed peer={peer} reason={reason}")
+            format!("connect-failed peer={peer} reason={}", printable(reason))
         }
         Note::IncomingRefused { peer, reason } => format!(
-            "incoming-refused peer={} reason={reason}",
-            peer.as_deref().unwrap_or("?")
+            "incoming-refused peer={} reason={}",
+            peer.as_deref().unwrap_or("?"),
+            printable(reason)
         ),
         Note::Who { users } => {
             let mut out = String::new();
@@ -115,6 +214,28 @@ pub fn render(note: &Note) -> String {
                     compact(their.fingerprint().to_string())
                 ));
             }
+            out
+        }
+        Note::Accounts { users } => {
+            let mut out = String::new();
+            for u in users {
+                out.push_str(&format!(
+                    "account user={} admin={} online={} locked={} failed={} key={}\n",
+                    u.name,
+                    yes(u.admin),
+                    yes(u.online),
+                    match (u.locked_by_admin, u.locked_for_secs) {
+                        (true, _) => "admin".to_string(),
+                        (false, Some(secs)) => format!("{secs}s"),
+                        (false, None) => "no".to_string(),
+                    },
+                    u.failed_attempts,
+                    u.identity
+                        .map(|k| compact(k.fingerprint().short()))
+                        .unwrap_or_else(|| "-".into())
+                ));
+            }
+            out.push_str(&format!("accounts count={}", users.len()));
             out
         }
         Note::Info(text) => format!("info text={text}"),

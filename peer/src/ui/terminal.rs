@@ -72,6 +72,9 @@ pub fn render(note: &Note) -> String {
         Note::Listening { addr } => format!("Listening for chats on {addr}"),
         Note::Connecting { peer } => format!("Connecting to {peer} ..."),
         Note::Connected {
+            background: true, ..
+        } => String::new(),
+        Note::Connected {
             peer,
             key,
             direction: Direction::Outgoing,
@@ -85,6 +88,7 @@ pub fn render(note: &Note) -> String {
             key,
             direction: Direction::Incoming,
             current,
+            ..
         } => {
             if *current {
                 format!(
@@ -96,6 +100,74 @@ pub fn render(note: &Note) -> String {
             }
         }
         Note::Switched { peer } => format!("Now chatting with {peer}"),
+        Note::RoomJoined { room, members } => format!(
+            "In room {room} (plain lines go to the room): {}",
+            members
+                .iter()
+                .map(|m| if m.online {
+                    m.user.clone()
+                } else {
+                    format!("{} (offline)", m.user)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Note::RoomLeft { room } => format!("Left room {room}"),
+        Note::RoomChanged { room, user, joined } => {
+            format!("{user} {} {room}", if *joined { "joined" } else { "left" })
+        }
+        Note::RoomMessage {
+            room,
+            peer,
+            text,
+            missed,
+            ..
+        } => {
+            let mut s = String::new();
+            if *missed > 0 {
+                s.push_str(&format!(
+                    "(you missed {missed} message{} from {peer} in {room} while away)\n",
+                    if *missed == 1 { "" } else { "s" }
+                ));
+            }
+            s.push_str(&format!("[{room}] {peer}: {}", printable(text)));
+            s
+        }
+        Note::Rooms { rooms } => {
+            if rooms.is_empty() {
+                return "No rooms yet: /join NAME creates one.".into();
+            }
+            let list: Vec<String> = rooms
+                .iter()
+                .map(|r| format!("{} ({})", r.room, r.members))
+                .collect();
+            format!("Rooms: {}", list.join(", "))
+        }
+        Note::Members { room, members } => {
+            let list: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} ({})",
+                        m.user,
+                        if m.online { "online" } else { "offline" }
+                    )
+                })
+                .collect();
+            format!("Members of {room}: {}", list.join(", "))
+        }
+        Note::Presence { user, online } => {
+            format!(
+                "{user} {}",
+                if *online { "is online" } else { "went offline" }
+            )
+        }
+        Note::Undelivered { peer, text, reason } => {
+            format!(
+                "  \u{2717} not delivered to {peer} ({reason}): {}",
+                printable(text)
+            )
+        }
         Note::Message { peer, text, .. } => format!("{peer}: {}", printable(text)),
         Note::Sent { .. } => String::new(),
         Note::Delivered { .. } => "  \u{2713} delivered".to_string(),
@@ -149,6 +221,40 @@ pub fn render(note: &Note) -> String {
             }
             s
         }
+        Note::Accounts { users } => {
+            if users.is_empty() {
+                return "No accounts.".to_string();
+            }
+            let mut s = format!(
+                "{} accounts:\n  {:<20} {:<6} {:<7} {:<22} KEY",
+                users.len(),
+                "NAME",
+                "ADMIN",
+                "ONLINE",
+                "STATUS"
+            );
+            for u in users {
+                let status = match (u.locked_by_admin, u.locked_for_secs) {
+                    (true, _) => "locked by an admin".to_string(),
+                    (false, Some(secs)) => format!("locked for {}", human_duration(secs)),
+                    (false, None) if u.failed_attempts > 0 => {
+                        format!("{} failed logins", u.failed_attempts)
+                    }
+                    (false, None) => "ok".to_string(),
+                };
+                s.push_str(&format!(
+                    "\n  {:<20} {:<6} {:<7} {:<22} {}",
+                    u.name,
+                    if u.admin { "yes" } else { "no" },
+                    if u.online { "yes" } else { "no" },
+                    status,
+                    u.identity
+                        .map(|k| k.fingerprint().short())
+                        .unwrap_or_else(|| "-".into())
+                ));
+            }
+            s
+        }
         Note::Info(text) => text.clone(),
         Note::Warning(text) => format!("WARNING: {text}"),
         Note::Error(text) => format!("Error: {text}"),
@@ -178,6 +284,14 @@ impl Output for TerminalOutput {
             return;
         }
         print!("{text}");
+    }
+
+    fn alert(&self) {
+        // BEL moves no cursor, so writing it past the line editor is harmless.
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(b"\x07");
+        let _ = err.flush();
     }
 
     fn ready(&self, prompt: &str) {

@@ -1,0 +1,352 @@
+//! Stopping the real `directory` binary, four ways: an administrator's `/shutdown`
+//! request, `directory shutdown` on the same machine, SIGTERM, Ctrl-C (SIGINT). Each time every logged-in
+//! peer is told, the process exits 0 and the database opens clean afterwards. Also:
+//! `directory user logout|lock` reaching the running server.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::Identity;
+use proto::message::{AdminRequest, ErrorCode, Event, Reply, Request, ServerMsg, login_transcript};
+use quinn::crypto::rustls::QuicClientConfig;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+
+const BIN: &str = env!("CARGO_BIN_EXE_directory");
+const WAIT: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "correct horse battery";
+
+/// Runs a one-shot `directory` command.
+async fn directory(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("directory command hung")
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Creates the accounts: `root` (administrator) and `bianca`.
+async fn accounts(data: &Path) {
+    for (name, admin) in [("root", true), ("bianca", false)] {
+        let mut args = vec!["user", "add", name, "--password-stdin"];
+        if admin {
+            args.push("--admin");
+        }
+        let out = directory(data, &args, Some(&format!("{PASSWORD}\n"))).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
+/// Starts `directory serve` (cheap password hashing from a configuration file) and reads
+/// the address it prints.
+async fn serve(data: &Path) -> (Child, SocketAddr) {
+    let config = data.join("directory.toml");
+    std::fs::write(
+        &config,
+        "[password_cost]\nmemory_kib = 8\niterations = 1\nparallelism = 1\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = None;
+    while addr.is_none() {
+        let line = timeout(WAIT, lines.next_line())
+            .await
+            .expect("serve printed nothing")
+            .unwrap()
+            .expect("serve closed stdout");
+        addr = line
+            .strip_prefix("listening on ")
+            .map(|a| a.parse().unwrap());
+    }
+    (child, addr.unwrap())
+}
+
+/// The same identity key for the same user every time (a user keeps their key).
+fn identity(user: &str) -> Identity {
+    let mut seed = [7u8; 32];
+    seed[..user.len()].copy_from_slice(user.as_bytes());
+    Identity::from_secret_bytes(&seed)
+}
+
+/// A raw protocol client, logged in.
+struct Client {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    _conn: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+impl Client {
+    async fn login(addr: SocketAddr, user: &str) -> Self {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tls = proto::verify::client_config(None, None, proto::ALPN_DIRECTORY).unwrap();
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        let conn = timeout(WAIT, endpoint.connect_with(config, addr, "natter").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let (send, recv) = conn.open_bi().await.unwrap();
+        let mut client = Self {
+            send,
+            recv,
+            _conn: conn,
+            _endpoint: endpoint,
+        };
+        let nonce = match client
+            .request(Request::Hello {
+                version: proto::PROTOCOL_VERSION,
+                software: "shutdown-test".into(),
+            })
+            .await
+        {
+            Reply::Welcome { nonce, .. } => nonce,
+            other => panic!("{other:?}"),
+        };
+        let identity = identity(user);
+        let key = identity.public();
+        let reply = client
+            .request(Request::Login {
+                user: user.into(),
+                password: PASSWORD.into(),
+                identity: key,
+                signature: identity.sign(&login_transcript(&nonce, user, &key)),
+                addresses: vec![],
+            })
+            .await;
+        assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
+        client
+    }
+
+    async fn request(&mut self, request: Request) -> Reply {
+        proto::frame::write_frame(&mut self.send, &request)
+            .await
+            .unwrap();
+        match self.next().await {
+            Some(ServerMsg::Reply(reply)) => reply,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    async fn next(&mut self) -> Option<ServerMsg> {
+        timeout(WAIT, proto::frame::read_frame(&mut self.recv))
+            .await
+            .expect("the directory said nothing")
+            .unwrap()
+    }
+
+    /// Waits for the event the directory pushes.
+    async fn event(&mut self) -> Event {
+        match self.next().await {
+            Some(ServerMsg::Event(e)) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+async fn exits_zero(mut child: Child) {
+    let status = timeout(WAIT, child.wait())
+        .await
+        .expect("the directory did not exit")
+        .unwrap();
+    assert!(status.success(), "directory exited with {status}");
+}
+
+/// The database is whole, its write-ahead log checkpointed away (a clean close), the
+/// control socket gone, and the logins' key registrations are in it.
+async fn opens_clean(data: &Path) {
+    assert!(
+        !data.join("directory.db-wal").exists(),
+        "the write-ahead log was not checkpointed: the database was not closed cleanly"
+    );
+    assert!(!data.join("control.sock").exists());
+    let db = rusqlite::Connection::open(data.join("directory.db")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(db);
+    let out = directory(data, &["user", "list"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    for name in ["root", "bianca"] {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{listed}"));
+        assert!(
+            !line.contains("  -  "),
+            "no key registered for {name}: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_administrators_shutdown_tells_every_peer_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("natter");
+    accounts(&data).await;
+    let (server, addr) = serve(&data).await;
+    let mut root = Client::login(addr, "root").await;
+    let mut bianca = Client::login(addr, "bianca").await;
+
+    // A plain user may not.
+    let reply = bianca.request(Request::Admin(AdminRequest::Shutdown)).await;
+    assert!(
+        matches!(
+            reply,
+            Reply::Error {
+                code: ErrorCode::NotPermitted,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+
+    let reply = root.request(Request::Admin(AdminRequest::Shutdown)).await;
+    assert!(matches!(reply, Reply::Done { .. }), "{reply:?}");
+    for client in [&mut root, &mut bianca] {
+        let event = client.event().await;
+        assert_eq!(
+            event,
+            Event::Shutdown {
+                reason: "directory shut down by an administrator".into()
+            }
+        );
+    }
+    exits_zero(server).await;
+    opens_clean(&data).await;
+    let audit = std::fs::read_to_string(data.join("audit.log")).unwrap();
+    assert!(audit.contains("admin_refused by=bianca"), "{audit}");
+    assert!(audit.contains("admin_request by=root"), "{audit}");
+}
+
+#[tokio::test]
+async fn operator_commands_reach_the_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("natter");
+    accounts(&data).await;
+    let (server, addr) = serve(&data).await;
+
+    // `user logout` ends a session; the peer is told why.
+    let mut bianca = Client::login(addr, "bianca").await;
+    let out = directory(&data, &["user", "logout", "bianca"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("logged bianca out"));
+    assert_eq!(
+        bianca.event().await,
+        Event::ForcedLogout {
+            reason: "logged out by the operator".into()
+        }
+    );
+
+    // `user lock` locks the account and ends its session.
+    let mut bianca = Client::login(addr, "bianca").await;
+    let out = directory(&data, &["user", "lock", "bianca"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        bianca.event().await,
+        Event::ForcedLogout {
+            reason: "account locked by the operator".into()
+        }
+    );
+    let out = directory(&data, &["user", "list"], None).await;
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("bianca ") && l.contains("locked")),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = directory(&data, &["user", "unlock", "bianca"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut bianca = Client::login(addr, "bianca").await;
+    let _root = Client::login(addr, "root").await;
+
+    // `directory shutdown` stops it; it exits 0 once storage is flushed.
+    let out = directory(&data, &["shutdown"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("directory stopped"));
+    assert_eq!(
+        bianca.event().await,
+        Event::Shutdown {
+            reason: "directory shut down by the operator".into()
+        }
+    );
+    exits_zero(server).await;
+    opens_clean(&data).await;
+
+    // Nothing runs any more: the commands that need the server say so in one line.
+    for args in [&["shutdown"][..], &["user", "logout", "bianca"][..]] {
+        let out = directory(&data, args, None).await;
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("no directory is running") && err.trim().lines().count() == 1,
+            "{err}"
+        );
+    }
+    let audit = std::fs::read_to_string(data.join("audit.log")).unwrap();
+    assert!(audit.contains("operator action=shutdown"), "{audit}");
+    assert!(
+        audit.contains("operator action=logout target=bianca"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_and_ctrl_c_tell_every_peer_and_exit_zero() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("natter");
+        accounts(&data).await;
+        let (server, addr) = serve(&data).await;
+        let mut root = Client::login(addr, "root").await;
+        let mut bianca = Client::login(addr, "bianca").await;
+        let pid = server.id().unwrap() as libc::pid_t;
+        // SAFETY: sending a signal to a child process we started and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        for client in [&mut root, &mut bianca] {
+            assert_eq!(
+                client.event().await,
+                Event::Shutdown {
+                    reason: "directory shutting down".into()
+                }
+            );
+        }
+        exits_zero(server).await;
+        opens_clean(&data).await;
+    }
+}

@@ -1,0 +1,448 @@
+//! The app's peer sessions: opening them (calls we make, calls we take), choosing which
+//! one carries what we send to a peer, and what their events mean for the user.
+//!
+//! A session is either a chat the user is having, or a background session opened to
+//! carry room messages and quick messages (`/msg`). Both kinds carry both. Messages to a
+//! peer always go on the session first used for that peer (its *route*) until that
+//! session ends: two peers who dial each other at once end up with two sessions, and
+//! sticking to one keeps each sender's messages in order without closing anything that
+//! may hold messages in flight.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use proto::message::{ConnectRefusal, PeerInfo, RoomTag};
+use proto::{Identity, PublicKey};
+use tokio::task::JoinSet;
+
+use super::{App, MAX_QUEUED_LINES, OpenChat, Outgoing, Report};
+use crate::alerts::Alert;
+use crate::chat::{self, ChatEvent, ChatEvents, ChatHandle, EndReason};
+use crate::endpoint;
+use crate::link::Link;
+use crate::pins::{PinCheck, Pins};
+use crate::ui::{Direction, Note};
+
+/// How long one send may wait for a peer's session to take the message.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl App {
+    /// Opens a chat with `peer` at the user's request (it becomes the current chat).
+    pub(super) fn connect(&mut self, peer: String) {
+        if let Err(e) = proto::names::check_username(&peer) {
+            self.show(Note::Error(format!("{peer:?}: {e}")));
+            self.ready();
+            return;
+        }
+        if peer == self.me {
+            self.show(Note::Error("that is you".into()));
+            self.ready();
+            return;
+        }
+        if let Some(id) = self.find(&peer) {
+            self.make_current(id);
+            self.show(Note::Switched { peer });
+            self.ready();
+            return;
+        }
+        self.show(Note::Connecting { peer: peer.clone() });
+        self.prompt_owed = true;
+        self.dial(peer, true);
+    }
+
+    /// Starts dialing `peer` in a task of its own; the outcome comes back as a report.
+    fn dial(&mut self, peer: String, foreground: bool) {
+        if let Some(fg) = self.dialing.get_mut(&peer) {
+            *fg |= foreground;
+            return;
+        }
+        self.dialing.insert(peer.clone(), foreground);
+        let (link, endpoint, identity, pins, me, tx) = (
+            self.link.clone(),
+            self.endpoint.clone(),
+            self.identity.clone(),
+            self.pins.clone(),
+            self.me.clone(),
+            self.tx.clone(),
+        );
+        self.tasks.spawn(async move {
+            let report =
+                match dial(&link, &endpoint, &identity, &pins, &me, &peer, !foreground).await {
+                    Ok((handle, events)) => Report::Opened {
+                        handle,
+                        events,
+                        direction: Direction::Outgoing,
+                    },
+                    Err(reason) => Report::ConnectFailed { peer, reason },
+                };
+            let _ = tx.send(report).await;
+        });
+    }
+
+    /// Takes every call that arrives on the endpoint, each in a task of its own.
+    pub(super) fn spawn_accept_loop(&mut self) {
+        let (link, endpoint, identity, pins, me, tx) = (
+            self.link.clone(),
+            self.endpoint.clone(),
+            self.identity.clone(),
+            self.pins.clone(),
+            self.me.clone(),
+            self.tx.clone(),
+        );
+        self.tasks.spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let (link, identity, pins, me, tx) = (
+                    link.clone(),
+                    identity.clone(),
+                    pins.clone(),
+                    me.clone(),
+                    tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let conn = match incoming.await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "incoming handshake failed");
+                            return;
+                        }
+                    };
+                    let lookup =
+                        async |claimed: &str| link.lookup(claimed).await.map_err(|e| e.to_string());
+                    let pin_check = |claimed: &str, key: &PublicKey| match pins
+                        .lock()
+                        .map(|p| p.check(claimed, key))
+                    {
+                        Ok(PinCheck::Changed { .. }) => Err(ConnectRefusal::PinnedKeyChanged),
+                        _ => Ok(()),
+                    };
+                    let report = match chat::accept(conn, &identity, &me, lookup, pin_check).await {
+                        Ok((handle, events)) => Report::Opened {
+                            handle,
+                            events,
+                            direction: Direction::Incoming,
+                        },
+                        Err(e) => Report::IncomingRefused {
+                            peer: e.claimed().map(str::to_string),
+                            reason: e.to_string(),
+                        },
+                    };
+                    let _ = tx.send(report).await;
+                });
+            }
+        });
+    }
+
+    /// A dial failed: the user hears why, and what waited for that peer is undelivered.
+    pub(super) fn connect_failed(&mut self, peer: String, reason: String) {
+        let foreground = self.dialing.remove(&peer).unwrap_or(false);
+        let waiting = self.outbox.remove(&peer).unwrap_or_default();
+        if foreground {
+            self.show(Note::ConnectFailed {
+                peer: peer.clone(),
+                reason: reason.clone(),
+            });
+        }
+        for out in waiting {
+            self.show(Note::Undelivered {
+                peer: peer.clone(),
+                text: out.display(),
+                reason: reason.clone(),
+            });
+        }
+        if self.prompt_owed && !self.dialing.values().any(|fg| *fg) {
+            self.ready();
+        }
+    }
+
+    /// A session is open: record it, pin the key on first contact, maybe make it the
+    /// current chat, and send what waited for it.
+    pub(super) async fn opened(
+        &mut self,
+        handle: ChatHandle,
+        mut events: ChatEvents,
+        direction: Direction,
+    ) {
+        let peer = handle.peer().to_string();
+        let key = handle.peer_key();
+        let foreground = match direction {
+            Direction::Outgoing => self.dialing.remove(&peer).unwrap_or(false),
+            Direction::Incoming => false,
+        };
+        let background = match direction {
+            Direction::Outgoing => !foreground,
+            Direction::Incoming => handle.background(),
+        };
+        self.pin_first_contact(&peer, key).await;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.chats.insert(
+            id,
+            OpenChat {
+                handle,
+                unacked: BTreeMap::new(),
+            },
+        );
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            while let Some(event) = events.next().await {
+                if tx.send(Report::Chat { id, event }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let current = foreground || (!background && self.idle());
+        if current {
+            self.make_current(id);
+        }
+        if direction == Direction::Incoming && !background {
+            self.alert(Alert::Connect, &peer);
+        }
+        self.show(Note::Connected {
+            peer: peer.clone(),
+            key,
+            direction,
+            current,
+            background,
+        });
+        for out in self.outbox.remove(&peer).unwrap_or_default() {
+            self.deliver(&peer, out.text, out.room).await;
+        }
+        if self.prompt_owed && !self.dialing.values().any(|fg| *fg) {
+            self.ready();
+        }
+    }
+
+    /// Pins `peer`'s key if we had none (trust on first use); a new contact is then also
+    /// watched for presence.
+    async fn pin_first_contact(&mut self, peer: &str, key: PublicKey) {
+        let pinned = match self.pins.lock() {
+            Ok(mut pins) if pins.check(peer, &key) == PinCheck::New => Some(pins.pin(peer, key)),
+            _ => None,
+        };
+        match pinned {
+            Some(Ok(())) => self.watch_contacts().await,
+            Some(Err(e)) => self.show(Note::Warning(format!("could not pin {peer}'s key: {e}"))),
+            None => {}
+        }
+    }
+
+    /// Sends `text` to `peer` (a room message with `room`), on the peer's route, or
+    /// opens a background session first and sends once it is open.
+    pub(super) async fn deliver(&mut self, peer: &str, text: String, room: Option<RoomTag>) {
+        if let Some(id) = self.route_to(peer) {
+            self.send_on(id, text, room).await;
+            return;
+        }
+        let queue = self.outbox.entry(peer.to_string()).or_default();
+        if queue.len() >= MAX_QUEUED_LINES {
+            self.show(Note::Undelivered {
+                peer: peer.to_string(),
+                text: Outgoing { text, room }.display(),
+                reason: "too many messages waiting for the session to open".into(),
+            });
+            return;
+        }
+        queue.push(Outgoing { text, room });
+        self.dial(peer.to_string(), false);
+    }
+
+    /// The session that carries what we send to `peer`: the one used so far, else the
+    /// oldest open one (which then stays the route).
+    fn route_to(&mut self, peer: &str) -> Option<u64> {
+        if let Some(id) = self.route.get(peer)
+            && self.chats.contains_key(id)
+        {
+            return Some(*id);
+        }
+        let id = self.find(peer)?;
+        self.route.insert(peer.to_string(), id);
+        Some(id)
+    }
+
+    async fn send_on(&mut self, id: u64, text: String, room: Option<RoomTag>) {
+        let Some(chat) = self.chats.get(&id) else {
+            return;
+        };
+        let handle = chat.handle.clone();
+        let peer = handle.peer().to_string();
+        let display = Outgoing {
+            text: text.clone(),
+            room: room.clone(),
+        }
+        .display();
+        match tokio::time::timeout(SEND_TIMEOUT, handle.send_tagged(&text, room)).await {
+            Ok(Ok(msg_id)) => {
+                if let Some(chat) = self.chats.get_mut(&id) {
+                    chat.unacked.insert(msg_id, display);
+                }
+                self.show(Note::Sent { peer, id: msg_id });
+            }
+            Ok(Err(e)) => self.show(Note::Undelivered {
+                peer,
+                text: display,
+                reason: e.to_string(),
+            }),
+            Err(_) => self.show(Note::Undelivered {
+                peer,
+                text: display,
+                reason: "the other side is not reading".into(),
+            }),
+        }
+    }
+
+    /// Ends the current chat (Ctrl-C, `/end`). The goodbye runs in a task of its own
+    /// (it may wait for the other side); the chat's `Ended` event follows.
+    pub(super) fn end_current(&mut self) {
+        if let Some(id) = self.current.take()
+            && let Some(chat) = self.chats.get(&id)
+        {
+            let handle = chat.handle.clone();
+            tokio::spawn(async move { handle.close().await });
+        }
+    }
+
+    /// What one session's event means to the user.
+    pub(super) fn chat_event(&mut self, id: u64, event: ChatEvent) {
+        let Some(chat) = self.chats.get_mut(&id) else {
+            return;
+        };
+        let peer = chat.handle.peer().to_string();
+        match event {
+            ChatEvent::Message {
+                text,
+                room: Some(tag),
+                ..
+            } => self.room_message(&peer, tag, text),
+            ChatEvent::Message {
+                id: msg_id,
+                text,
+                room: None,
+                ..
+            } => {
+                if self.current != Some(id) {
+                    self.alert(Alert::Private, &peer);
+                    if self.idle() {
+                        self.make_current(id);
+                        self.show(Note::Switched { peer: peer.clone() });
+                    }
+                }
+                self.show(Note::Message {
+                    peer,
+                    id: msg_id,
+                    text,
+                });
+            }
+            ChatEvent::Delivered { id: msg_id } => {
+                chat.unacked.remove(&msg_id);
+                self.show(Note::Delivered { peer, id: msg_id });
+            }
+            ChatEvent::Ended {
+                reason,
+                undelivered,
+            } => {
+                let chat = self.chats.remove(&id);
+                if self.route.get(&peer) == Some(&id) {
+                    self.route.remove(&peer);
+                }
+                let background = chat.as_ref().is_some_and(|c| c.handle.background());
+                let mut texts = chat.map(|c| c.unacked).unwrap_or_default();
+                let undelivered: Vec<(u64, String)> = undelivered
+                    .into_iter()
+                    .map(|m| (m, texts.remove(&m).unwrap_or_default()))
+                    .collect();
+                let clean = matches!(reason, EndReason::ClosedByPeer | EndReason::ClosedByUs);
+                let was_current = self.current == Some(id);
+                if was_current {
+                    self.current = None;
+                }
+                // A background session ending quietly is nothing to tell a person about.
+                if was_current || !background || !clean || !undelivered.is_empty() {
+                    self.show(Note::Ended {
+                        peer,
+                        reason: reason.to_string(),
+                        clean,
+                        undelivered,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether no chat or room is current.
+    pub(super) fn idle(&self) -> bool {
+        self.current.is_none() && self.room.is_none()
+    }
+
+    /// Makes chat `id` the current one (plain lines go there).
+    pub(super) fn make_current(&mut self, id: u64) {
+        self.current = Some(id);
+        self.room = None;
+    }
+
+    /// An open session with `peer`, if any (the oldest).
+    pub(super) fn find(&self, peer: &str) -> Option<u64> {
+        self.chats
+            .iter()
+            .find(|(_, c)| c.handle.peer() == peer)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// Looks `peer` up, checks the pin, dials their addresses and opens the session.
+async fn dial(
+    link: &Link,
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    pins: &Mutex<Pins>,
+    me: &str,
+    peer: &str,
+    background: bool,
+) -> Result<(ChatHandle, ChatEvents), String> {
+    let info: PeerInfo = match link.lookup(peer).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(format!("{peer} is not online")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let check = pins
+        .lock()
+        .map(|p| p.check(peer, &info.identity))
+        .map_err(|_| "pin store poisoned".to_string())?;
+    if let PinCheck::Changed { pinned } = check {
+        return Err(format!(
+            "{peer}'s key has CHANGED: pinned {}, the directory now gives {}. This may be an attack. \
+             If {peer} really has a new key (ask them), run `/trust {peer}` and compare the safety number.",
+            pinned.fingerprint().short(),
+            info.identity.fingerprint().short()
+        ));
+    }
+    let conn = dial_any(endpoint, identity, &info).await?;
+    chat::initiate_with(conn, identity, me, &info, background)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Dials every address the directory gave for the peer at once; the first verified
+/// handshake wins.
+async fn dial_any(
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    info: &PeerInfo,
+) -> Result<quinn::Connection, String> {
+    let config = endpoint::client_config(Some(identity), Some(info.identity), proto::ALPN_PEER)
+        .map_err(|e| e.to_string())?;
+    let mut attempts = JoinSet::new();
+    for addr in info.all_addresses() {
+        let (endpoint, config) = (endpoint.clone(), config.clone());
+        attempts.spawn(async move { endpoint::dial(&endpoint, config, addr).await });
+    }
+    let mut last = String::from("no address to dial");
+    while let Some(result) = attempts.join_next().await {
+        match result {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
