@@ -153,8 +153,7 @@ async fn impersonation_is_refused_at_the_acceptor() {
     .unwrap();
     let err = peer::chat::initiate(conn, mallory.profile.identity(), "ali", &info)
         .await
-        .err()
-        .expect("impersonation must be refused");
+        .expect_err("impersonation must be refused");
     assert_eq!(
         err.refusal(),
         Some(&proto::message::ConnectRefusal::KeyMismatch),

@@ -26,7 +26,6 @@ use crate::config::Config;
 use crate::keys;
 use crate::lockout::{LockState, LockoutPolicy};
 use crate::password::{PasswordError, PasswordHashing};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Account, Store, StoreError};
 
 /// How long an administrator's lock lasts: until unlocked, in practice.
@@ -111,10 +110,10 @@ impl Admin {
     /// `config`'s password cost, lockout policy and audit rotation.
     pub async fn open_config(config: &Config) -> anyhow::Result<Self> {
         keys::ensure_data_dir(&config.data_dir)?;
-        let store = SqliteStore::open(config.database_path()).await?;
+        let store = crate::store::open(config).await?;
         let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
         Ok(Self::new(
-            Arc::new(store),
+            store,
             PasswordHashing::new(config.password_cost, 1),
             Arc::new(audit),
             config.lockout,

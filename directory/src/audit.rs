@@ -33,6 +33,10 @@ pub const AUDIT_FILE: &str = "audit.log";
 /// Lines waiting for the writer thread at most.
 const QUEUE: usize = 4096;
 
+/// How long the writer thread rests after writing a batch; lines queue meanwhile (at
+/// most [`QUEUE`]), so this bounds both the delay of a line and the writes per second.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Something worth an audit line. Fields mean the same everywhere: `user` is the account
 /// name as the client sent it, `ip` the source address, `key` an identity key (logged as
 /// its short fingerprint), `reason` a fixed word saying why something failed.
@@ -243,10 +247,22 @@ impl Audit {
         let writer = std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
-                while let Ok(line) = rx.recv() {
-                    if let Err(e) = file.write(line.as_bytes()) {
+                // Lines are written in batches: whatever is queued, then a short pause
+                // while more queue up. A busy directory (every lookup is audited) then
+                // costs one write and one wake-up per batch instead of one per line.
+                let mut batch = Vec::with_capacity(64 * 1024);
+                while let Ok(first) = rx.recv() {
+                    batch.clear();
+                    batch.extend_from_slice(first.as_bytes());
+                    while batch.len() < 64 * 1024
+                        && let Ok(line) = rx.try_recv()
+                    {
+                        batch.extend_from_slice(line.as_bytes());
+                    }
+                    if let Err(e) = file.write(&batch) {
                         tracing::error!("cannot write the audit log: {e}");
                     }
+                    std::thread::sleep(BATCH_PAUSE);
                 }
                 let _ = file.sync();
             })

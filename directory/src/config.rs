@@ -9,9 +9,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cluster::ClusterPolicy;
 use crate::lockout::LockoutPolicy;
+use crate::mailbox::MailboxPolicy;
 use crate::password::PasswordCost;
 use crate::ratelimit::SourcePolicy;
+use crate::relay::RelayPolicy;
 use crate::rotating_file::Rotation;
 
 /// UDP port the directory listens on unless told otherwise.
@@ -35,8 +38,26 @@ pub struct Config {
     pub max_connections: usize,
     /// Most connections at once from one source address (IPv6: one /64).
     pub max_connections_per_ip: usize,
-    /// Most bidirectional streams a client may have open on one connection.
+    /// New connections (handshakes) one source address (IPv6: one /64) may start at once
+    /// before it is rate-limited; `None`: as many as `max_connections_per_ip`. Checked
+    /// before any handshake work; see [`crate::limits::HandshakeLimits`].
+    pub handshake_burst: Option<u32>,
+    /// New connections per second one source address may start once its burst is used
+    /// up; `None`: a quarter of the burst (at least 1).
+    pub handshakes_per_sec: Option<u32>,
+    /// Most bidirectional streams a client may have open on one connection: the control
+    /// stream, and one per relayed chat (see [`RelayPolicy::max_sessions_per_user`]).
     pub max_streams_per_connection: u32,
+    /// How long a new connection may take to open its control stream and start `Hello`.
+    pub hello_timeout: Duration,
+    /// Once a request frame has started, how long the rest of it may take to arrive.
+    pub frame_timeout: Duration,
+    /// How long writing one message to a client may take: a client that does not read
+    /// its replies is disconnected after this instead of being buffered for.
+    pub write_timeout: Duration,
+    /// Notifications (presence, rooms) one connection may have waiting to be written;
+    /// a connection with more is disconnected as too slow.
+    pub notify_queue: usize,
     /// Requests per second one connection may send on average; more get
     /// `Error{RateLimited}`.
     pub requests_per_sec: u32,
@@ -60,6 +81,16 @@ pub struct Config {
     pub status_token: Option<Secret>,
     /// Size-based rotation of the audit log.
     pub audit_rotation: Rotation,
+    /// Sealed mail for offline users: how long it waits, how much per recipient.
+    pub mailbox: MailboxPolicy,
+    /// The relay for peers that find no direct path: on/off, caps, bandwidth.
+    pub relay: RelayPolicy,
+    /// Where accounts live: `None` for SQLite in the data directory (the default), or a
+    /// `postgres://user:password@host:port/db` URL shared by several instances
+    /// (see [`crate::cluster`]). A secret: the URL may hold a password.
+    pub database: Option<Secret>,
+    /// Several instances on one PostgreSQL: heartbeats and presence expiry.
+    pub cluster: ClusterPolicy,
 }
 
 /// A secret setting: shown as `<redacted>` by `Debug`.
@@ -84,7 +115,13 @@ impl Config {
             idle_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_connections_per_ip: 64,
-            max_streams_per_connection: 4,
+            handshake_burst: None,
+            handshakes_per_sec: None,
+            max_streams_per_connection: 12,
+            hello_timeout: crate::control::HELLO_TIMEOUT,
+            frame_timeout: crate::control::FRAME_TIMEOUT,
+            write_timeout: crate::control::WRITE_TIMEOUT,
+            notify_queue: 64,
             requests_per_sec: 100,
             request_burst: 200,
             lockout: LockoutPolicy::default(),
@@ -97,7 +134,25 @@ impl Config {
             status: None,
             status_token: None,
             audit_rotation: Rotation::default(),
+            mailbox: MailboxPolicy::default(),
+            relay: RelayPolicy::default(),
+            database: None,
+            cluster: ClusterPolicy::default(),
         }
+    }
+
+    /// The handshake burst in force: `handshake_burst`, else `max_connections_per_ip`.
+    pub fn effective_handshake_burst(&self) -> u32 {
+        self.handshake_burst
+            .unwrap_or_else(|| u32::try_from(self.max_connections_per_ip).unwrap_or(u32::MAX))
+            .max(1)
+    }
+
+    /// The handshake rate in force: `handshakes_per_sec`, else a quarter of the burst.
+    pub fn effective_handshakes_per_sec(&self) -> u32 {
+        self.handshakes_per_sec
+            .unwrap_or_else(|| self.effective_handshake_burst() / 4)
+            .max(1)
     }
 
     /// Path of the SQLite database inside the data directory.

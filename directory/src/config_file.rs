@@ -39,13 +39,21 @@ pub const MAX_LOCKOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data: Option<PathBuf>,
+    /// `postgres://...`: accounts in PostgreSQL, shared by several instances.
+    pub database: Option<String>,
     pub listen: Option<SocketAddr>,
     pub open_registration: Option<bool>,
     pub idle_timeout: Option<u64>,
     pub ticket_lifetime: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    pub handshake_burst: Option<u32>,
+    pub handshakes_per_sec: Option<u32>,
     pub max_streams_per_connection: Option<u32>,
+    pub hello_timeout: Option<u64>,
+    pub frame_timeout: Option<u64>,
+    pub write_timeout: Option<u64>,
+    pub notify_queue: Option<usize>,
     pub requests_per_sec: Option<u32>,
     pub request_burst: Option<u32>,
     pub max_concurrent_hashes: Option<usize>,
@@ -62,6 +70,22 @@ pub struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub relay: RelaySection,
+    #[serde(default)]
+    pub mailbox: MailboxSection,
+}
+
+/// `[mailbox]`: sealed mail for offline users (see [`crate::mailbox`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxSection {
+    /// Seconds an undelivered message is kept.
+    pub lifetime_secs: Option<u64>,
+    /// Most messages waiting for one recipient.
+    pub max_messages: Option<u32>,
+    /// Most bytes of messages waiting for one recipient.
+    pub max_bytes: Option<u64>,
 }
 
 /// `[lockout]`: account lockout after failed password logins.
@@ -100,6 +124,17 @@ pub struct LogSection {
     /// `tracing` filter directives: `info`, or per module `info,directory::auth=debug`.
     pub filter: Option<String>,
     pub format: Option<LogFormat>,
+}
+
+/// `[relay]`: the relay for peers that find no direct path (see [`crate::relay`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// `false` turns the relay off (rendezvous and direct paths still work).
+    pub enabled: Option<bool>,
+    pub max_sessions: Option<usize>,
+    pub max_sessions_per_user: Option<usize>,
+    pub bytes_per_sec_per_user: Option<u64>,
 }
 
 /// `[audit]`: the audit log file's rotation.
@@ -155,6 +190,7 @@ pub struct LogSettings {
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub data: Option<PathBuf>,
+    pub database: Option<String>,
     pub listen: Option<SocketAddr>,
     pub open_registration: Option<bool>,
     pub idle_timeout: Option<u64>,
@@ -258,6 +294,14 @@ pub fn apply(
     let mut c = Config::new(data);
     let secs = Duration::from_secs;
 
+    // The file, then the flag, for the database.
+    if let Some(url) = flags.database.as_ref().or(file.database.as_ref()) {
+        if !crate::store::postgres::is_postgres_url(url) {
+            bail!("database must be a postgres:// URL (SQLite needs no setting)");
+        }
+        c.database = Some(Secret(url.clone()));
+    }
+
     // The file.
     set(&mut c.listen, file.listen);
     set(&mut c.open_registration, file.open_registration);
@@ -265,10 +309,20 @@ pub fn apply(
     set(&mut c.ticket_lifetime, file.ticket_lifetime.map(secs));
     set(&mut c.max_connections, file.max_connections);
     set(&mut c.max_connections_per_ip, file.max_connections_per_ip);
+    if file.handshake_burst.is_some() {
+        c.handshake_burst = file.handshake_burst;
+    }
+    if file.handshakes_per_sec.is_some() {
+        c.handshakes_per_sec = file.handshakes_per_sec;
+    }
     set(
         &mut c.max_streams_per_connection,
         file.max_streams_per_connection,
     );
+    set(&mut c.hello_timeout, file.hello_timeout.map(secs));
+    set(&mut c.frame_timeout, file.frame_timeout.map(secs));
+    set(&mut c.write_timeout, file.write_timeout.map(secs));
+    set(&mut c.notify_queue, file.notify_queue);
     set(&mut c.requests_per_sec, file.requests_per_sec);
     set(&mut c.request_burst, file.request_burst);
     set(&mut c.max_concurrent_hashes, file.max_concurrent_hashes);
@@ -295,6 +349,20 @@ pub fn apply(
     set(&mut c.password_cost.parallelism, p.parallelism);
     set(&mut c.audit_rotation.max_bytes, file.audit.max_bytes);
     set(&mut c.audit_rotation.keep, file.audit.keep);
+    set(
+        &mut c.mailbox.lifetime,
+        file.mailbox.lifetime_secs.map(secs),
+    );
+    set(&mut c.mailbox.max_messages, file.mailbox.max_messages);
+    set(&mut c.mailbox.max_bytes, file.mailbox.max_bytes);
+    let r = &file.relay;
+    set(&mut c.relay.enabled, r.enabled);
+    set(&mut c.relay.max_sessions, r.max_sessions);
+    set(&mut c.relay.max_sessions_per_user, r.max_sessions_per_user);
+    set(
+        &mut c.relay.bytes_per_sec_per_user,
+        r.bytes_per_sec_per_user,
+    );
 
     // The flags.
     set(&mut c.listen, flags.listen);
@@ -344,8 +412,20 @@ fn check(c: &Config, log: &LogSettings) -> anyhow::Result<()> {
             "max_streams_per_connection",
             u64::from(c.max_streams_per_connection),
         ),
+        ("handshake_burst", c.handshake_burst.map_or(1, u64::from)),
+        (
+            "handshakes_per_sec",
+            c.handshakes_per_sec.map_or(1, u64::from),
+        ),
+        ("hello_timeout", c.hello_timeout.as_secs()),
+        ("frame_timeout", c.frame_timeout.as_secs()),
+        ("write_timeout", c.write_timeout.as_secs()),
+        ("notify_queue", c.notify_queue as u64),
         ("requests_per_sec", u64::from(c.requests_per_sec)),
         ("request_burst", u64::from(c.request_burst)),
+        ("mailbox.lifetime_secs", c.mailbox.lifetime.as_secs()),
+        ("mailbox.max_messages", u64::from(c.mailbox.max_messages)),
+        ("mailbox.max_bytes", c.mailbox.max_bytes),
         ("max_concurrent_hashes", c.max_concurrent_hashes as u64),
         ("lockout.max_failures", u64::from(c.lockout.max_failures)),
         ("lockout.base_secs", c.lockout.base.as_secs()),
@@ -364,6 +444,15 @@ fn check(c: &Config, log: &LogSettings) -> anyhow::Result<()> {
         (
             "password_cost.parallelism",
             u64::from(c.password_cost.parallelism),
+        ),
+        ("relay.max_sessions", c.relay.max_sessions as u64),
+        (
+            "relay.max_sessions_per_user",
+            c.relay.max_sessions_per_user as u64,
+        ),
+        (
+            "relay.bytes_per_sec_per_user",
+            c.relay.bytes_per_sec_per_user,
         ),
     ];
     for (key, value) in positive {
@@ -420,10 +509,28 @@ pub fn render(e: &Effective) -> String {
         "max_connections_per_ip = {}\n",
         c.max_connections_per_ip
     ));
+    match c.handshake_burst {
+        Some(n) => out.push_str(&format!("handshake_burst = {n}\n")),
+        None => out.push_str(&format!(
+            "# handshake_burst = {}  (as max_connections_per_ip)\n",
+            c.effective_handshake_burst()
+        )),
+    }
+    match c.handshakes_per_sec {
+        Some(n) => out.push_str(&format!("handshakes_per_sec = {n}\n")),
+        None => out.push_str(&format!(
+            "# handshakes_per_sec = {}  (a quarter of the burst)\n",
+            c.effective_handshakes_per_sec()
+        )),
+    }
     out.push_str(&format!(
         "max_streams_per_connection = {}\n",
         c.max_streams_per_connection
     ));
+    out.push_str(&format!("hello_timeout = {}\n", c.hello_timeout.as_secs()));
+    out.push_str(&format!("frame_timeout = {}\n", c.frame_timeout.as_secs()));
+    out.push_str(&format!("write_timeout = {}\n", c.write_timeout.as_secs()));
+    out.push_str(&format!("notify_queue = {}\n", c.notify_queue));
     out.push_str(&format!("requests_per_sec = {}\n", c.requests_per_sec));
     out.push_str(&format!("request_burst = {}\n", c.request_burst));
     out.push_str(&format!(
@@ -437,6 +544,10 @@ pub fn render(e: &Effective) -> String {
     match c.status {
         Some(addr) => out.push_str(&format!("status = {}\n", q(&addr.to_string()))),
         None => out.push_str("# status = \"127.0.0.1:8080\"  (off)\n"),
+    }
+    match &c.database {
+        Some(_) => out.push_str("# database = (PostgreSQL; not shown: it may hold a password)\n"),
+        None => out.push_str("# database = (SQLite in the data directory)\n"),
     }
     match &c.status_token {
         Some(_) => out.push_str("# status_token = (set; not shown)\n"),
@@ -470,6 +581,17 @@ pub fn render(e: &Effective) -> String {
     out.push_str(&format!(
         "\n[audit]\nmax_bytes = {}\nkeep = {}\n",
         c.audit_rotation.max_bytes, c.audit_rotation.keep
+    ));
+    let r = &c.relay;
+    out.push_str(&format!(
+        "\n[relay]\nenabled = {}\nmax_sessions = {}\nmax_sessions_per_user = {}\nbytes_per_sec_per_user = {}\n",
+        r.enabled, r.max_sessions, r.max_sessions_per_user, r.bytes_per_sec_per_user
+    ));
+    out.push_str(&format!(
+        "\n[mailbox]\nlifetime_secs = {}\nmax_messages = {}\nmax_bytes = {}\n",
+        c.mailbox.lifetime.as_secs(),
+        c.mailbox.max_messages,
+        c.mailbox.max_bytes
     ));
     out
 }
@@ -652,6 +774,54 @@ mod tests {
         assert_eq!(again.config.source_limit, e.config.source_limit);
         assert_eq!(again.config.audit_rotation, e.config.audit_rotation);
         assert_eq!(again.log, e.log);
+    }
+
+    #[test]
+    fn handshake_rate_follows_the_per_ip_cap_unless_set() {
+        let e = apply(
+            &parse("max_connections_per_ip = 100\nwrite_timeout = 2\n").unwrap(),
+            &Overrides::default(),
+            data(),
+            None,
+            "info",
+        )
+        .unwrap();
+        assert_eq!(e.config.effective_handshake_burst(), 100);
+        assert_eq!(e.config.effective_handshakes_per_sec(), 25);
+        assert_eq!(e.config.write_timeout, Duration::from_secs(2));
+        let text = render(&e);
+        assert!(text.contains("# handshake_burst = 100"), "{text}");
+        let e = apply(
+            &parse("handshake_burst = 8\nhandshakes_per_sec = 3\n").unwrap(),
+            &Overrides::default(),
+            data(),
+            None,
+            "info",
+        )
+        .unwrap();
+        assert_eq!(e.config.effective_handshake_burst(), 8);
+        assert_eq!(e.config.effective_handshakes_per_sec(), 3);
+        let again = apply(
+            &parse(&render(&e)).unwrap(),
+            &Overrides::default(),
+            None,
+            None,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(again.config.handshake_burst, Some(8));
+        assert_eq!(again.config.handshakes_per_sec, Some(3));
+        assert_eq!(again.config.write_timeout, e.config.write_timeout);
+        assert!(
+            apply(
+                &parse("handshake_burst = 0").unwrap(),
+                &Overrides::default(),
+                data(),
+                None,
+                "info"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proto::frame::{self, FrameError};
 use proto::message::{ErrorCode, Event, Refusal, Reply, Request, ServerMsg};
@@ -34,7 +34,10 @@ use crate::auth::{self, Origin};
 use crate::control::{ControlStream, ReadFailure, WriteFailure};
 use crate::limits::RequestBudget;
 use crate::lookup;
+use crate::mailbox;
 use crate::presence::{ConnHandle, Session};
+use crate::relay;
+use crate::rendezvous;
 use crate::rooms;
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
@@ -55,12 +58,6 @@ pub mod close {
     /// The client was too slow (no stream, no `Hello`, not reading replies).
     pub const TIMEOUT: u32 = 5;
 }
-
-/// How long a new connection may take to open its stream and start its `Hello`.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Notifications (presence, rooms) one connection may have waiting; past that it is
-/// disconnected as too slow (see [`crate::presence`]).
-const NOTIFY_QUEUE: usize = 64;
 
 /// How a connection ends.
 #[derive(Debug)]
@@ -100,7 +97,12 @@ impl End {
             Event::Shutdown { reason } => (close::SHUTDOWN, reason.clone()),
             Event::ForcedLogout { reason } => (close::FORCED_LOGOUT, reason.clone()),
             // Notifications never end a connection; they arrive on their own queue.
-            Event::RoomChanged { .. } | Event::Presence { .. } => (close::NORMAL, String::new()),
+            Event::RoomChanged { .. }
+            | Event::Presence { .. }
+            | Event::MailWaiting
+            | Event::MailReceiptsWaiting
+            | Event::Incoming { .. }
+            | Event::RelayCall { .. } => (close::NORMAL, String::new()),
         };
         End::Close {
             last: Some(ServerMsg::Event(event)),
@@ -152,23 +154,25 @@ pub(crate) async fn run(
     mut shutdown: Shutdown,
 ) {
     let remote = canonical(conn.remote_address());
+    let hello_timeout = shared.config.hello_timeout;
 
     // The client opens the control stream and sends `Hello` at once.
     let opened = tokio::select! {
-        r = timeout(HELLO_TIMEOUT, conn.accept_bi()) => r,
+        r = timeout(hello_timeout, conn.accept_bi()) => r,
         reason = shutdown.recv() => {
             conn.close(VarInt::from_u32(close::SHUTDOWN), reason.as_bytes());
             return;
         }
     };
     let control = match opened {
-        Ok(Ok((send, recv))) => ControlStream::new(send, recv),
+        Ok(Ok((send, recv))) => ControlStream::new(send, recv)
+            .with_timeouts(shared.config.frame_timeout, shared.config.write_timeout),
         Ok(Err(e)) => {
             tracing::debug!("connection ended before opening a stream: {e}");
             return;
         }
         Err(_) => {
-            tracing::info!("no control stream within {HELLO_TIMEOUT:?}; closing");
+            tracing::info!("no control stream within {hello_timeout:?}; closing");
             conn.close(VarInt::from_u32(close::TIMEOUT), b"no control stream");
             return;
         }
@@ -176,7 +180,9 @@ pub(crate) async fn run(
     tracing::debug!("control stream open");
 
     let (events_tx, events_rx) = mpsc::channel(1);
-    let (notify_tx, notify_rx) = mpsc::channel(NOTIFY_QUEUE);
+    // Notifications (presence, rooms) waiting to be written; past this the connection is
+    // disconnected as too slow (see [`crate::presence`]).
+    let (notify_tx, notify_rx) = mpsc::channel(shared.config.notify_queue.max(1));
     let state = State {
         shared,
         remote,
@@ -204,9 +210,10 @@ async fn serve(
         config.request_burst,
         Instant::now(),
     );
+    let hello_timeout = config.hello_timeout;
     let end = loop {
         // Until `Hello`, the client gets a deadline (no lingering anonymous connections).
-        let deadline = state.nonce.is_none().then_some(HELLO_TIMEOUT);
+        let deadline = state.nonce.is_none().then_some(hello_timeout);
         let read = tokio::select! {
             biased;
             reason = shutdown.recv() => break End::event(Event::Shutdown { reason }),
@@ -224,6 +231,18 @@ async fn serve(
                     Ok(()) => continue,
                     Err(WriteFailure::Lost(why)) => break End::Lost(why),
                     Err(WriteFailure::TimedOut) => break End::close(close::TIMEOUT, "not reading"),
+                }
+            }
+            // Further streams of a logged-in user are relay streams (see `crate::relay`);
+            // before login, extra streams are never read.
+            stream = conn.accept_bi(), if state.session.is_some() => {
+                match (stream, &state.session) {
+                    (Ok((send, recv)), Some(session)) => {
+                        relay::accept_stream(&state.shared, session.user().to_string(), send, recv);
+                        continue;
+                    }
+                    (Ok(_), None) => continue,
+                    (Err(e), _) => break End::Lost(e.to_string()),
                 }
             }
             r = control.read_payload(deadline) => r,
@@ -342,6 +361,11 @@ impl State {
                 self.session.as_ref().map(Session::user),
                 &user,
             )),
+            Request::Rendezvous { user } => Step::reply(rendezvous::rendezvous(
+                shared,
+                self.session.as_ref().map(Session::user),
+                &user,
+            )),
             Request::Who => Step::reply(lookup::who(
                 shared,
                 self.session.as_ref().map(Session::user),
@@ -379,6 +403,26 @@ impl State {
                     request,
                 )
                 .await,
+            ),
+            Request::PublishPrekey { prekey } => Step::reply(
+                mailbox::publish_prekey(shared, self.session.as_ref().map(Session::user), prekey)
+                    .await,
+            ),
+            Request::FetchPrekey { user } => Step::reply(
+                mailbox::fetch_prekey(shared, self.session.as_ref().map(Session::user), &user)
+                    .await,
+            ),
+            Request::Deposit { to, blob } => Step::reply(
+                mailbox::deposit(shared, self.session.as_ref().map(Session::user), &to, blob).await,
+            ),
+            Request::FetchMail => {
+                Step::reply(mailbox::fetch(shared, self.session.as_ref().map(Session::user)).await)
+            }
+            Request::AckMail { ids } => Step::reply(
+                mailbox::ack(shared, self.session.as_ref().map(Session::user), ids).await,
+            ),
+            Request::MailReceipts => Step::reply(
+                mailbox::receipts(shared, self.session.as_ref().map(Session::user)).await,
             ),
             Request::Logout => {
                 if let Some(session) = self.session.take() {
@@ -458,6 +502,13 @@ fn request_kind(request: &Request) -> &'static str {
         Request::LeaveRoom { .. } => "LeaveRoom",
         Request::ListRooms => "ListRooms",
         Request::Watch { .. } => "Watch",
+        Request::PublishPrekey { .. } => "PublishPrekey",
+        Request::FetchPrekey { .. } => "FetchPrekey",
+        Request::Deposit { .. } => "Deposit",
+        Request::FetchMail => "FetchMail",
+        Request::AckMail { .. } => "AckMail",
+        Request::MailReceipts => "MailReceipts",
+        Request::Rendezvous { .. } => "Rendezvous",
     }
 }
 

@@ -2,8 +2,10 @@
 //! messages, and closing the connection so that the last message arrives.
 //!
 //! Reading checks the length prefix against [`proto::frame::MAX_FRAME`] before allocating,
-//! and once a frame has started it must be complete within [`FRAME_TIMEOUT`]: a client
-//! that sends half a frame and stalls is cut off instead of holding its task forever.
+//! and once a frame has started it must be complete within the frame timeout
+//! ([`FRAME_TIMEOUT`] unless configured): a client that sends half a frame and stalls is
+//! cut off instead of holding its task forever. A write must complete within the write
+//! timeout ([`WRITE_TIMEOUT`]): a client that stops reading is not buffered for.
 //! Waiting for the *first* byte of a frame has no deadline after `Hello` (an idle,
 //! logged-in peer is the normal case) and is cancel-safe, so the connection task can wait
 //! for a request, the shutdown signal and presence events at once.
@@ -16,9 +18,14 @@ use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
-/// Once a frame has started, the rest of it must arrive within this.
+/// Default for [`crate::Config::hello_timeout`]: a new connection must open its control
+/// stream and start `Hello` within this.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`crate::Config::frame_timeout`]: once a frame has started, the rest of it
+/// must arrive within this.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one message may take to write (the client must keep reading).
+/// Default for [`crate::Config::write_timeout`]: how long one message may take to write
+/// (the client must keep reading).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long we wait, before closing, for the client to acknowledge our last message:
 /// closing a QUIC connection abandons data not yet delivered.
@@ -49,12 +56,26 @@ pub enum WriteFailure {
 pub struct ControlStream {
     send: SendStream,
     recv: RecvStream,
+    frame_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl ControlStream {
-    /// Wraps the bidirectional stream the client opened.
+    /// Wraps the bidirectional stream the client opened, with the default timeouts.
     pub fn new(send: SendStream, recv: RecvStream) -> Self {
-        Self { send, recv }
+        Self {
+            send,
+            recv,
+            frame_timeout: FRAME_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
+        }
+    }
+
+    /// Sets how long the rest of a started frame may take, and one write.
+    pub fn with_timeouts(mut self, frame_timeout: Duration, write_timeout: Duration) -> Self {
+        self.frame_timeout = frame_timeout;
+        self.write_timeout = write_timeout;
+        self
     }
 
     /// Reads one frame's payload. `Ok(None)`: the client finished the stream cleanly
@@ -94,7 +115,7 @@ impl ControlStream {
             self.recv.read_exact(&mut payload).await.map_err(exact)?;
             Ok(payload)
         };
-        let payload = timeout(FRAME_TIMEOUT, rest)
+        let payload = timeout(self.frame_timeout, rest)
             .await
             .map_err(|_| ReadFailure::TimedOut)??;
         Ok(Some(payload))
@@ -102,7 +123,7 @@ impl ControlStream {
 
     /// Writes one message.
     pub async fn write(&mut self, msg: &ServerMsg) -> Result<(), WriteFailure> {
-        match timeout(WRITE_TIMEOUT, frame::write_frame(&mut self.send, msg)).await {
+        match timeout(self.write_timeout, frame::write_frame(&mut self.send, msg)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(WriteFailure::Lost(e.to_string())),
             Err(_) => Err(WriteFailure::TimedOut),

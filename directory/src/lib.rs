@@ -24,15 +24,24 @@
 //!   closing so that the last message is delivered.
 //! - [`auth`]: `Register`, `Login`, `Resume` — the order of checks and their replies.
 //! - [`lookup`]: `Lookup` and `Who`.
+//! - [`rendezvous`]: `Rendezvous` — a lookup that also tells the target who is coming
+//!   from where, so both sides punch holes in their NATs at once.
+//! - [`relay`]: relay streams for peers with no direct path — matching both sides of a
+//!   token, splicing them, caps, bandwidth, counters.
 //! - [`presence`]: who is online, owned per connection; replacing an older session;
 //!   who hears about whose logins and logouts.
+//! - [`mailbox`]: sealed mail for offline users — prekeys, deposit with expiry and
+//!   quota, fetch, acknowledgement, receipts for the sender.
 //! - [`rooms`]: room membership (durable, cached) and the room requests.
 //! - [`password`]: argon2id hashing off the runtime, bounded.
 //! - [`lockout`]: the account lockout policy (pure).
 //! - [`ratelimit`]: failed logins per source address.
 //! - [`limits`]: connections in total and per source address.
 //! - [`ticket`]: session tickets for cheap re-login.
-//! - [`store`]: the storage trait; [`store::sqlite`] its SQLite backend.
+//! - [`store`]: the storage trait; [`store::sqlite`] its SQLite backend (the default),
+//!   [`store::postgres`] its PostgreSQL backend (several instances, one user base).
+//! - [`cluster`]: several instances on one PostgreSQL — presence mirrored across them,
+//!   notifications forwarded, heartbeats and expiry ([`cluster::postgres`]).
 //! - [`admin`]: operator actions on accounts (`directory user ...`, administrators).
 //! - [`admin_requests`]: `Request::Admin` — administrators acting from their peers, and
 //!   who may.
@@ -55,6 +64,7 @@ pub mod admin_requests;
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod connection;
@@ -63,11 +73,14 @@ pub mod keys;
 pub mod limits;
 pub mod lockout;
 pub mod lookup;
+pub mod mailbox;
 pub mod metrics;
 pub mod operator;
 pub mod password;
 pub mod presence;
 pub mod ratelimit;
+pub mod relay;
+pub mod rendezvous;
 pub mod rooms;
 pub mod rotating_file;
 pub mod server;

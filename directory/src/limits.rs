@@ -1,9 +1,11 @@
-//! Connection limits: how many connections at once, in total and per source address, and
-//! how many requests per second on one connection.
+//! Connection limits: how many connections at once, in total and per source address, how
+//! many new connections (handshakes) per second per source address, and how many
+//! requests per second on one connection.
 //!
-//! The accept loop takes a [`ConnSlot`] for every incoming connection before doing any
-//! work for it (no handshake, no task) and refuses the connection if none is free. The
-//! slot is given back when the connection's task ends, whatever the reason.
+//! The accept loop asks [`HandshakeLimits`] and takes a [`ConnSlot`] for every incoming
+//! connection before doing any work for it (no handshake, no task), and refuses the
+//! connection if either says no. The slot is given back when the connection's task ends,
+//! whatever the reason.
 //!
 //! Each connection also has a [`RequestBudget`] (a token bucket): requests beyond it are
 //! answered `Error{RateLimited}` without being processed.
@@ -11,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::ratelimit::source_key;
 
@@ -122,6 +124,117 @@ impl RequestBudget {
             false
         }
     }
+
+    /// Whether the bucket would be full at `now` (nothing to remember about it).
+    fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+}
+
+/// What the accept loop does with a new connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go on with the handshake.
+    Accept,
+    /// Answer with a QUIC Retry first: the client must prove it owns its source address
+    /// (one round trip, no state kept here), and comes back validated.
+    Retry,
+    /// Refuse before the handshake (QUIC `CONNECTION_REFUSED`).
+    Refuse,
+}
+
+/// Handshakes per source address: a token bucket per source (an IPv4 address, or an
+/// IPv6 /64), checked before any handshake work.
+///
+/// Each source has two buckets of the same size. Attempts from an address not yet proven
+/// take from the first; when it is empty the client is sent a stateless Retry, and
+/// attempts that come back with a valid Retry token (so the address is really theirs)
+/// take from the second; when that is empty too, the attempt is refused. So a source
+/// gets at most twice the burst, and a flood of packets with a forged source address,
+/// which can only ever empty the first bucket, cannot lock the real owner of that
+/// address out.
+///
+/// The table is bounded like [`crate::ratelimit::SourceLimiter`]'s: when it is full and
+/// purging idle sources frees nothing, new sources are not limited (fail open, logged),
+/// because failing closed would let anyone with many addresses keep everybody out; the
+/// connection caps still apply.
+#[derive(Debug)]
+pub struct HandshakeLimits {
+    rate: u32,
+    burst: u32,
+    max_sources: usize,
+    table: Mutex<HashMap<IpAddr, [RequestBudget; 2]>>,
+}
+
+impl HandshakeLimits {
+    /// `burst` handshakes at once per source, refilled at `rate` per second, tracking at
+    /// most `max_sources` sources.
+    pub fn new(rate: u32, burst: u32, max_sources: usize) -> Self {
+        Self {
+            rate,
+            burst,
+            max_sources,
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Decides on an attempt from `ip` at `now`. `validated`: the client came back with a
+    /// valid Retry token; `may_retry`: a Retry may still be sent.
+    pub fn admit(&self, ip: IpAddr, validated: bool, may_retry: bool, now: Instant) -> Admission {
+        let key = source_key(ip);
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if !table.contains_key(&key) && table.len() >= self.max_sources {
+            purge_full(&mut table, now);
+            if table.len() >= self.max_sources {
+                tracing::warn!(
+                    "handshake rate table full ({} sources); not limiting {key}",
+                    table.len()
+                );
+                return Admission::Accept;
+            }
+        }
+        let buckets = table.entry(key).or_insert_with(|| {
+            let bucket = RequestBudget::new(self.rate, self.burst, now);
+            [bucket.clone(), bucket]
+        });
+        if validated {
+            return match buckets[1].try_take(now) {
+                true => Admission::Accept,
+                false => Admission::Refuse,
+            };
+        }
+        match (buckets[0].try_take(now), may_retry) {
+            (true, _) => Admission::Accept,
+            (false, true) => Admission::Retry,
+            (false, false) => Admission::Refuse,
+        }
+    }
+
+    /// Forgets sources whose buckets have filled up again.
+    pub fn purge(&self, now: Instant) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        purge_full(&mut table, now);
+    }
+
+    /// Number of sources tracked.
+    pub fn len(&self) -> usize {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no source is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How long a source's buckets take to fill up from empty (for purge intervals).
+    pub fn refill_time(&self) -> Duration {
+        Duration::from_secs_f64(f64::from(self.burst.max(1)) / f64::from(self.rate.max(1)))
+    }
+}
+
+fn purge_full(table: &mut HashMap<IpAddr, [RequestBudget; 2]>, now: Instant) {
+    table.retain(|_, b| !(b[0].is_full(now) && b[1].is_full(now)));
 }
 
 #[cfg(test)]
@@ -156,5 +269,39 @@ mod tests {
         drop(a1);
         assert_eq!(l.open(), 2);
         let _a3 = l.try_acquire(a).unwrap();
+    }
+
+    #[test]
+    fn handshakes_per_source_retry_then_refuse() {
+        let h = HandshakeLimits::new(1, 2, 2);
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(h.admit(a, false, true, t0), Admission::Accept);
+        assert_eq!(h.admit(a, false, true, t0), Admission::Accept);
+        // Unproven bucket empty: prove the address first.
+        assert_eq!(h.admit(a, false, true, t0), Admission::Retry);
+        assert_eq!(h.admit(a, false, false, t0), Admission::Refuse);
+        // Proven attempts have their own bucket, which a forged flood cannot empty.
+        assert_eq!(h.admit(a, true, false, t0), Admission::Accept);
+        assert_eq!(h.admit(a, true, false, t0), Admission::Accept);
+        assert_eq!(h.admit(a, true, false, t0), Admission::Refuse);
+        // Another source is not affected; a second later one more token each.
+        assert_eq!(h.admit(b, false, true, t0), Admission::Accept);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(h.admit(a, false, true, t1), Admission::Accept);
+        assert_eq!(h.admit(a, true, false, t1), Admission::Accept);
+        // The table is bounded: a third source takes the place of one that refilled (b)
+        // and, with both others busy, a fourth is let through untracked.
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        assert_eq!(h.admit(c, false, true, t1), Admission::Accept);
+        assert_eq!(h.len(), 2);
+        let d: IpAddr = "192.0.2.4".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(h.admit(d, false, true, t1), Admission::Accept);
+        }
+        assert_eq!(h.len(), 2);
+        h.purge(t1 + h.refill_time());
+        assert!(h.is_empty());
     }
 }

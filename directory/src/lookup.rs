@@ -28,12 +28,20 @@ pub fn lookup(shared: &Shared, requester: Option<&str>, target: &str) -> Reply {
     }
 }
 
+/// Most users one `Online` reply lists (the first by name). An entry takes at most 42
+/// bytes (a 32-byte name and two length/number prefixes), so the reply always fits in
+/// one frame; with more users online than fit, encoding the whole list would fail and
+/// the asker would lose its connection.
+pub const MAX_WHO_USERS: usize = 1000;
+
 /// Handles `Who` from `requester` (`None`: not logged in).
 pub fn who(shared: &Shared, requester: Option<&str>) -> Reply {
     match requester {
-        Some(_) => Reply::Online {
-            users: shared.presence.list(),
-        },
+        Some(_) => {
+            let mut users = shared.presence.list();
+            users.truncate(MAX_WHO_USERS);
+            Reply::Online { users }
+        }
         None => Reply::Error {
             code: ErrorCode::NotLoggedIn,
             message: "log in first".into(),

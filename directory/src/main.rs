@@ -53,6 +53,18 @@ struct Cli {
     )]
     config: Option<PathBuf>,
 
+    /// Where accounts live: a `postgres://user:password@host:port/db` URL, shared by
+    /// several directory instances (scale-out). Default: SQLite in the data directory.
+    /// Prefer the environment variable or the file: flags show in `ps`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "NATTER_DATABASE",
+        hide_env_values = true
+    )]
+    database: Option<String>,
+
     /// Log filter: a level (`info`) or per-module directives
     /// (`info,directory::auth=debug`). Beats RUST_LOG and the file's `log.filter`.
     #[arg(long, global = true, value_name = "FILTER")]
@@ -209,6 +221,7 @@ fn overrides(cli: &Cli) -> Overrides {
     Overrides {
         config: cli.config.clone(),
         data: cli.data.clone(),
+        database: cli.database.clone(),
         listen: serve.listen,
         open_registration: serve.open_registration,
         idle_timeout: serve.idle_timeout,

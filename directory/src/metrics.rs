@@ -7,7 +7,8 @@
 //! the last hour", "lookups per second") comes from [`Window`]s: rings of time slots,
 //! also atomic, so counting never takes a lock on the lookup path.
 //!
-//! The relay counters stay at zero until the relay exists; it will feed them.
+//! The relay counters are fed by the relay itself ([`crate::relay`]), which counts bytes
+//! as it copies them, not through the audit trail.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -113,9 +114,9 @@ pub struct Metrics {
     pub admin_requests: AtomicU64,
     /// Administrator requests refused (not an administrator, not logged in).
     pub admin_refused: AtomicU64,
-    /// Relay sessions open now (zero until the relay exists).
+    /// Relay sessions open now (both sides spliced).
     pub relay_sessions: AtomicU64,
-    /// Bytes relayed in total (zero until the relay exists).
+    /// Bytes the relay copied in total (both directions).
     pub relay_bytes: AtomicU64,
     /// Logins (password and ticket) per minute, over the last hour.
     logins_window: Window<61>,

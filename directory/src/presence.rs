@@ -11,6 +11,11 @@
 //! notification queue; a connection too slow to take them is disconnected rather than
 //! buffered for.
 //!
+//! With several instances on one database ([`crate::cluster`]) the table also mirrors
+//! the users online elsewhere: lookups, `Who` and announcements see them, logins and
+//! logouts here are published to the others, and notifications for remote users are
+//! forwarded to their instance.
+//!
 //! The map is behind a plain mutex: every critical section is a few map operations and
 //! non-blocking sends, never an `.await`. Its size is bounded by the number of
 //! connections (and each watch list by [`proto::message::MAX_WATCH`]).
@@ -18,13 +23,14 @@
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use proto::PublicKey;
 use proto::message::{Event, OnlineUser, PeerInfo};
 use tokio::sync::mpsc;
 
+use crate::cluster::{Cluster, Message};
 use crate::rooms::RoomIndex;
 
 /// How presence reaches the connection task that owns an entry.
@@ -69,10 +75,25 @@ struct Entry {
     watching: Vec<String>,
 }
 
+/// A user online on another instance.
+#[derive(Debug, Clone)]
+struct Remote {
+    info: PeerInfo,
+    /// When this instance learnt of it.
+    since: Instant,
+    instance: String,
+    conn: u64,
+}
+
 /// The online users and who watches whom.
 #[derive(Debug, Default)]
 struct Table {
     users: HashMap<String, Entry>,
+    /// Users online on other instances (never also in `users`).
+    remote: HashMap<String, Remote>,
+    /// When a remote user was last seen going offline, so that a presence snapshot read
+    /// before that does not bring them back.
+    tombstones: HashMap<String, Instant>,
     /// Watched user → the users watching them.
     watchers: HashMap<String, HashSet<String>>,
     /// Users who asked to hear about everyone.
@@ -125,6 +146,7 @@ impl Table {
 pub struct Presence {
     table: Arc<Mutex<Table>>,
     rooms: Arc<RoomIndex>,
+    cluster: Arc<OnceLock<Arc<dyn Cluster>>>,
 }
 
 impl Presence {
@@ -133,6 +155,19 @@ impl Presence {
         Self {
             table: Arc::default(),
             rooms,
+            cluster: Arc::default(),
+        }
+    }
+
+    /// Joins the other instances: from now on logins, logouts and notifications for
+    /// remote users go through `cluster`. Set once; later calls are ignored.
+    pub fn set_cluster(&self, cluster: Arc<dyn Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    fn publish(&self, message: Message) {
+        if let Some(c) = self.cluster.get() {
+            c.publish(message);
         }
     }
 
@@ -161,8 +196,15 @@ impl Presence {
             conn: conn.clone(),
             watching: Vec::new(),
         };
+        let info = entry.info.clone();
         let mut table = self.lock();
         let replaced = table.users.insert(user.to_string(), entry);
+        // Online elsewhere: that instance kicks its session when it hears of this one.
+        let was_remote = table.remote.remove(user).is_some();
+        self.publish(Message::Online {
+            info,
+            conn: conn.id,
+        });
         match replaced {
             Some(old) => {
                 table.unwatch(user, &old.watching);
@@ -172,6 +214,7 @@ impl Presence {
                     tracing::info!(user, "replaced an earlier session of the same user");
                 }
             }
+            None if was_remote => {}
             None => table.announce(&self.rooms, user, true),
         }
         drop(table);
@@ -184,7 +227,11 @@ impl Presence {
 
     /// Where `user` is, if online.
     pub fn get(&self, user: &str) -> Option<PeerInfo> {
-        self.lock().users.get(user).map(|e| e.info.clone())
+        let table = self.lock();
+        match table.users.get(user) {
+            Some(e) => Some(e.info.clone()),
+            None => table.remote.get(user).map(|r| r.info.clone()),
+        }
     }
 
     /// Replaces the list of users `user` wants presence events about.
@@ -209,33 +256,54 @@ impl Presence {
         }
     }
 
-    /// Sends `event` to those of `users` who are online.
+    /// Sends `event` to those of `users` who are online, here or on another instance.
     pub fn notify(&self, users: &[String], event: Event) {
         let table = self.lock();
+        let mut elsewhere = Vec::new();
         for u in users {
             if let Some(e) = table.users.get(u) {
                 e.conn.notify(event.clone());
+            } else if table.remote.contains_key(u) {
+                elsewhere.push(u.clone());
             }
+        }
+        drop(table);
+        // Room changes also refresh the other instances' membership caches.
+        if let Event::RoomChanged { room, user, joined } = &event {
+            self.publish(Message::Room {
+                room: room.clone(),
+                user: user.clone(),
+                joined: *joined,
+            });
+        }
+        if !elsewhere.is_empty() {
+            self.publish(Message::Notify {
+                users: elsewhere,
+                event,
+            });
         }
     }
 
     /// Everyone online, sorted by name.
     pub fn list(&self) -> Vec<OnlineUser> {
         let now = Instant::now();
-        let mut users: Vec<OnlineUser> = self
-            .lock()
+        let table = self.lock();
+        let mut users: Vec<OnlineUser> = table
             .users
             .iter()
-            .map(|(name, e)| OnlineUser {
+            .map(|(name, e)| (name, e.since))
+            .chain(table.remote.iter().map(|(name, r)| (name, r.since)))
+            .map(|(name, since)| OnlineUser {
                 user: name.clone(),
-                online_secs: now.duration_since(e.since).as_secs(),
+                online_secs: now.duration_since(since).as_secs(),
             })
             .collect();
+        drop(table);
         users.sort_by(|a, b| a.user.cmp(&b.user));
         users
     }
 
-    /// Number of users online.
+    /// Number of users online through this instance.
     pub fn len(&self) -> usize {
         self.lock().users.len()
     }
@@ -248,10 +316,24 @@ impl Presence {
     /// Ends `user`'s session (if online) and tells its connection why. Returns whether
     /// they were online.
     pub fn force_logout(&self, user: &str, reason: &str) -> bool {
-        let removed = self.lock().remove(&self.rooms, user);
+        let mut table = self.lock();
+        let removed = table.remove(&self.rooms, user);
+        let remote = table.remote.contains_key(user);
+        drop(table);
         match removed {
             Some(e) => {
                 e.conn.force_logout(reason);
+                self.publish(Message::Offline {
+                    user: user.to_string(),
+                    conn: e.conn.id,
+                });
+                true
+            }
+            None if remote => {
+                self.publish(Message::Kick {
+                    user: user.to_string(),
+                    reason: reason.to_string(),
+                });
                 true
             }
             None => false,
@@ -262,7 +344,156 @@ impl Presence {
         let mut table = self.lock();
         if table.users.get(user).is_some_and(|e| e.conn.id == conn_id) {
             table.remove(&self.rooms, user);
+            drop(table);
+            self.publish(Message::Offline {
+                user: user.to_string(),
+                conn: conn_id,
+            });
         }
+    }
+
+    /// Applies what another instance (`from`) said.
+    pub fn apply_remote(&self, from: &str, message: Message) {
+        match message {
+            Message::Online { info, conn } => {
+                let user = info.user.clone();
+                let mut table = self.lock();
+                let kicked = table.users.remove(&user);
+                if let Some(old) = &kicked {
+                    // Replaced by a login elsewhere: no "offline" in between.
+                    table.unwatch(&user, &old.watching);
+                    table.everyone.remove(&user);
+                }
+                let known = table
+                    .remote
+                    .insert(
+                        user.clone(),
+                        Remote {
+                            info,
+                            since: Instant::now(),
+                            instance: from.to_string(),
+                            conn,
+                        },
+                    )
+                    .is_some();
+                table.tombstones.remove(&user);
+                if kicked.is_none() && !known {
+                    table.announce(&self.rooms, &user, true);
+                }
+                drop(table);
+                if let Some(old) = kicked {
+                    old.conn.force_logout("logged in elsewhere");
+                    tracing::info!(user, "replaced by a session on another instance");
+                }
+            }
+            Message::Offline { user, conn } => {
+                let mut table = self.lock();
+                if table
+                    .remote
+                    .get(&user)
+                    .is_some_and(|r| r.instance == from && r.conn == conn)
+                {
+                    table.remote.remove(&user);
+                    table.tombstones.insert(user.clone(), Instant::now());
+                    table.announce(&self.rooms, &user, false);
+                }
+            }
+            Message::Notify { users, event } => {
+                let table = self.lock();
+                for u in &users {
+                    if let Some(e) = table.users.get(u) {
+                        e.conn.notify(event.clone());
+                    }
+                }
+            }
+            Message::Room { room, user, joined } => {
+                if joined {
+                    self.rooms.insert(&room, &user);
+                } else {
+                    self.rooms.remove(&room, &user);
+                }
+            }
+            Message::Kick { user, reason } => {
+                let removed = self.lock().remove(&self.rooms, &user);
+                if let Some(e) = removed {
+                    e.conn.force_logout(&reason);
+                    self.publish(Message::Offline {
+                        user,
+                        conn: e.conn.id,
+                    });
+                }
+            }
+            Message::Gone { instance } => {
+                let mut table = self.lock();
+                let gone: Vec<String> = table
+                    .remote
+                    .iter()
+                    .filter(|(_, r)| r.instance == instance)
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                let now = Instant::now();
+                for user in gone {
+                    table.remote.remove(&user);
+                    table.tombstones.insert(user.clone(), now);
+                    table.announce(&self.rooms, &user, false);
+                }
+            }
+        }
+    }
+
+    /// Replaces the mirror of remote users with `snapshot` (instance, connection, info),
+    /// read from the shared database after `read_at`; announces the differences. Changes
+    /// heard after `read_at` are newer than the snapshot and are kept.
+    pub fn resync_remote(&self, snapshot: Vec<(String, u64, PeerInfo)>, read_at: Instant) {
+        let mut table = self.lock();
+        let mut fresh: HashMap<String, (String, u64, PeerInfo)> = snapshot
+            .into_iter()
+            .filter(|(_, _, info)| !table.users.contains_key(&info.user))
+            .map(|(instance, conn, info)| (info.user.clone(), (instance, conn, info)))
+            .collect();
+        let stale: Vec<String> = table
+            .remote
+            .iter()
+            .filter(|(u, r)| r.since < read_at && !fresh.contains_key(*u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for user in stale {
+            table.remote.remove(&user);
+            table.announce(&self.rooms, &user, false);
+        }
+        for (user, (instance, conn, info)) in fresh.drain() {
+            if table.tombstones.get(&user).is_some_and(|t| *t >= read_at) {
+                continue;
+            }
+            if table.remote.get(&user).is_some_and(|r| r.since >= read_at) {
+                continue;
+            }
+            let known = table
+                .remote
+                .insert(
+                    user.clone(),
+                    Remote {
+                        info,
+                        since: Instant::now(),
+                        instance,
+                        conn,
+                    },
+                )
+                .is_some();
+            if !known {
+                table.announce(&self.rooms, &user, true);
+            }
+        }
+        table.tombstones.retain(|_, t| *t >= read_at);
+    }
+
+    /// This instance's own sessions (to republish after losing the database).
+    pub fn local_sessions(&self) -> Vec<(PeerInfo, u64)> {
+        self.lock()
+            .users
+            .values()
+            .map(|e| (e.info.clone(), e.conn.id))
+            .collect()
     }
 }
 

@@ -49,7 +49,7 @@ impl RoomIndex {
         self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn insert(&self, room: &str, user: &str) {
+    pub(crate) fn insert(&self, room: &str, user: &str) {
         let mut m = self.lock();
         m.by_room
             .entry(room.to_string())
@@ -61,7 +61,7 @@ impl RoomIndex {
             .insert(room.to_string());
     }
 
-    fn remove(&self, room: &str, user: &str) {
+    pub(crate) fn remove(&self, room: &str, user: &str) {
         let mut m = self.lock();
         if let Some(members) = m.by_room.get_mut(room) {
             members.remove(user);

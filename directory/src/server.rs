@@ -1,9 +1,10 @@
 //! The running directory: endpoint set-up, the accept loop, maintenance, shutdown.
 //!
 //! [`Directory::start`] goes data directory → identity key → store → TLS/QUIC config →
-//! endpoint, then spawns the accept loop. The accept loop takes a connection slot (see
-//! [`crate::limits`]) for each incoming connection or refuses it, and runs one task per
-//! connection ([`crate::connection`]). Every task holds a clone of a completion sender;
+//! endpoint, then spawns the accept loop. The accept loop checks the source's handshake
+//! rate and takes a connection slot (see [`crate::limits`]) for each incoming connection,
+//! or refuses it before the handshake, and runs one task per connection
+//! ([`crate::connection`]). Every task holds a clone of a completion sender;
 //! shutdown knows all tasks are done when the last clone is dropped.
 //!
 //! Beside QUIC it runs the operator's control socket ([`crate::operator`]) and, when
@@ -31,7 +32,7 @@ use crate::admin::{Admin, AdminError, UserSummary};
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::connection::{self, close};
-use crate::limits::ConnLimits;
+use crate::limits::{Admission, ConnLimits, HandshakeLimits};
 use crate::metrics::Metrics;
 use crate::operator::OperatorSocket;
 use crate::shutdown::Shutdown;
@@ -46,6 +47,12 @@ const SHUTDOWN_REASON: &str = "directory shutting down";
 const SOURCE_PURGE_EVERY: Duration = Duration::from_secs(60);
 /// How often expired tickets are deleted.
 const TICKET_PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Receive buffer asked for the UDP socket. The kernel default (about 200 KiB) holds
+/// only some 90 datagrams: a burst of handshakes (a reconnect storm after a restart)
+/// overflows it, and every dropped Initial packet costs its client a retransmission
+/// timeout of a second or more. The kernel caps the size at `net.core.rmem_max`.
+const RECV_BUFFER: usize = 4 << 20;
 
 /// A running directory server.
 pub struct Directory {
@@ -89,8 +96,7 @@ impl Directory {
         drop(identity);
         let listen = config.listen;
         let shared = Arc::new(Shared::open(config).await?);
-        let endpoint = quinn::Endpoint::server(server_config, listen)
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let endpoint = bind(server_config, listen)?;
         let local_addr = endpoint.local_addr()?;
 
         let limits = ConnLimits::new(
@@ -296,6 +302,25 @@ impl Drop for Directory {
     }
 }
 
+/// Binds the UDP socket (with a [`RECV_BUFFER`]-sized receive buffer) and the endpoint.
+fn bind(server_config: quinn::ServerConfig, listen: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
+    let socket =
+        std::net::UdpSocket::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let grown = quinn::udp::UdpSocketState::new((&socket).into())
+        .and_then(|state| state.set_recv_buffer_size((&socket).into(), RECV_BUFFER));
+    if let Err(e) = grown {
+        tracing::warn!("cannot enlarge the UDP receive buffer: {e}");
+    }
+    let runtime = quinn::default_runtime().context("no async runtime")?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket,
+        runtime,
+    )
+    .with_context(|| format!("cannot listen on {listen}"))
+}
+
 /// Accepts connections until shutdown, one task each.
 async fn accept_loop(
     endpoint: quinn::Endpoint,
@@ -304,13 +329,40 @@ async fn accept_loop(
     mut shutdown: Shutdown,
     done: mpsc::Sender<()>,
 ) {
+    let config = &shared.config;
+    let handshakes = HandshakeLimits::new(
+        config.effective_handshakes_per_sec(),
+        config.effective_handshake_burst(),
+        config.source_limit.max_sources,
+    );
+    let mut purge = tokio::time::interval(SOURCE_PURGE_EVERY);
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             _ = shutdown.recv() => break,
+            _ = purge.tick() => {
+                handshakes.purge(Instant::now());
+                continue;
+            }
         };
         let Some(incoming) = incoming else { break };
         let remote = connection::canonical(incoming.remote_address());
+        let validated = incoming.remote_address_validated();
+        match handshakes.admit(remote.ip(), validated, incoming.may_retry(), Instant::now()) {
+            Admission::Accept => {}
+            Admission::Retry => {
+                tracing::debug!(%remote, "handshake rate reached; asking for address validation");
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            Admission::Refuse => {
+                tracing::debug!(%remote, "handshake rate reached; refusing");
+                incoming.refuse();
+                continue;
+            }
+        }
         let Some(slot) = limits.try_acquire(remote.ip()) else {
             tracing::debug!(%remote, "connection limit reached; refusing");
             incoming.refuse();

@@ -15,9 +15,11 @@ use crate::metrics::Metrics;
 use crate::password::PasswordHashing;
 use crate::presence::Presence;
 use crate::ratelimit::SourceLimiter;
+use crate::relay::Relay;
 use crate::rooms::RoomIndex;
 use crate::shutdown::{self, ShutdownSender};
 use crate::store::Store;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
 /// The directory's shared state.
@@ -38,6 +40,8 @@ pub struct Shared {
     pub audit: Arc<Audit>,
     /// Counters for the status page and `/metrics` (fed by the audit trail).
     pub metrics: Arc<Metrics>,
+    /// Rendezvous offers and relayed sessions.
+    pub relay: Arc<Relay>,
     /// Signals shutdown to every task; an administrator's `Shutdown` pulls it too.
     pub shutdown: ShutdownSender,
     next_conn_id: AtomicU64,
@@ -53,8 +57,29 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Opens the SQLite store and the audit log in `config.data_dir` (which must exist).
+    /// Opens the store and the audit log in `config.data_dir` (which must exist). With
+    /// `config.database` set, the store is that PostgreSQL database and this instance
+    /// joins the others on it ([`crate::cluster`]); otherwise SQLite in the data directory.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
+        if let Some(url) = &config.database {
+            let store = Arc::new(
+                PostgresStore::open(&url.0)
+                    .await
+                    .context("cannot open the PostgreSQL database")?,
+            );
+            let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
+            let policy = config.cluster;
+            let shared = Self::with_store(config, store.clone(), Arc::new(audit)).await?;
+            crate::cluster::postgres::start(
+                &store,
+                shared.presence.clone(),
+                policy,
+                shared.shutdown.subscribe(),
+            )
+            .await
+            .context("cannot join the other directory instances")?;
+            return Ok(shared);
+        }
         let store = SqliteStore::open(config.database_path())
             .await
             .with_context(|| format!("cannot open {}", config.database_path().display()))?;
@@ -78,11 +103,24 @@ impl Shared {
         let metrics = Arc::new(Metrics::new());
         audit.attach_metrics(metrics.clone());
         let (shutdown, _) = shutdown::channel();
+        let presence = Presence::new(rooms.clone());
+        tokio::spawn(crate::mailbox::maintenance(
+            store.clone(),
+            presence.clone(),
+            config.mailbox,
+            shutdown.subscribe(),
+        ));
+        let relay = Arc::new(Relay::new(
+            config.relay.clone(),
+            metrics.clone(),
+            presence.clone(),
+        ));
         Ok(Self {
+            relay,
             metrics,
             shutdown,
             sources: SourceLimiter::new(config.source_limit),
-            presence: Presence::new(rooms.clone()),
+            presence,
             rooms,
             passwords,
             store,

@@ -8,11 +8,16 @@
 //!
 //! - [`chats`]: opening sessions, routing what we send, what their events mean.
 //! - [`rooms`]: rooms and presence.
+//!
+//! Beside them, the app runs the sealed mailbox's two tasks ([`crate::mailbox`]): a
+//! private message that cannot reach its recipient directly is sealed and queued at the
+//! directory, and what waited for us is shown at login. Private messages, both ways, go
+//! to the profile's encrypted history ([`crate::history`]).
 
 mod chats;
 mod rooms;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,10 +29,14 @@ use tokio::task::JoinSet;
 use crate::admin;
 use crate::alerts::{Alert, Alerts};
 use crate::chat::{ChatEvent, ChatEvents, ChatHandle};
+use crate::history::{self, HistoryWriter};
+use crate::joke;
 use crate::link::{Link, LinkEvent};
 use crate::login::Online;
+use crate::mailbox::{Inbox, MailContext, MailReport, Outbox};
 use crate::pins::Pins;
 use crate::profile::PresenceScope;
+use crate::reach::{Punches, ReachOptions};
 use crate::ui::command::{self, Command, Line};
 use crate::ui::{Direction, Input, Note, Output};
 
@@ -72,6 +81,26 @@ enum Report {
         event: ChatEvent,
     },
     Link(LinkEvent),
+    Mail(MailReport),
+    Joke {
+        to: JokeTarget,
+        joke: joke::Joke,
+    },
+}
+
+/// Where a `/joke` goes: where plain lines went when it was asked for.
+#[derive(Debug, Clone)]
+enum JokeTarget {
+    Room(String),
+    Peer(String),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// One open session with a peer.
@@ -123,6 +152,12 @@ pub struct App {
     outbox: HashMap<String, Vec<Outgoing>>,
     /// Peers being dialed, and whether at the user's request (`/connect`).
     dialing: HashMap<String, bool>,
+    /// Our dials waiting for connections the other peer makes while punching.
+    punches: Punches,
+    /// How long to try direct paths before the relay.
+    reach: ReachOptions,
+    /// Punching attempts running (for `Event::Incoming`), at most `reach::MAX_PUNCHES`.
+    punching: Arc<std::sync::atomic::AtomicUsize>,
     rooms: BTreeMap<String, rooms::RoomState>,
     /// Room message numbers seen and sent (kept in the profile).
     marks: rooms::Marks,
@@ -133,6 +168,18 @@ pub struct App {
     first_contact: bool,
     /// An `/adduser` whose password is the next input line (scripted mode).
     admin_password: Option<admin::PendingAddUser>,
+    /// Private messages, both ways, sealed into the profile (none if it has no vault).
+    history: Option<HistoryWriter>,
+    /// Seals and queues messages for peers we cannot reach.
+    mailer: Outbox,
+    /// Messages handed to the outbox and not yet reported queued or failed, in order.
+    mail_pending: VecDeque<(String, String)>,
+    /// Fetches what waited for us; started once the login is shown.
+    inbox: Option<Inbox>,
+    /// What the inbox needs to start.
+    inbox_start: Option<(MailContext, Vec<proto::sealed::StaticSecret>)>,
+    /// The joke API's URL.
+    joke_api: String,
     tx: mpsc::Sender<Report>,
     rx: mpsc::Receiver<Report>,
     tasks: JoinSet<()>,
@@ -143,13 +190,44 @@ impl App {
     pub fn new(online: Online, out: Arc<dyn Output>, interactive: bool) -> Self {
         let (tx, rx) = mpsc::channel(256);
         let settings = &online.profile.settings;
+        let pins = Arc::new(Mutex::new(online.profile.peers.clone()));
+        let (mail_tx, mut mail_rx) = mpsc::channel(64);
+        let forward = tx.clone();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            while let Some(report) = mail_rx.recv().await {
+                if forward.send(Report::Mail(report)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mail = MailContext {
+            link: online.link.clone(),
+            identity: online.profile.identity().clone(),
+            me: online.link.user().to_string(),
+            pins: pins.clone(),
+            reports: mail_tx,
+        };
+        let history = online
+            .profile
+            .vault()
+            .map(|v| HistoryWriter::start(online.profile.dir(), v.clone()));
         Self {
+            mailer: Outbox::start(mail.clone(), &mut tasks),
+            mail_pending: VecDeque::new(),
+            inbox: None,
+            inbox_start: Some((mail, online.profile.prekeys())),
+            history,
+            joke_api: settings
+                .joke_api
+                .clone()
+                .unwrap_or_else(|| joke::DEFAULT_API.to_string()),
             me: online.link.user().to_string(),
             identity: online.profile.identity().clone(),
             alerts: settings.alerts.clone(),
             presence_scope: settings.presence,
             auto_join: settings.auto_join.clone(),
-            pins: Arc::new(Mutex::new(online.profile.peers.clone())),
+            pins,
             endpoint: online.endpoint,
             link: online.link,
             out,
@@ -161,6 +239,9 @@ impl App {
             route: HashMap::new(),
             outbox: HashMap::new(),
             dialing: HashMap::new(),
+            punches: Punches::default(),
+            reach: ReachOptions::from_env(),
+            punching: Arc::default(),
             rooms: BTreeMap::new(),
             marks: rooms::Marks::load(online.profile.dir()),
             profile_dir: online.profile.dir().to_path_buf(),
@@ -169,7 +250,7 @@ impl App {
             admin_password: None,
             tx,
             rx,
-            tasks: JoinSet::new(),
+            tasks,
         }
     }
 
@@ -197,6 +278,14 @@ impl App {
             }
         });
         self.watch_contacts().await;
+        if let Some((mail, prekeys)) = self.inbox_start.take() {
+            self.inbox = Some(Inbox::start(
+                mail,
+                prekeys,
+                self.history.clone(),
+                &mut self.tasks,
+            ));
+        }
         self.auto_join().await;
         match start {
             Start::Connect(peer) => self.connect(peer),
@@ -364,6 +453,7 @@ impl App {
                     Err(_) => self.show(Note::Error("the directory did not answer".into())),
                 }
             }
+            Command::Joke => self.joke(),
             Command::Fingerprint(peer) => self.fingerprint(peer),
             Command::Trust(peer) => self.trust(peer).await,
             Command::Help => {
@@ -397,6 +487,107 @@ impl App {
             }
             Report::Chat { id, event } => self.chat_event(id, event),
             Report::Link(event) => self.link_event(event),
+            Report::Mail(report) => self.mail_report(report),
+            Report::Joke { to, joke } => {
+                let text = joke.text();
+                self.show(Note::Info(format!(
+                    "joke ({}): {text}",
+                    match joke.source {
+                        joke::Source::Api => "from the joke API",
+                        joke::Source::Bundled => "bundled",
+                    }
+                )));
+                match to {
+                    JokeTarget::Room(room) => self.send_room(&room, text).await,
+                    JokeTarget::Peer(peer) => self.deliver(&peer, text, None).await,
+                }
+            }
+        }
+    }
+
+    /// `/joke`: fetches a joke (in a task; the API may be slow) for the current chat.
+    fn joke(&mut self) {
+        let to = if let Some(room) = &self.room {
+            JokeTarget::Room(room.clone())
+        } else if let Some(id) = self.current {
+            JokeTarget::Peer(self.chats[&id].handle.peer().to_string())
+        } else if let Some(peer) = self.dialing_foreground() {
+            JokeTarget::Peer(peer)
+        } else {
+            self.show(Note::Error(
+                "no chat open: /joke sends a joke into the current chat or room".into(),
+            ));
+            return;
+        };
+        let (api, tx) = (self.joke_api.clone(), self.tx.clone());
+        self.tasks.spawn(async move {
+            let joke = joke::fetch(&api, joke::TIMEOUT).await;
+            let _ = tx.send(Report::Joke { to, joke }).await;
+        });
+    }
+
+    /// Hands a private message for `peer` to the outbox (sealed mail).
+    fn mail(&mut self, peer: &str, text: String) {
+        match self.mailer.send(peer, text.clone()) {
+            Ok(()) => self.mail_pending.push_back((peer.to_string(), text)),
+            Err(text) => self.show(Note::Undelivered {
+                peer: peer.to_string(),
+                text,
+                reason: "too many offline messages waiting to be queued".into(),
+            }),
+        }
+    }
+
+    /// Records a private message in the history.
+    fn record(&self, peer: &str, direction: history::Direction, text: &str, at_ms: u64) {
+        if let Some(h) = &self.history {
+            h.append(peer, direction, text, at_ms);
+        }
+    }
+
+    fn mail_report(&mut self, report: MailReport) {
+        match report {
+            MailReport::Queued { peer, text, id } => {
+                self.mail_pending.pop_front();
+                self.record(&peer, history::Direction::OutOffline, &text, now_ms());
+                self.show(Note::Queued {
+                    peer,
+                    mail_id: id,
+                    text,
+                });
+            }
+            MailReport::Failed { peer, text, reason } => {
+                self.mail_pending.pop_front();
+                self.show(Note::Undelivered { peer, text, reason });
+            }
+            MailReport::Received { letters, shown } => {
+                for letter in letters {
+                    self.record(
+                        &letter.from,
+                        history::Direction::InOffline,
+                        &letter.text,
+                        letter.sent_at_ms,
+                    );
+                    self.alert(Alert::Private, &letter.from);
+                    self.show(Note::OfflineMessage {
+                        peer: letter.from,
+                        sent_at_ms: letter.sent_at_ms,
+                        text: letter.text,
+                    });
+                }
+                let _ = shown.send(());
+            }
+            MailReport::Refused { reason } => self.show(Note::Warning(reason)),
+            MailReport::Receipts(receipts) => {
+                for r in receipts {
+                    self.show(Note::MailReceipt {
+                        peer: r.to,
+                        mail_id: r.id,
+                        delivered: r.delivered,
+                    });
+                }
+            }
+            MailReport::Trouble(why) => self.show(Note::Warning(why)),
         }
     }
 
@@ -405,7 +596,17 @@ impl App {
             LinkEvent::Lost { reason } => self.show(Note::Warning(format!(
                 "lost the directory ({reason}); logging back in. Open chats go on."
             ))),
-            LinkEvent::Restored => self.show(Note::Info("logged back in to the directory".into())),
+            LinkEvent::Restored => {
+                self.show(Note::Info("logged back in to the directory".into()));
+                if let Some(inbox) = &self.inbox {
+                    inbox.wake();
+                }
+            }
+            LinkEvent::Directory(Event::MailWaiting | Event::MailReceiptsWaiting) => {
+                if let Some(inbox) = &self.inbox {
+                    inbox.wake();
+                }
+            }
             LinkEvent::GaveUp { reason } => self.show(Note::Error(format!(
                 "logged out of the directory: {reason}. Open chats go on; restart to log in again."
             ))),
@@ -419,6 +620,10 @@ impl App {
                 self.room_changed(room, user, joined)
             }
             LinkEvent::Directory(Event::Presence { user, online }) => self.presence(user, online),
+            LinkEvent::Directory(Event::Incoming { from, direct, .. }) => {
+                self.incoming(from, direct)
+            }
+            LinkEvent::Directory(Event::RelayCall { from, token }) => self.relay_call(from, token),
         }
     }
 
@@ -508,6 +713,25 @@ impl App {
                     reason: "quit before the session opened".into(),
                 });
             }
+        }
+        // Messages on their way to the directory's mailbox: wait for each outcome.
+        let deadline =
+            tokio::time::Instant::now() + crate::mailbox::RETRY_FOR + Duration::from_secs(5);
+        while !self.mail_pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(report)) => self.report(report).await,
+                _ => break,
+            }
+        }
+        for (peer, text) in std::mem::take(&mut self.mail_pending) {
+            self.show(Note::Undelivered {
+                peer,
+                text,
+                reason: "quit before it could be queued at the directory".into(),
+            });
+        }
+        if let Some(h) = &self.history {
+            h.flush().await;
         }
         self.save_marks();
         self.link.logout().await;

@@ -1,7 +1,11 @@
 //! One end-to-end chat session with another peer.
 //!
-//! A chat runs on one bidirectional QUIC stream, opened by the dialer, on a connection
-//! whose mutual TLS handshake already proved both identity keys (see [`crate::endpoint`]).
+//! A chat runs on a pair of byte streams, a [`Transport`]: directly, one bidirectional
+//! QUIC stream opened by the dialer on a connection whose mutual TLS handshake already
+//! proved both identity keys (see [`crate::endpoint`]); or relayed, a relay stream on
+//! each peer's directory connection, spliced by the directory. The protocol below is the
+//! same on both; on a relayed path the key shares alone prove the identity keys (see
+//! `handshake`), and both sides confirm the session key before the chat opens.
 //!
 //! ```text
 //! dialer (initiate)                          acceptor (accept)
@@ -27,6 +31,7 @@
 //!   the acceptor's pure decision [`verify_initiator`].
 //! - `session`: a running chat: one reader task (frames off the stream) and one driver
 //!   task (sealing, acks, ids, the end of the chat) per chat.
+//! - [`transport`]: what carries a chat ([`Transport`], [`Path`]) and how it is ended.
 //!
 //! # Guarantees
 //! - Every chat has its own tasks and bounded queues; nothing is shared between chats, so
@@ -40,6 +45,7 @@
 
 mod handshake;
 mod session;
+pub mod transport;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -53,7 +59,11 @@ use proto::session::{Role, SessionError};
 use quinn::VarInt;
 use tokio::sync::{mpsc, watch};
 
-pub use handshake::{accept, canonical_addr, initiate, initiate_with, refuse, verify_initiator};
+pub use handshake::{
+    CONFIRMATION, accept, accept_over, canonical_addr, initiate, initiate_over, initiate_with,
+    refuse, refuse_over, verify_initiator, verify_relayed_initiator,
+};
+pub use transport::{Path, RelayStream, Transport};
 
 /// Longest wait for each step of the connect request and the key exchange (including the
 /// acceptor's directory lookup).
@@ -85,6 +95,9 @@ pub const CODE_TIMEOUT: VarInt = VarInt::from_u32(3);
 /// Connection close code: the chat was abandoned for a local reason (the connection
 /// failed, a close did not complete in time).
 pub const CODE_ABORT: VarInt = VarInt::from_u32(4);
+/// Connection close code: a connection made while looking for a path to a peer was not
+/// needed (another path won). Nothing went wrong; the other side says nothing about it.
+pub const CODE_DUPLICATE: VarInt = VarInt::from_u32(5);
 
 /// Something that happened in a chat, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,8 +229,8 @@ struct Shared {
     role: Role,
     background: bool,
     session_id: [u8; 32],
-    remote: SocketAddr,
-    conn: quinn::Connection,
+    path: Path,
+    carrier: transport::Carrier,
     commands: mpsc::Sender<Command>,
     /// Id of the last message queued; the lock makes "next id, then queue" one step, so
     /// ids reach the driver in order.
@@ -274,9 +287,18 @@ impl ChatHandle {
         self.shared.session_id
     }
 
-    /// The other side's address, as this connection sees it.
+    /// The other side's address, as this connection sees it; on a relayed path, the
+    /// directory's.
     pub fn remote_address(&self) -> SocketAddr {
-        self.shared.remote
+        match self.shared.path {
+            Path::Direct { remote, .. } => remote,
+            Path::Relayed { via } => via,
+        }
+    }
+
+    /// How the chat travels: directly, or relayed through the directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
     }
 
     /// Why the chat ended, once it has.
@@ -335,7 +357,7 @@ impl ChatHandle {
             .await
             .is_err()
         {
-            self.shared.conn.close(CODE_ABORT, b"close timed out");
+            self.shared.carrier.close(CODE_ABORT, b"close timed out");
             let _ = tokio::time::timeout(grace, ended.wait_for(Option::is_some)).await;
         }
     }

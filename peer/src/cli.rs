@@ -83,6 +83,20 @@ pub enum Command {
         /// The contact whose new key to accept
         name: String,
     },
+    /// Show your conversation with NAME, from the profile's encrypted history (asks for
+    /// the password; a wrong one is refused)
+    History {
+        /// The contact
+        name: String,
+        /// Only the last N messages
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+    },
+    /// Change the password that seals this profile's keys and history, and re-encrypt
+    /// them. The current password comes as for login; the new one from
+    /// PEER_NEW_PASSWORD or a prompt (asked twice). The directory's password is not
+    /// changed: keep the two the same (ask the operator)
+    Passwd,
     /// Show the profile's configuration (`config.toml` with these flags over it)
     Config {
         #[command(subcommand)]

@@ -29,10 +29,72 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trust { name } => trust(&opts, &name).await,
         Command::Login(l) | Command::Listen(l) => chat(&opts, l.listen, Start::Idle).await,
         Command::Connect { name, listen } => chat(&opts, listen.listen, Start::Connect(name)).await,
+        Command::History { name, last } => history(&opts, &name, last).await,
+        Command::Passwd => passwd(&opts).await,
         Command::Config {
             action: ConfigAction::Print(ref l),
         } => config_print(&cli, l.listen),
     }
+}
+
+/// `peer history NAME [--last N]`: unlocks the profile and prints the conversation.
+async fn history(opts: &Options, name: &str, last: Option<usize>) -> anyhow::Result<()> {
+    proto::names::check_username(name)?;
+    let profile = Profile::open(&opts.profile)?;
+    if !profile.has_vault() {
+        bail!("this profile has no history yet (log in once to start one)");
+    }
+    let password = login::password(&opts.credentials, false)?;
+    let (profile, _) = login::open_secrets(profile, &password).await?;
+    drop(password);
+    let vault = profile.vault().context("the profile did not unlock")?;
+    let (mut entries, damaged) = match crate::history::read(profile.dir(), vault, name) {
+        Ok(found) => found,
+        Err(crate::history::HistoryError::NoHistory(_)) => (Vec::new(), 0),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(n) = last {
+        entries.drain(..entries.len().saturating_sub(n));
+    }
+    print(&Note::History {
+        peer: name.to_string(),
+        entries,
+        damaged,
+    });
+    Ok(())
+}
+
+/// `peer passwd`: re-encrypts the profile under a new password.
+async fn passwd(opts: &Options) -> anyhow::Result<()> {
+    let profile = Profile::open(&opts.profile)?;
+    if !profile.has_vault() {
+        bail!("this profile has no sealed keys yet: log in once first");
+    }
+    let old = login::password(&opts.credentials, false)?;
+    let new = match std::env::var("PEER_NEW_PASSWORD") {
+        Ok(p) => zeroize::Zeroizing::new(p),
+        Err(_) if std::io::stdin().is_terminal() => {
+            let first = zeroize::Zeroizing::new(rpassword::prompt_password("New password: ")?);
+            let again =
+                zeroize::Zeroizing::new(rpassword::prompt_password("New password (again): ")?);
+            if first != again {
+                bail!("the new passwords do not match");
+            }
+            first
+        }
+        Err(_) => bail!("no new password: set PEER_NEW_PASSWORD"),
+    };
+    proto::names::check_new_password(&new)?;
+    let dir = profile.dir().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        crate::profile::change_password(&dir, &old, &new, crate::vault::VaultCost::default())
+    })
+    .await
+    .context("the key derivation task failed")??;
+    print(&Note::Info(
+        "Password changed: the profile's keys and history are sealed with the new one".into(),
+    ));
+    Ok(())
 }
 
 /// The profile directory: `--profile`, else the platform default.
@@ -174,14 +236,29 @@ fn print(note: &Note) {
 
 async fn register(opts: &Options, name: &str) -> anyhow::Result<()> {
     proto::names::check_username(name)?;
-    let mut profile = Profile::open(&opts.profile)?;
-    let endpoint = endpoint::bind(profile.identity(), "0.0.0.0:0".parse()?)?;
-    let (client, _) = login::connect_directory(&mut profile, &endpoint, opts).await?;
+    let profile = Profile::open(&opts.profile)?;
     let password = login::password(&opts.credentials, true)?;
-    client
-        .register(name, &password, &profile.public_key())
-        .await?;
-    client.close();
+    // Said here, in words, rather than as the directory's bare "invalid".
+    proto::names::check_new_password(&password)?;
+    let (mut profile, secrets) = login::open_secrets(profile, &password).await?;
+    let attempt = async {
+        let endpoint = endpoint::bind(profile.identity(), "0.0.0.0:0".parse()?)?;
+        let (client, _) = login::connect_directory(&mut profile, &endpoint, opts).await?;
+        client
+            .register(name, &password, &profile.public_key())
+            .await?;
+        client.close();
+        anyhow::Ok(())
+    };
+    if let Err(e) = attempt.await {
+        if secrets == login::Secrets::Created {
+            profile.forget_new_vault();
+        }
+        return Err(e);
+    }
+    if secrets == login::Secrets::Plaintext {
+        profile = login::seal_secrets(profile, &password).await?;
+    }
     profile.settings.user = Some(name.to_string());
     profile.save_settings()?;
     print(&Note::Info(format!(
@@ -200,14 +277,18 @@ async fn who(opts: &Options) -> anyhow::Result<()> {
 }
 
 fn fingerprint(opts: &Options, name: Option<&str>) -> anyhow::Result<()> {
-    let profile = Profile::open(&opts.profile)?;
+    let mut profile = Profile::open(&opts.profile)?;
+    // A profile that never logged in keeps its new key until the first login seals it.
+    profile.keep_unsealed()?;
     let user = opts
         .credentials
         .user
         .clone()
         .or_else(|| profile.settings.user.clone())
         .unwrap_or_else(|| "you".into());
-    let mine = profile.public_key();
+    let mine = profile
+        .known_public_key()
+        .context("identity.pub is missing: log in once to write it again")?;
     let peer = match name {
         None => None,
         Some(n) => {
@@ -253,7 +334,7 @@ async fn trust(opts: &Options, name: &str) -> anyhow::Result<()> {
 }
 
 async fn chat(opts: &Options, listen: Option<SocketAddr>, start: Start) -> anyhow::Result<()> {
-    let settings_listen = Profile::open(&opts.profile)?.settings.listen;
+    let settings_listen = Settings::load(&opts.profile)?.listen;
     let listen = match listen.or(settings_listen) {
         Some(l) => l,
         None => DEFAULT_LISTEN.parse()?,

@@ -14,18 +14,35 @@ use std::time::Duration;
 
 use proto::frame::{self, FrameError};
 use proto::message::{
-    AdminRequest, ErrorCode, Event, OnlineUser, PeerInfo, Refusal, Reply, Request, RoomInfo,
-    RoomMember, ServerMsg, login_transcript, resume_transcript,
+    AdminRequest, ErrorCode, Event, MailItem, MailReceipt, OnlineUser, PeerInfo, Refusal, Reply,
+    Request, RoomInfo, RoomMember, ServerMsg, login_transcript, resume_transcript,
 };
+use proto::message::{RelayMsg, RelayRefusal, RelayToken};
 use proto::names::NameError;
+use proto::sealed::SignedPrekey;
 use proto::{Fingerprint, Identity, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
+use crate::chat::RelayStream;
 use crate::endpoint::{self, EndpointError};
 
 /// How long to wait for any one reply (argon2 on a busy directory can take a while).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a relay stream waits to be paired with the other side's (a little longer
+/// than the directory keeps it waiting).
+pub const RELAY_WAIT: Duration = Duration::from_secs(15);
+
+/// What a rendezvous gives: where the peer is, and the relay token for this attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendezvous {
+    pub peer: PeerInfo,
+    pub token: RelayToken,
+    /// Whether to try direct paths (`false`: the directory says go straight to the relay).
+    pub direct: bool,
+    /// Whether the directory relays.
+    pub relay: bool,
+}
 /// How many pushed events may wait unread before further ones are dropped.
 const EVENT_QUEUE: usize = 64;
 
@@ -61,6 +78,8 @@ pub enum ClientError {
     Invalid(#[from] NameError),
     #[error("protocol error: {0}")]
     Frame(#[from] FrameError),
+    #[error("the directory did not relay: {0}")]
+    Relay(RelayRefusal),
 }
 
 fn refusal_text(reason: &Refusal, attempts_left: &Option<u32>, retry: &Option<u64>) -> String {
@@ -317,6 +336,55 @@ impl DirectoryClient {
         }
     }
 
+    /// Like [`Self::lookup`], and the directory also tells `user` that we are coming, from
+    /// where (so both sides punch through their NATs at once). `None` when they are not
+    /// online.
+    pub async fn rendezvous(&self, user: &str) -> Result<Option<Rendezvous>, ClientError> {
+        match self
+            .request(Request::Rendezvous {
+                user: user.to_string(),
+            })
+            .await?
+        {
+            Reply::Rendezvous {
+                peer,
+                token,
+                direct,
+                relay,
+            } if peer.user == user => Ok(Some(Rendezvous {
+                peer,
+                token,
+                direct,
+                relay,
+            })),
+            Reply::NotFound { .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Opens a relay stream for `token` (from a rendezvous, ours or the other side's) on
+    /// this connection and waits, at most [`RELAY_WAIT`], until the directory pairs it
+    /// with the other side's.
+    pub async fn open_relay(&self, token: RelayToken) -> Result<RelayStream, ClientError> {
+        let (mut send, mut recv) = tokio::time::timeout(REPLY_TIMEOUT, self.conn.open_bi())
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
+        frame::write_frame(&mut send, &RelayMsg::Open { token }).await?;
+        match tokio::time::timeout(RELAY_WAIT, frame::read_frame::<_, RelayMsg>(&mut recv)).await {
+            Err(_) => Err(ClientError::Timeout),
+            Ok(Ok(Some(RelayMsg::Ready { peer }))) => {
+                Ok(RelayStream::new(send, recv, self.conn.clone(), peer))
+            }
+            Ok(Ok(Some(RelayMsg::Refused { reason }))) => Err(ClientError::Relay(reason)),
+            Ok(Ok(Some(other))) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            Ok(Ok(None)) => Err(ClientError::Lost(
+                "the directory ended the relay stream".into(),
+            )),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+
     /// Who is online.
     pub async fn who(&self) -> Result<Vec<OnlineUser>, ClientError> {
         match self.request(Request::Who).await? {
@@ -372,6 +440,83 @@ impl DirectoryClient {
     /// `NotFound`); refusals (`NotPermitted`, a taken name) are `Err`.
     pub async fn admin(&self, request: AdminRequest) -> Result<Reply, ClientError> {
         self.request(Request::Admin(request)).await
+    }
+
+    /// Publishes our prekey for sealed mail.
+    pub async fn publish_prekey(&self, prekey: SignedPrekey) -> Result<(), ClientError> {
+        match self.request(Request::PublishPrekey { prekey }).await? {
+            Reply::PrekeyPublished => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `user`'s registered identity key and published prekey (online or not); `None`
+    /// when there is no such account (or it has never logged in).
+    pub async fn fetch_prekey(
+        &self,
+        user: &str,
+    ) -> Result<Option<(PublicKey, Option<SignedPrekey>)>, ClientError> {
+        match self
+            .request(Request::FetchPrekey {
+                user: user.to_string(),
+            })
+            .await?
+        {
+            Reply::Prekey {
+                user: u,
+                identity,
+                prekey,
+            } if u == user => Ok(Some((identity, prekey))),
+            Reply::NotFound { .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deposits a sealed blob for `to`: `Some((id, lifetime))` once stored, `None` when
+    /// there is no such user. A full mailbox is `Err(Server{MailboxFull, ..})`.
+    pub async fn deposit(
+        &self,
+        to: &str,
+        blob: Vec<u8>,
+    ) -> Result<Option<(u64, Duration)>, ClientError> {
+        match self
+            .request(Request::Deposit {
+                to: to.to_string(),
+                blob,
+            })
+            .await?
+        {
+            Reply::Queued {
+                id,
+                expires_in_secs,
+            } => Ok(Some((id, Duration::from_secs(expires_in_secs)))),
+            Reply::NotFound { .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Mail waiting for us, oldest first, and whether more waits.
+    pub async fn fetch_mail(&self) -> Result<(Vec<MailItem>, bool), ClientError> {
+        match self.request(Request::FetchMail).await? {
+            Reply::Mail { items, more } => Ok((items, more)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Acknowledges mail we have: the directory deletes it.
+    pub async fn ack_mail(&self, ids: Vec<u64>) -> Result<u32, ClientError> {
+        match self.request(Request::AckMail { ids }).await? {
+            Reply::MailAcked { count } => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What became of mail we deposited, since we last asked.
+    pub async fn mail_receipts(&self) -> Result<Vec<MailReceipt>, ClientError> {
+        match self.request(Request::MailReceipts).await? {
+            Reply::Receipts { receipts } => Ok(receipts),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Ends the directory session; the connection stays open until [`Self::close`].

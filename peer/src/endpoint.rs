@@ -2,8 +2,9 @@
 //!
 //! One UDP socket does everything: it accepts incoming chats, dials other peers and
 //! carries the directory connection. Using one socket is what makes the address the
-//! directory observes the address other peers can reach (and, later, what makes hole
-//! punching possible).
+//! directory observes the address other peers can reach, and what makes hole punching
+//! possible: packets we send to a peer leave through the same NAT mapping the directory
+//! saw (see [`crate::reach`]).
 //!
 //! Incoming connections must present an ed25519 certificate (mutual TLS); whose key it
 //! is gets decided after the handshake by asking the directory. Outgoing connections pin
@@ -20,6 +21,11 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// How long a silent connection lives: a peer that vanished is noticed within this time.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Round-trip time assumed before the first measurement. QUIC's default (333 ms) makes
+/// the first retransmission of a lost handshake packet wait about a second; while hole
+/// punching the first packets are often dropped by a NAT that has not seen ours yet, so
+/// we retry sooner (a few more small packets on a slow path cost nothing).
+pub const INITIAL_RTT: Duration = Duration::from_millis(100);
 
 /// The endpoint could not be set up, or a dial failed before a connection existed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,7 @@ fn transport() -> Arc<quinn::TransportConfig> {
             .try_into()
             .expect("idle timeout fits in a QUIC varint"),
     ));
+    t.initial_rtt(INITIAL_RTT);
     t.max_concurrent_bidi_streams(4u32.into());
     t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)

@@ -6,18 +6,23 @@
 //! jitter so that thousands of peers do not all return in the same millisecond. The
 //! password is never kept: it is used once at [`Link::login`] and dropped.
 //!
-//! Chats in progress do not depend on the link: they run directly between the peers.
+//! Direct chats in progress do not depend on the link: they run between the peers. A
+//! relayed chat runs on the directory connection, and ends when that connection breaks.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::message::{Event, OnlineUser, PeerInfo, RoomInfo, RoomMember};
+use proto::message::{
+    Event, MailItem, MailReceipt, OnlineUser, PeerInfo, RelayToken, RoomInfo, RoomMember,
+};
+use proto::sealed::SignedPrekey;
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-use crate::directory_client::{ClientError, DirectoryClient, Grant};
+use crate::chat::RelayStream;
+use crate::directory_client::{ClientError, DirectoryClient, Grant, Rendezvous};
 
 /// First delay before logging back in; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -101,6 +106,18 @@ impl Link {
         self.client().lookup(user).await
     }
 
+    /// Looks `user` up and tells them we are coming (see [`DirectoryClient::rendezvous`]).
+    pub async fn rendezvous(&self, user: &str) -> Result<Option<Rendezvous>, ClientError> {
+        self.client().rendezvous(user).await
+    }
+
+    /// Opens a relay stream for `token` on the current directory connection (see
+    /// [`DirectoryClient::open_relay`]). A relayed chat lives on that connection: if it
+    /// breaks, the chat ends (the directory session itself is restored as usual).
+    pub async fn open_relay(&self, token: RelayToken) -> Result<RelayStream, ClientError> {
+        self.client().open_relay(token).await
+    }
+
     /// Who is online.
     pub async fn who(&self) -> Result<Vec<OnlineUser>, ClientError> {
         self.client().who().await
@@ -125,6 +142,43 @@ impl Link {
     pub async fn watch(&self, users: Vec<String>, everyone: bool) -> Result<(), ClientError> {
         *self.watching.lock().expect("link lock") = (users.clone(), everyone);
         self.client().watch(users, everyone).await
+    }
+
+    /// Publishes our prekey for sealed mail.
+    pub async fn publish_prekey(&self, prekey: SignedPrekey) -> Result<(), ClientError> {
+        self.client().publish_prekey(prekey).await
+    }
+
+    /// `user`'s registered identity key and prekey, online or not.
+    pub async fn fetch_prekey(
+        &self,
+        user: &str,
+    ) -> Result<Option<(PublicKey, Option<SignedPrekey>)>, ClientError> {
+        self.client().fetch_prekey(user).await
+    }
+
+    /// Deposits sealed mail for `to` (see [`DirectoryClient::deposit`]).
+    pub async fn deposit(
+        &self,
+        to: &str,
+        blob: Vec<u8>,
+    ) -> Result<Option<(u64, Duration)>, ClientError> {
+        self.client().deposit(to, blob).await
+    }
+
+    /// Mail waiting for us.
+    pub async fn fetch_mail(&self) -> Result<(Vec<MailItem>, bool), ClientError> {
+        self.client().fetch_mail().await
+    }
+
+    /// Acknowledges mail we have.
+    pub async fn ack_mail(&self, ids: Vec<u64>) -> Result<u32, ClientError> {
+        self.client().ack_mail(ids).await
+    }
+
+    /// Receipts for mail we deposited.
+    pub async fn mail_receipts(&self) -> Result<Vec<MailReceipt>, ClientError> {
+        self.client().mail_receipts().await
     }
 
     /// Logs out and closes the directory connection.

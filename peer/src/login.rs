@@ -1,8 +1,14 @@
-//! Getting online: profile → endpoint → directory (pinned) → password login.
+//! Getting online: profile → password → vault → endpoint → directory (pinned) → login.
 //!
 //! Everything a command needs before it can do its job: the user name, the password
-//! (from `PEER_PASSWORD`, `--password-file`, or a no-echo prompt; used once, then wiped),
-//! the directory's address and pinned key, the one endpoint, and the logged-in [`Link`].
+//! (from `PEER_PASSWORD`, `--password-file`, or a no-echo prompt; used to unlock the
+//! profile and to log in, then wiped), the directory's address and pinned key, the one
+//! endpoint, and the logged-in [`Link`]. The profile's secrets are sealed with the same
+//! password ([`crate::vault`]): an existing vault is unlocked before anything goes on
+//! the network (a wrong password stops there); a new profile gets its vault at once and
+//! loses it if the directory refuses the password; an old plaintext key is sealed
+//! after the directory has accepted the password. Once logged in, the peer publishes its
+//! prekey for sealed mail ([`crate::mailbox`]).
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +23,7 @@ use crate::directory_client::{ClientError, DirectoryClient, Grant};
 use crate::endpoint;
 use crate::link::Link;
 use crate::profile::Profile;
+use crate::vault::VaultCost;
 
 /// The directory's default port.
 pub const DEFAULT_DIRECTORY_PORT: u16 = 8888;
@@ -186,26 +193,105 @@ pub fn reported_addresses(endpoint: &quinn::Endpoint, directory: SocketAddr) -> 
         .unwrap_or_default()
 }
 
-/// Opens the profile, binds the endpoint on `listen`, connects to the directory and logs
-/// in with the password.
+/// What [`open_secrets`] did to the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// An existing vault was unlocked.
+    Unlocked,
+    /// A new profile got a vault just now: undo it ([`Profile::forget_new_vault`]) if
+    /// the directory refuses the password.
+    Created,
+    /// An old profile with a plaintext key: seal it ([`seal_secrets`]) once the
+    /// directory has accepted the password.
+    Plaintext,
+}
+
+/// Unlocks the profile's vault with `password`, or makes one for a new profile (argon2,
+/// off the runtime).
+pub async fn open_secrets(
+    profile: Profile,
+    password: &Zeroizing<String>,
+) -> anyhow::Result<(Profile, Secrets)> {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut profile = profile;
+        let done = if profile.has_vault() {
+            profile.unlock(&password)?;
+            Secrets::Unlocked
+        } else if profile.is_new() {
+            profile.create_vault(&password, VaultCost::default())?;
+            Secrets::Created
+        } else {
+            Secrets::Plaintext
+        };
+        Ok((profile, done))
+    })
+    .await
+    .context("the key derivation task failed")?
+}
+
+/// Seals a plaintext identity key (from an older version) with `password`.
+pub async fn seal_secrets(
+    profile: Profile,
+    password: &Zeroizing<String>,
+) -> anyhow::Result<Profile> {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut profile = profile;
+        profile.create_vault(&password, VaultCost::default())?;
+        tracing::info!("identity key sealed with the password (migrated from plaintext)");
+        Ok(profile)
+    })
+    .await
+    .context("the key derivation task failed")?
+}
+
+/// Opens the profile, unlocks it with the password, binds the endpoint on `listen`,
+/// connects to the directory, logs in and publishes the prekey.
 pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online> {
-    let mut profile = Profile::open(&opts.profile)?;
+    let profile = Profile::open(&opts.profile)?;
     let user = user_name(&opts.credentials, &profile)?;
     proto::names::check_username(&user)?;
-    let endpoint = endpoint::bind(profile.identity(), listen)?;
-    let (client, first_contact) = connect_directory(&mut profile, &endpoint, opts).await?;
     let password = password(&opts.credentials, false)?;
-    let addresses = reported_addresses(&endpoint, client.addr());
-    let identity = profile.identity().clone();
-    let (link, grant) = Link::login(
-        endpoint.clone(),
-        client,
-        &user,
-        password,
-        identity,
-        addresses,
-    )
-    .await?;
+    // No account can have a longer one: say so instead of spending a login attempt.
+    proto::names::check_password_len(&password)?;
+    let (mut profile, secrets) = open_secrets(profile, &password).await?;
+    let attempt = async {
+        let endpoint = endpoint::bind(profile.identity(), listen)?;
+        let (client, first_contact) = connect_directory(&mut profile, &endpoint, opts).await?;
+        let addresses = reported_addresses(&endpoint, client.addr());
+        let identity = profile.identity().clone();
+        let (link, grant) = Link::login(
+            endpoint.clone(),
+            client,
+            &user,
+            password.clone(),
+            identity,
+            addresses,
+        )
+        .await?;
+        anyhow::Ok((endpoint, first_contact, link, grant))
+    };
+    let (endpoint, first_contact, link, grant) = match attempt.await {
+        Ok(done) => done,
+        Err(e) => {
+            if secrets == Secrets::Created {
+                profile.forget_new_vault();
+            }
+            return Err(e);
+        }
+    };
+    if secrets == Secrets::Plaintext {
+        profile = seal_secrets(profile, &password).await?;
+    }
+    drop(password);
+    if let Some((created_at, secret)) = profile.current_prekey() {
+        let prekey =
+            proto::sealed::SignedPrekey::sign(profile.identity(), &grant.user, secret, created_at);
+        if let Err(e) = link.publish_prekey(prekey).await {
+            tracing::warn!(error = %e, "could not publish the prekey: offline messages to us may fail");
+        }
+    }
     if profile.settings.user.is_none() {
         profile.settings.user = Some(user);
         profile.save_settings()?;

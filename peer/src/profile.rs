@@ -1,7 +1,11 @@
 //! The user's profile: one directory holding everything that is theirs.
 //!
 //! ```text
-//! <profile>/identity.key        ed25519 identity key (mode 0600)
+//! <profile>/vault               salt and cost of the password-derived key (crate::vault)
+//! <profile>/identity.key        ed25519 identity key, sealed with that key (mode 0600)
+//! <profile>/identity.pub        its public half, in clear (`peer fingerprint` offline)
+//! <profile>/prekeys             x25519 secrets for sealed mail, sealed (crate::mailbox)
+//! <profile>/history/NAME.log    conversation history, sealed (crate::history)
 //! <profile>/config.toml         settings: every flag but --profile (`peer config print`)
 //! <profile>/known_peers         identity keys of contacts, pinned on first contact
 //! <profile>/known_directories   directory keys, pinned on first contact
@@ -10,19 +14,37 @@
 //! The default location is the platform config directory's `natter/profile`
 //! (`~/.config/natter/profile` on Linux); `--profile DIR` overrides it. The directory is
 //! created with mode 0700 and the key file refused if others can read it.
+//!
+//! [`Profile::open`] needs no password: it gives the settings, the pins and the public
+//! key. The secrets need the password: [`Profile::unlock`] derives the vault key and
+//! opens the identity key and the prekeys. A profile from before the vault (a plaintext
+//! `identity.key`) is migrated by [`Profile::create_vault`] at the first login whose
+//! password the directory accepted; a brand-new profile gets its vault before its first
+//! login, and loses it again if that login is refused ([`Profile::forget_new_vault`]),
+//! so a mistyped first password never locks the profile.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use proto::sealed::StaticSecret;
 use proto::{Identity, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::pins::{PinError, Pins, write_private};
+use crate::vault::{Vault, VaultCost, VaultError};
 
 const IDENTITY_FILE: &str = "identity.key";
+const PUBLIC_FILE: &str = "identity.pub";
+const PREKEYS_FILE: &str = "prekeys";
 const CONFIG_FILE: &str = "config.toml";
 const IDENTITY_HEADER: &str = "natter-identity-v1";
+const PUBLIC_HEADER: &str = "natter-identity-public-v1";
+/// A new prekey is made at login when the newest is older than this.
+pub const PREKEY_ROTATION_SECS: i64 = 7 * 24 * 60 * 60;
+/// Prekey secrets kept (mail sealed to an older one cannot be opened any more; mail
+/// expires at the directory after 30 days by default, within this many rotations).
+pub const PREKEYS_KEPT: usize = 6;
 
 /// A profile could not be opened or saved.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +72,10 @@ pub enum ProfileError {
     BadConfig { path: PathBuf, message: String },
     #[error(transparent)]
     Pins(#[from] PinError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("{path} holds no identity key yet: log in (or register) once to create it")]
+    NoIdentity { path: PathBuf },
 }
 
 /// Settings kept in `config.toml`. Every field is optional; command-line flags win.
@@ -81,6 +107,10 @@ pub struct Settings {
     /// Bell and notification command.
     #[serde(default)]
     pub alerts: crate::alerts::Alerts,
+    /// URL of the joke API `/joke` asks (JSON `{setup, punchline}`); default: the public
+    /// official-joke-api. Bundled jokes are used when it cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joke_api: Option<String>,
 }
 
 /// Whose presence (online / offline) the user hears about, besides room-mates.
@@ -115,7 +145,17 @@ impl Settings {
 /// An opened profile.
 pub struct Profile {
     dir: PathBuf,
-    identity: Arc<Identity>,
+    /// The identity key: known once unlocked (or from a plaintext file of an older
+    /// version, or freshly made for a new profile).
+    identity: Option<Arc<Identity>>,
+    /// The public key from `identity.pub`, when the secret is still locked.
+    public: Option<PublicKey>,
+    /// Whether `identity` was made just now and is not on disk yet.
+    fresh: bool,
+    /// The password-derived key, once unlocked.
+    vault: Option<Arc<Vault>>,
+    /// Prekey secrets for sealed mail, newest first (once unlocked).
+    prekeys: Vec<(i64, StaticSecret)>,
     /// Settings from `config.toml`.
     pub settings: Settings,
     /// Contacts' pinned identity keys.
@@ -130,19 +170,221 @@ impl Profile {
         directories::ProjectDirs::from("", "", "natter").map(|d| d.config_dir().join("profile"))
     }
 
-    /// Opens the profile in `dir`, creating it and a fresh identity key on first use.
+    /// Opens the profile in `dir` without the password (creating the directory on first
+    /// use): settings, pins and the public key. A profile with no identity key yet gets
+    /// a new one in memory, written by [`Profile::create_vault`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ProfileError> {
         let dir = dir.into();
         create_private_dir(&dir)?;
-        let identity = load_or_create_identity(&dir.join(IDENTITY_FILE))?;
+        let (identity, fresh) = match load_plain_identity(&dir.join(IDENTITY_FILE))? {
+            Stored::Plain(identity) => (Some(*identity), false),
+            Stored::Sealed => (None, false),
+            Stored::Missing if Vault::exists(&dir) => (None, false),
+            Stored::Missing => (Some(Identity::generate()), true),
+        };
+        let public = read_public(&dir.join(PUBLIC_FILE));
         let settings = Settings::load(&dir)?;
         Ok(Self {
             peers: Pins::load(dir.join("known_peers"))?,
             directories: Pins::load(dir.join("known_directories"))?,
-            identity: Arc::new(identity),
+            identity: identity.map(Arc::new),
+            public,
+            fresh,
+            vault: None,
+            prekeys: Vec::new(),
             settings,
             dir,
         })
+    }
+
+    /// Whether the profile has a vault (its secrets are sealed with a password).
+    pub fn has_vault(&self) -> bool {
+        Vault::exists(&self.dir)
+    }
+
+    /// Whether the profile has no identity key on disk yet (never logged in).
+    pub fn is_new(&self) -> bool {
+        self.fresh
+    }
+
+    /// Derives the key from `password` and opens the identity key and the prekeys
+    /// (making the first prekey, or a new one when the newest is old). Slow (argon2):
+    /// call it off the async runtime. A wrong password is [`VaultError::WrongPassword`].
+    pub fn unlock(&mut self, password: &str) -> Result<(), ProfileError> {
+        let vault = Vault::unlock(&self.dir, password)?;
+        let path = self.dir.join(IDENTITY_FILE);
+        let identity = match load_plain_identity(&path)? {
+            // Migrated before, or interrupted mid-migration: seal it now.
+            Stored::Plain(identity) => {
+                self.seal_identity(&vault, &identity)?;
+                *identity
+            }
+            Stored::Sealed => {
+                let text = vault
+                    .read_file(&path, IDENTITY_FILE)?
+                    .ok_or_else(|| ProfileError::BadIdentity { path: path.clone() })?;
+                let text = std::str::from_utf8(&text)
+                    .map_err(|_| ProfileError::BadIdentity { path: path.clone() })?;
+                parse_identity(text)
+                    .ok_or_else(|| ProfileError::BadIdentity { path: path.clone() })?
+            }
+            // A vault was made but the key never written (interrupted first login).
+            Stored::Missing => {
+                let identity = Identity::generate();
+                self.seal_identity(&vault, &identity)?;
+                identity
+            }
+        };
+        if self.public != Some(identity.public()) {
+            write_public(&self.dir, &identity.public())?;
+            self.public = Some(identity.public());
+        }
+        self.identity = Some(Arc::new(identity));
+        self.fresh = false;
+        self.vault = Some(Arc::new(vault));
+        self.load_prekeys()?;
+        Ok(())
+    }
+
+    /// Seals the identity key (and the prekeys) with a new vault for `password`: for a
+    /// new profile, or one whose key is still in a plaintext file from an older version
+    /// (migrated here, after the directory accepted the password). Slow (argon2).
+    pub fn create_vault(&mut self, password: &str, cost: VaultCost) -> Result<(), ProfileError> {
+        let identity = self
+            .identity
+            .clone()
+            .ok_or_else(|| ProfileError::NoIdentity {
+                path: self.dir.clone(),
+            })?;
+        let vault = Vault::create(password, cost)?;
+        // The vault file first: a crash after it leaves a plaintext (or no) key file,
+        // which the next unlock seals (or makes).
+        vault.save(&self.dir)?;
+        write_public(&self.dir, &identity.public())?;
+        self.public = Some(identity.public());
+        self.seal_identity(&vault, &identity)?;
+        self.fresh = false;
+        self.vault = Some(Arc::new(vault));
+        self.load_prekeys()?;
+        Ok(())
+    }
+
+    /// Writes a new profile's identity key without a password (plaintext, mode 0600, as
+    /// versions before the vault did), for `peer fingerprint` on a profile that has
+    /// never logged in: the key must stay the same, and no password is asked there. The
+    /// first login seals it ([`Profile::create_vault`]).
+    pub fn keep_unsealed(&mut self) -> Result<(), ProfileError> {
+        if !self.fresh {
+            return Ok(());
+        }
+        let identity = self.identity().clone();
+        let hex: String = identity
+            .secret_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let text = zeroize::Zeroizing::new(format!("{IDENTITY_HEADER}\n{hex}\n"));
+        let path = self.dir.join(IDENTITY_FILE);
+        write_private(&path, text.as_bytes())
+            .map_err(|source| ProfileError::Write { path, source })?;
+        write_public(&self.dir, &identity.public())?;
+        self.fresh = false;
+        Ok(())
+    }
+
+    /// Undoes [`Profile::create_vault`] for a profile whose first login was refused (the
+    /// password was wrong, so the vault must not keep it): the next attempt starts anew.
+    pub fn forget_new_vault(&mut self) {
+        for f in [
+            crate::vault::VAULT_FILE,
+            IDENTITY_FILE,
+            PUBLIC_FILE,
+            PREKEYS_FILE,
+        ] {
+            let _ = std::fs::remove_file(self.dir.join(f));
+        }
+        self.vault = None;
+        self.prekeys.clear();
+        self.fresh = true;
+    }
+
+    fn seal_identity(&self, vault: &Vault, identity: &Identity) -> Result<(), ProfileError> {
+        let hex: String = identity
+            .secret_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let text = zeroize::Zeroizing::new(format!("{IDENTITY_HEADER}\n{hex}\n"));
+        vault.write_file(
+            &self.dir.join(IDENTITY_FILE),
+            IDENTITY_FILE,
+            text.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Loads the prekey secrets; makes a new one when there is none or the newest is
+    /// older than [`PREKEY_ROTATION_SECS`], keeping the last [`PREKEYS_KEPT`].
+    fn load_prekeys(&mut self) -> Result<(), ProfileError> {
+        let vault = self.vault.clone().expect("unlocked");
+        let path = self.dir.join(PREKEYS_FILE);
+        let mut keys: Vec<(i64, StaticSecret)> = Vec::new();
+        if let Some(text) = vault.read_file(&path, PREKEYS_FILE)? {
+            let text = std::str::from_utf8(&text)
+                .map_err(|_| ProfileError::BadIdentity { path: path.clone() })?;
+            for line in text.lines() {
+                let Some((at, hex)) = line.split_once(' ') else {
+                    continue;
+                };
+                let (Ok(at), Some(bytes)) = (at.parse::<i64>(), crate::vault::unhex(hex)) else {
+                    continue;
+                };
+                let Ok(bytes) = <[u8; 32]>::try_from(bytes) else {
+                    continue;
+                };
+                keys.push((at, StaticSecret::from(bytes)));
+            }
+        }
+        keys.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        let now = crate::app::now_ms() as i64 / 1000;
+        if keys
+            .first()
+            .is_none_or(|(at, _)| now - at >= PREKEY_ROTATION_SECS)
+        {
+            keys.insert(0, (now, StaticSecret::random()));
+            keys.truncate(PREKEYS_KEPT);
+            let text = zeroize::Zeroizing::new(
+                keys.iter()
+                    .map(|(at, k)| format!("{at} {}\n", crate::vault::hex(k.as_bytes())))
+                    .collect::<String>(),
+            );
+            vault.write_file(&path, PREKEYS_FILE, text.as_bytes())?;
+        }
+        self.prekeys = keys;
+        Ok(())
+    }
+
+    /// The prekey to publish: the newest, with its creation time. `None` until unlocked.
+    pub fn current_prekey(&self) -> Option<(i64, &StaticSecret)> {
+        self.prekeys.first().map(|(at, k)| (*at, k))
+    }
+
+    /// The prekey secret whose public key is `public`, if we still have it.
+    pub fn prekey_secret(&self, public: &[u8; 32]) -> Option<&StaticSecret> {
+        self.prekeys
+            .iter()
+            .map(|(_, k)| k)
+            .find(|k| proto::sealed::prekey_public(k) == *public)
+    }
+
+    /// Every prekey secret kept, newest first.
+    pub fn prekeys(&self) -> Vec<StaticSecret> {
+        self.prekeys.iter().map(|(_, k)| k.clone()).collect()
+    }
+
+    /// The password-derived key, once unlocked.
+    pub fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.as_ref()
     }
 
     /// The profile's directory.
@@ -151,13 +393,33 @@ impl Profile {
     }
 
     /// The user's identity key.
+    ///
+    /// # Panics
+    /// If the profile is still locked (opened without the password, not unlocked). A
+    /// logged-in profile ([`crate::login::Online`]) is always unlocked.
     pub fn identity(&self) -> &Arc<Identity> {
-        &self.identity
+        self.identity
+            .as_ref()
+            .expect("the profile is unlocked before its identity key is used")
+    }
+
+    /// The user's identity key, if the profile is unlocked.
+    pub fn try_identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
+    }
+
+    /// The user's public identity key, if known (it is, once the profile has been used).
+    pub fn known_public_key(&self) -> Option<PublicKey> {
+        self.identity.as_ref().map(|i| i.public()).or(self.public)
     }
 
     /// The user's public identity key.
+    ///
+    /// # Panics
+    /// If it is not known: see [`Profile::known_public_key`].
     pub fn public_key(&self) -> PublicKey {
-        self.identity.public()
+        self.known_public_key()
+            .expect("the profile has an identity key (identity.pub)")
     }
 
     /// Writes the settings back to `config.toml`.
@@ -189,30 +451,84 @@ fn create_private_dir(dir: &Path) -> Result<(), ProfileError> {
     builder.create(dir).map_err(err)
 }
 
-fn load_or_create_identity(path: &Path) -> Result<Identity, ProfileError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
+/// What the identity key file holds.
+enum Stored {
+    /// A plaintext key (written by a version before the vault).
+    Plain(Box<Identity>),
+    /// A key sealed with the vault.
+    Sealed,
+    Missing,
+}
+
+fn load_plain_identity(path: &Path) -> Result<Stored, ProfileError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = zeroize::Zeroizing::new(bytes);
             check_private(path)?;
-            parse_identity(&text).ok_or_else(|| ProfileError::BadIdentity {
-                path: path.to_path_buf(),
-            })
+            if bytes.starts_with(crate::vault::MAGIC) {
+                return Ok(Stored::Sealed);
+            }
+            std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(parse_identity)
+                .map(|i| Stored::Plain(Box::new(i)))
+                .ok_or_else(|| ProfileError::BadIdentity {
+                    path: path.to_path_buf(),
+                })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let identity = Identity::generate();
-            let secret = identity.secret_bytes();
-            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-            let text = zeroize::Zeroizing::new(format!("{IDENTITY_HEADER}\n{hex}\n"));
-            write_private(path, text.as_bytes()).map_err(|source| ProfileError::Write {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            Ok(identity)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::Missing),
         Err(source) => Err(ProfileError::Read {
             path: path.to_path_buf(),
             source,
         }),
     }
+}
+
+fn read_public(path: &Path) -> Option<PublicKey> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != PUBLIC_HEADER {
+        return None;
+    }
+    PublicKey::from_hex(lines.next()?).ok()
+}
+
+fn write_public(dir: &Path, key: &PublicKey) -> Result<(), ProfileError> {
+    let path = dir.join(PUBLIC_FILE);
+    write_private(
+        &path,
+        format!("{PUBLIC_HEADER}\n{}\n", key.to_hex()).as_bytes(),
+    )
+    .map_err(|source| ProfileError::Write { path, source })
+}
+
+/// Re-encrypts the profile in `dir` (identity key, prekeys, every history) from
+/// password `old` to `new`, under a new salt. Interruptible at any point: see
+/// [`crate::vault`]. Slow (argon2 twice): call it off the async runtime.
+pub fn change_password(
+    dir: &Path,
+    old: &str,
+    new: &str,
+    cost: VaultCost,
+) -> Result<(), ProfileError> {
+    let old_vault = Vault::unlock(dir, old)?;
+    let new_vault = Vault::create(new, cost)?;
+    for name in [IDENTITY_FILE, PREKEYS_FILE] {
+        let path = dir.join(name);
+        if let Some(plain) = old_vault.read_file(&path, name)? {
+            new_vault.write_file(&crate::vault::rekey_path(&path), name, &plain)?;
+        }
+    }
+    for contact in crate::history::contacts(dir) {
+        crate::history::rekey(dir, &contact, &old_vault, &new_vault).map_err(|e| {
+            ProfileError::BadConfig {
+                path: crate::history::path(dir, &contact),
+                message: e.to_string(),
+            }
+        })?;
+    }
+    new_vault.commit(dir)?;
+    Ok(())
 }
 
 fn parse_identity(text: &str) -> Option<Identity> {
@@ -258,14 +574,31 @@ fn check_private(_path: &Path) -> Result<(), ProfileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vault::test_cost;
 
     #[test]
-    fn identity_is_created_once_and_kept_private() {
+    fn identity_is_sealed_once_and_kept_private() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("profile");
-        let first = Profile::open(&p).unwrap().public_key();
-        let again = Profile::open(&p).unwrap().public_key();
-        assert_eq!(first, again);
+        let mut fresh = Profile::open(&p).unwrap();
+        assert!(fresh.is_new() && !fresh.has_vault());
+        let first = fresh.public_key();
+        fresh.create_vault("pw-123456", test_cost()).unwrap();
+        assert!(fresh.current_prekey().is_some());
+
+        // Without the password: the public key only.
+        let locked = Profile::open(&p).unwrap();
+        assert_eq!(locked.public_key(), first);
+        assert!(locked.try_identity().is_none());
+        let raw = std::fs::read(p.join(IDENTITY_FILE)).unwrap();
+        assert!(raw.starts_with(crate::vault::MAGIC));
+        let mut again = Profile::open(&p).unwrap();
+        assert!(matches!(
+            again.unlock("wrong-pw"),
+            Err(ProfileError::Vault(VaultError::WrongPassword))
+        ));
+        again.unlock("pw-123456").unwrap();
+        assert_eq!(again.identity().public(), first);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -286,6 +619,81 @@ mod tests {
                 Err(ProfileError::ExposedKey { .. })
             ));
         }
+    }
+
+    #[tokio::test]
+    async fn plaintext_key_is_migrated_and_password_change_reencrypts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let old = Identity::generate();
+        let hex: String = old
+            .secret_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write_private(
+            &p.join(IDENTITY_FILE),
+            format!("{IDENTITY_HEADER}\n{hex}\n").as_bytes(),
+        )
+        .unwrap();
+        let mut profile = Profile::open(p).unwrap();
+        assert!(!profile.is_new());
+        assert_eq!(profile.identity().public(), old.public());
+        profile.create_vault("first-pw", test_cost()).unwrap();
+        let raw = std::fs::read(p.join(IDENTITY_FILE)).unwrap();
+        assert!(!raw.windows(hex.len()).any(|w| w == hex.as_bytes()));
+        let prekey = profile.current_prekey().unwrap().1.to_bytes();
+        let vault = profile.vault().unwrap().clone();
+        let history = crate::history::HistoryWriter::start(p, vault);
+        history.append("bianca", crate::history::Direction::Out, "kept", 1);
+        history.flush().await;
+
+        change_password(p, "first-pw", "second-pw", test_cost()).unwrap();
+        assert!(crate::vault::rekey_files(p).is_empty());
+        let mut profile = Profile::open(p).unwrap();
+        assert!(matches!(
+            profile.unlock("first-pw"),
+            Err(ProfileError::Vault(VaultError::WrongPassword))
+        ));
+        profile.unlock("second-pw").unwrap();
+        assert_eq!(profile.identity().public(), old.public());
+        assert_eq!(profile.current_prekey().unwrap().1.to_bytes(), prekey);
+        let vault = profile.vault().unwrap();
+        let (entries, _) = crate::history::read(p, vault, "bianca").unwrap();
+        assert_eq!(entries[0].text, "kept");
+    }
+
+    #[test]
+    fn interrupted_password_change_is_finished_or_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let mut profile = Profile::open(p).unwrap();
+        profile.create_vault("first-pw", test_cost()).unwrap();
+        let key = profile.public_key();
+        // Re-encrypted copies written, vault not replaced: the old password still opens
+        // and the copies are discarded.
+        let new_vault = Vault::create("second-pw", test_cost()).unwrap();
+        let old_vault = Vault::unlock(p, "first-pw").unwrap();
+        let rekey = || {
+            for name in [IDENTITY_FILE, PREKEYS_FILE] {
+                let path = p.join(name);
+                let plain = old_vault.read_file(&path, name).unwrap().unwrap();
+                new_vault
+                    .write_file(&crate::vault::rekey_path(&path), name, &plain)
+                    .unwrap();
+            }
+        };
+        rekey();
+        let mut again = Profile::open(p).unwrap();
+        again.unlock("first-pw").unwrap();
+        assert!(crate::vault::rekey_files(p).is_empty());
+        assert_eq!(again.identity().public(), key);
+        // Vault replaced but the copies not yet renamed: the new password finishes it.
+        rekey();
+        new_vault.save(p).unwrap();
+        let mut again = Profile::open(p).unwrap();
+        again.unlock("second-pw").unwrap();
+        assert_eq!(again.identity().public(), key);
     }
 
     #[test]

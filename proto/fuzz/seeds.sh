@@ -33,13 +33,15 @@ seed frame_decode online 0000000a00060103616c69fb2c01
 seed frame_decode error 0000000700080303626164
 seed frame_decode room-members 0000000e0009056c6f6262790103616c6901
 seed frame_decode presence 00000007010303616c6901
-seed frame_decode connect 00000006000103616c69
+seed frame_decode connect 00000007000103616c6900
 seed frame_decode accepted 0000000801066269616e6361
 seed frame_decode connect-refused 000000020206
 seed frame_decode key-share 0000006203050505050505050505050505050505050505050505050505050505050505050540$sig
 seed frame_decode sealed 00000017040314aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 seed frame_decode text 0000001900010568656c6c6ffd0068e5cf8b01000001056c6f62627901
 seed frame_decode ack-then-bye 0000000201010000000102
+rep() { printf "%0.s$1" $(seq "$2"); } # HEX COUNT: HEX repeated COUNT times
+seed frame_decode sealed-mail "00000055$(rep 05 32)$(rep 06 32)14$(rep aa 20)"
 
 # names_and_keys: a user name, a password, a key, a fingerprint, a real certificate.
 text names_and_keys user "bianca_1"

@@ -12,6 +12,8 @@
 //!   rustls client/server configurations built on them.
 //! - [`session`]: the end-to-end layer (x25519 + HKDF + ChaCha20-Poly1305) that seals chat
 //!   messages independently of the transport.
+//! - [`sealed`]: sealed mail for offline users (prekeys, x25519 + HKDF +
+//!   ChaCha20-Poly1305, the sender's signature inside).
 //! - [`names`]: what a valid user name, password and message look like.
 
 pub mod cert;
@@ -19,6 +21,7 @@ pub mod frame;
 pub mod identity;
 pub mod message;
 pub mod names;
+pub mod sealed;
 pub mod session;
 pub mod verify;
 

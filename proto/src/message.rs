@@ -20,6 +20,13 @@
 //! [`PeerMsg::Refused`]; then both send a [`crate::session::KeyShare`] and from there on
 //! only [`PeerMsg::Sealed`] frames, whose plaintext is a [`ChatPayload`].
 //!
+//! **Reachability.** A dialer asks for [`Request::Rendezvous`] instead of a lookup; the
+//! target hears [`Event::Incoming`] at the same time, and both dial each other (hole
+//! punching). When no direct path works, both open a relay stream on their directory
+//! connection ([`RelayMsg`]), which the directory splices; the peer-to-peer protocol
+//! above then runs over it unchanged, plus a sealed key confirmation after the key
+//! shares (there is no TLS between the peers on that path).
+//!
 //! Enum variants are only ever appended, never reordered: bincode encodes the index.
 
 use std::net::SocketAddr;
@@ -27,6 +34,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{PublicKey, Signature, transcript};
+use crate::sealed::SignedPrekey;
 use crate::session::{KeyShare, SealedFrame};
 
 /// Longest session ticket accepted, in bytes.
@@ -81,6 +89,27 @@ pub enum Request {
     /// An administrator's action (see [`AdminRequest`]). Refused with
     /// `Error{NotPermitted}` unless the logged-in user is an administrator.
     Admin(AdminRequest),
+    /// Publishes our prekey for sealed mail (see [`crate::sealed`]); the directory checks
+    /// its signature against the account's identity key and keeps the newest one.
+    PublishPrekey { prekey: SignedPrekey },
+    /// The identity key and prekey of `user`, online or not, for sealing mail to them or
+    /// checking who sealed mail to us. `Reply::Prekey`, or `NotFound`.
+    FetchPrekey { user: String },
+    /// Stores a sealed message for `to` (at most [`crate::sealed::MAX_BLOB`] bytes).
+    /// `Reply::Queued`, `NotFound`, or `Error{MailboxFull}`.
+    Deposit { to: String, blob: Vec<u8> },
+    /// Mail waiting for us, oldest first, as much as fits one reply. `Reply::Mail`.
+    FetchMail,
+    /// We have the mail with these ids: delete it (the senders get a receipt).
+    /// `Reply::MailAcked`.
+    AckMail { ids: Vec<u64> },
+    /// What became of mail we deposited: delivered or expired since we last asked (each
+    /// outcome is reported once). `Reply::Receipts`.
+    MailReceipts,
+    /// We are about to connect to `user`: like `Lookup`, but the directory also tells
+    /// them (`Event::Incoming`) who is coming from where, so both sides send packets at
+    /// once (hole punching). `Reply::Rendezvous`, or `NotFound`.
+    Rendezvous { user: String },
 }
 
 /// Why a login or registration was refused.
@@ -141,6 +170,8 @@ pub enum ErrorCode {
     Internal,
     /// The request needs an administrator (the attempt is audited).
     NotPermitted,
+    /// The recipient's mailbox is full (too many messages or bytes waiting).
+    MailboxFull,
 }
 
 /// One online user, as listed by `Who`.
@@ -249,6 +280,62 @@ pub enum Reply {
     Done {
         message: String,
     },
+    /// Answer to `PublishPrekey`.
+    PrekeyPublished,
+    /// Answer to `FetchPrekey`: the account's identity key, and its prekey if it has
+    /// published one.
+    Prekey {
+        user: String,
+        identity: PublicKey,
+        prekey: Option<SignedPrekey>,
+    },
+    /// Answer to `Deposit`: stored, with this id, until delivered or expired.
+    Queued {
+        id: u64,
+        expires_in_secs: u64,
+    },
+    /// Answer to `FetchMail`: waiting mail, oldest first; `more` when not all of it fit.
+    Mail {
+        items: Vec<MailItem>,
+        more: bool,
+    },
+    /// Answer to `AckMail`: how many of the ids were ours and are now deleted.
+    MailAcked {
+        count: u32,
+    },
+    /// Answer to `MailReceipts`.
+    Receipts {
+        receipts: Vec<MailReceipt>,
+    },
+    /// Answer to `Rendezvous`: where the user is, and the token naming this connection
+    /// attempt on a relay stream ([`RelayMsg::Open`]).
+    Rendezvous {
+        peer: PeerInfo,
+        token: RelayToken,
+        /// Whether to try a direct path at all (`false`: go straight to the relay).
+        direct: bool,
+        /// Whether this directory relays (the operator may have turned it off).
+        relay: bool,
+    },
+}
+
+/// One sealed message waiting for its recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailItem {
+    pub id: u64,
+    /// Unix time it was deposited.
+    pub deposited_at: i64,
+    /// The sealed blob, opaque to the directory.
+    pub blob: Vec<u8>,
+}
+
+/// What became of one message we deposited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailReceipt {
+    pub id: u64,
+    pub to: String,
+    /// `true`: the recipient took it; `false`: it expired undelivered.
+    pub delivered: bool,
 }
 
 /// Something the directory tells a peer without being asked.
@@ -266,6 +353,21 @@ pub enum Event {
     },
     /// A user we watch (or a room-mate) came online or went offline.
     Presence { user: String, online: bool },
+    /// Sealed mail for us was just deposited: fetch it.
+    MailWaiting,
+    /// Mail we deposited was delivered (or expired): ask for `MailReceipts`.
+    MailReceiptsWaiting,
+    /// `from` is about to connect to us (their `Rendezvous`): send packets toward their
+    /// addresses now, from the socket we use for the directory (hole punching), unless
+    /// `direct` is `false`.
+    Incoming {
+        from: PeerInfo,
+        token: RelayToken,
+        direct: bool,
+    },
+    /// `from` found no direct path and waits on the relay: open a relay stream with
+    /// [`RelayMsg::Open`] and this token to take the call.
+    RelayCall { from: String, token: RelayToken },
 }
 
 /// Everything the directory sends on the control stream.
@@ -454,4 +556,63 @@ pub fn login_transcript(nonce: &[u8; 32], user: &str, identity: &PublicKey) -> V
 /// Bytes signed for a ticket login.
 pub fn resume_transcript(nonce: &[u8; 32], user: &str, ticket: &[u8]) -> Vec<u8> {
     transcript("natter-resume-v1", &[nonce, user.as_bytes(), ticket])
+}
+
+/// Names one connection attempt on the relay; made by the directory at `Rendezvous` and
+/// known only to the two peers it was given to.
+pub type RelayToken = [u8; 16];
+
+/// Frames on a relay stream: a new bidirectional stream a logged-in peer opens on its
+/// directory connection. After `Ready` the stream carries the chat's own frames
+/// ([`PeerMsg`]), spliced to the other peer's relay stream byte for byte; the directory
+/// never sees anything but the end-to-end sealed session.
+///
+/// ```text
+/// peer                                directory
+///   Open{token}                 ->    matches both sides of `token`
+///                               <-    Ready{peer} | Refused{reason}
+///   (chat frames, both ways, spliced to the other peer)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayMsg {
+    /// Peer → directory, the stream's first frame: join the relay session of `token`.
+    Open { token: RelayToken },
+    /// Directory → peer: the other side (logged in as `peer`) is there; from now on the
+    /// stream carries the chat.
+    Ready { peer: String },
+    /// Directory → peer: no relay for this stream; it ends.
+    Refused { reason: RelayRefusal },
+}
+
+/// Stream error code the relay resets a peer's relay stream with when the other peer's
+/// side broke without a code of its own (its directory connection was lost, or it stopped
+/// reading for too long). Codes the peers reset their streams with are passed on as they
+/// are.
+pub const RELAY_PEER_LOST: u32 = 0x10;
+
+/// Why the directory did not relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayRefusal {
+    /// The operator turned the relay off.
+    Disabled,
+    /// Relay streams are for logged-in users only.
+    NotLoggedIn,
+    /// The token is unknown, expired, used, or not ours.
+    UnknownToken,
+    /// We (or the relay as a whole) have as many relay sessions open as allowed.
+    TooManySessions,
+    /// The other side did not come to the relay in time.
+    NoAnswer,
+}
+
+impl std::fmt::Display for RelayRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RelayRefusal::Disabled => "the directory does not relay (turned off by its operator)",
+            RelayRefusal::NotLoggedIn => "not logged in",
+            RelayRefusal::UnknownToken => "unknown or expired relay token",
+            RelayRefusal::TooManySessions => "too many relay sessions open",
+            RelayRefusal::NoAnswer => "the other side did not come to the relay",
+        })
+    }
 }

@@ -19,9 +19,11 @@ use proptest::sample::Index;
 use proto::frame::{FrameError, HEADER_LEN, decode, encode, payload_len};
 use proto::identity::{Fingerprint, Identity, PublicKey, Signature, safety_number, transcript};
 use proto::message::{
-    AccountInfo, AdminRequest, ChatPayload, ConnectRefusal, ErrorCode, Event, OnlineUser, PeerInfo,
-    PeerMsg, Refusal, Reply, Request, RoomInfo, RoomMember, RoomTag, ServerMsg,
+    AccountInfo, AdminRequest, ChatPayload, ConnectRefusal, ErrorCode, Event, MailItem,
+    MailReceipt, OnlineUser, PeerInfo, PeerMsg, Refusal, RelayMsg, RelayRefusal, Reply, Request,
+    RoomInfo, RoomMember, RoomTag, ServerMsg,
 };
+use proto::sealed::SignedPrekey;
 use proto::session::{Handshake, KeyShare, Role, SealedFrame, Session, SessionError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -94,6 +96,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         RateLimited,
         Internal,
         NotPermitted,
+        MailboxFull,
     ])
 }
 
@@ -144,7 +147,24 @@ fn request() -> impl Strategy<Value = Request> {
         (prop::collection::vec(text(), 0..5), any::<bool>())
             .prop_map(|(users, everyone)| Request::Watch { users, everyone }),
         admin_request().prop_map(Request::Admin),
+        signed_prekey().prop_map(|prekey| Request::PublishPrekey { prekey }),
+        text().prop_map(|user| Request::FetchPrekey { user }),
+        (text(), bytes()).prop_map(|(to, blob)| Request::Deposit { to, blob }),
+        Just(Request::FetchMail),
+        prop::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Request::AckMail { ids }),
+        Just(Request::MailReceipts),
+        text().prop_map(|user| Request::Rendezvous { user }),
     ]
+}
+
+fn signed_prekey() -> impl Strategy<Value = SignedPrekey> {
+    (any::<[u8; 32]>(), any::<i64>(), signature()).prop_map(|(key, created_at, signature)| {
+        SignedPrekey {
+            key,
+            created_at,
+            signature,
+        }
+    })
 }
 
 fn admin_request() -> impl Strategy<Value = AdminRequest> {
@@ -249,6 +269,50 @@ fn reply() -> impl Strategy<Value = Reply> {
         Just(Reply::Watching),
         prop::collection::vec(account_info(), 0..5).prop_map(Reply::Users),
         text().prop_map(|message| Reply::Done { message }),
+        Just(Reply::PrekeyPublished),
+        (text(), key(), prop::option::of(signed_prekey())).prop_map(|(user, identity, prekey)| {
+            Reply::Prekey {
+                user,
+                identity,
+                prekey,
+            }
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(id, expires_in_secs)| Reply::Queued {
+            id,
+            expires_in_secs
+        }),
+        (
+            prop::collection::vec(
+                (any::<u64>(), any::<i64>(), bytes()).prop_map(|(id, deposited_at, blob)| {
+                    MailItem {
+                        id,
+                        deposited_at,
+                        blob,
+                    }
+                }),
+                0..3
+            ),
+            any::<bool>()
+        )
+            .prop_map(|(items, more)| Reply::Mail { items, more }),
+        any::<u32>().prop_map(|count| Reply::MailAcked { count }),
+        prop::collection::vec(
+            (any::<u64>(), text(), any::<bool>()).prop_map(|(id, to, delivered)| MailReceipt {
+                id,
+                to,
+                delivered
+            }),
+            0..3
+        )
+        .prop_map(|receipts| Reply::Receipts { receipts }),
+        (peer_info(), any::<[u8; 16]>(), any::<bool>(), any::<bool>()).prop_map(
+            |(peer, token, direct, relay)| Reply::Rendezvous {
+                peer,
+                token,
+                direct,
+                relay
+            }
+        ),
     ]
 }
 
@@ -262,6 +326,17 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         }),
         (text(), any::<bool>())
             .prop_map(|(user, online)| ServerMsg::Event(Event::Presence { user, online })),
+        Just(ServerMsg::Event(Event::MailWaiting)),
+        Just(ServerMsg::Event(Event::MailReceiptsWaiting)),
+        (peer_info(), any::<[u8; 16]>(), any::<bool>()).prop_map(|(from, token, direct)| {
+            ServerMsg::Event(Event::Incoming {
+                from,
+                token,
+                direct,
+            })
+        }),
+        (text(), any::<[u8; 16]>())
+            .prop_map(|(from, token)| ServerMsg::Event(Event::RelayCall { from, token })),
     ]
 }
 
@@ -288,6 +363,21 @@ fn peer_msg() -> impl Strategy<Value = PeerMsg> {
                 ciphertext,
             })
         }),
+    ]
+}
+
+fn relay_msg() -> impl Strategy<Value = RelayMsg> {
+    prop_oneof![
+        any::<[u8; 16]>().prop_map(|token| RelayMsg::Open { token }),
+        text().prop_map(|peer| RelayMsg::Ready { peer }),
+        prop::sample::select(vec![
+            RelayRefusal::Disabled,
+            RelayRefusal::NotLoggedIn,
+            RelayRefusal::UnknownToken,
+            RelayRefusal::TooManySessions,
+            RelayRefusal::NoAnswer,
+        ])
+        .prop_map(|reason| RelayMsg::Refused { reason }),
     ]
 }
 
@@ -329,6 +419,13 @@ fn strategies_cover_every_variant(
         | Request::LeaveRoom { .. }
         | Request::ListRooms
         | Request::Watch { .. }
+        | Request::PublishPrekey { .. }
+        | Request::FetchPrekey { .. }
+        | Request::Deposit { .. }
+        | Request::FetchMail
+        | Request::AckMail { .. }
+        | Request::MailReceipts
+        | Request::Rendezvous { .. }
         | Request::Admin(
             AdminRequest::AddUser { .. }
             | AdminRequest::ListUsers
@@ -352,7 +449,14 @@ fn strategies_cover_every_variant(
         | Reply::Rooms { .. }
         | Reply::Watching
         | Reply::Users(_)
-        | Reply::Done { .. } => {}
+        | Reply::Done { .. }
+        | Reply::PrekeyPublished
+        | Reply::Prekey { .. }
+        | Reply::Queued { .. }
+        | Reply::Mail { .. }
+        | Reply::MailAcked { .. }
+        | Reply::Receipts { .. }
+        | Reply::Rendezvous { .. } => {}
     }
     match s {
         ServerMsg::Reply(_)
@@ -360,7 +464,11 @@ fn strategies_cover_every_variant(
             Event::Shutdown { .. }
             | Event::ForcedLogout { .. }
             | Event::RoomChanged { .. }
-            | Event::Presence { .. },
+            | Event::Presence { .. }
+            | Event::MailWaiting
+            | Event::MailReceiptsWaiting
+            | Event::Incoming { .. }
+            | Event::RelayCall { .. },
         ) => {}
     }
     match m {
@@ -391,7 +499,8 @@ fn strategies_cover_every_variant(
         | ErrorCode::BadFrame
         | ErrorCode::RateLimited
         | ErrorCode::Internal
-        | ErrorCode::NotPermitted => {}
+        | ErrorCode::NotPermitted
+        | ErrorCode::MailboxFull => {}
     }
     match connect {
         ConnectRefusal::UnknownInitiator
@@ -497,12 +606,18 @@ proptest! {
     }
 
     #[test]
+    fn relay_msg_wire_format(msg in relay_msg(), extra in extra()) {
+        wire_properties(&msg, &extra)?;
+    }
+
+    #[test]
     fn decode_of_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         decode_is_total::<Request>(&bytes)?;
         decode_is_total::<Reply>(&bytes)?;
         decode_is_total::<ServerMsg>(&bytes)?;
         decode_is_total::<PeerMsg>(&bytes)?;
         decode_is_total::<ChatPayload>(&bytes)?;
+        decode_is_total::<RelayMsg>(&bytes)?;
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Durable state: accounts and session tickets, behind one trait.
+//! Durable state: accounts, session tickets, rooms and sealed mail, behind one trait.
 //!
 //! [`Store`] is what the rest of the directory sees. It is async (every method returns a
 //! boxed future) so that a network database (PostgreSQL) can implement it directly and
@@ -9,15 +9,32 @@
 //! Operations that read-modify-write (a failed login, redeeming a ticket) are single
 //! methods so that each backend can make them atomic.
 
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use proto::PublicKey;
+use proto::sealed::SignedPrekey;
 
 use crate::lockout::{LockState, LockoutPolicy};
+use crate::mailbox::MailboxPolicy;
 use crate::ticket::TicketRecord;
+
+/// Opens the store `config` names: PostgreSQL when `config.database` is set (see
+/// [`postgres`]), else SQLite in the data directory. Runs pending migrations either way.
+pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>, StoreError> {
+    match &config.database {
+        Some(url) => Ok(Arc::new(postgres::PostgresStore::open(&url.0).await?)),
+        None => Ok(Arc::new(
+            sqlite::SqliteStore::open(config.database_path()).await?,
+        )),
+    }
+}
 
 /// What every store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -67,6 +84,47 @@ impl std::fmt::Debug for Account {
             .field("created_at", &self.created_at)
             .finish()
     }
+}
+
+/// A sealed message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMail {
+    pub recipient: String,
+    pub sender: String,
+    pub blob: Vec<u8>,
+    pub deposited_at: i64,
+    pub expires_at: i64,
+}
+
+/// A sealed message waiting for its recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMail {
+    /// Unique and increasing in deposit order; never reused.
+    pub id: u64,
+    pub deposited_at: i64,
+    pub blob: Vec<u8>,
+}
+
+/// What [`Store::deposit_mail`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepositOutcome {
+    Stored {
+        id: u64,
+    },
+    /// Over quota; what already waits.
+    Full {
+        messages: u64,
+        bytes: u64,
+    },
+}
+
+/// What became of one deposited message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReceipt {
+    pub id: u64,
+    pub recipient: String,
+    /// `true`: acknowledged by the recipient; `false`: expired undelivered.
+    pub delivered: bool,
 }
 
 /// Storage for accounts and tickets. See the module docs for the guarantees.
@@ -138,6 +196,45 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every room with its member count, sorted by name.
     fn rooms(&self) -> StoreFuture<'_, Vec<(String, u32)>>;
+
+    /// Stores `prekey` as `user`'s, unless the stored one is newer. `false` if not stored
+    /// (older than the stored one, or no such account).
+    fn set_prekey(&self, user: &str, prekey: SignedPrekey) -> StoreFuture<'_, bool>;
+
+    /// `user`'s published prekey, if any.
+    fn prekey(&self, user: &str) -> StoreFuture<'_, Option<SignedPrekey>>;
+
+    /// Stores a sealed message unless the recipient's waiting mail (unexpired at
+    /// `mail.deposited_at`) would then exceed `policy`'s quota; atomic.
+    fn deposit_mail(&self, mail: NewMail, policy: MailboxPolicy)
+    -> StoreFuture<'_, DepositOutcome>;
+
+    /// Mail waiting for `user` and not expired at `now`, oldest first, at most
+    /// `max_bytes` of blobs (but at least one message); and whether more waits.
+    fn waiting_mail(
+        &self,
+        user: &str,
+        now: i64,
+        max_bytes: usize,
+    ) -> StoreFuture<'_, (Vec<StoredMail>, bool)>;
+
+    /// Deletes the blobs of `user`'s waiting mail among `ids`, keeping a "delivered"
+    /// receipt for each sender until `keep_until`. Returns the senders, one per message
+    /// acknowledged (ids that are not `user`'s waiting mail are ignored).
+    fn ack_mail(
+        &self,
+        user: &str,
+        ids: Vec<u64>,
+        now: i64,
+        keep_until: i64,
+    ) -> StoreFuture<'_, Vec<String>>;
+
+    /// Returns and forgets the receipts for mail `sender` deposited.
+    fn take_receipts(&self, sender: &str) -> StoreFuture<'_, Vec<StoredReceipt>>;
+
+    /// Turns mail expired at `now` into "expired" receipts kept until `keep_until`, and
+    /// deletes receipts expired at `now`. Returns the senders of the newly expired mail.
+    fn expire_mail(&self, now: i64, keep_until: i64) -> StoreFuture<'_, Vec<String>>;
 
     /// Finishes outstanding work and releases the backend. Later calls fail with
     /// [`StoreError::Closed`].

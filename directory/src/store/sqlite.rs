@@ -16,11 +16,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use proto::PublicKey;
+use proto::sealed::SignedPrekey;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Account, Store, StoreError, StoreFuture};
+use super::{
+    Account, DepositOutcome, NewMail, Store, StoreError, StoreFuture, StoredMail, StoredReceipt,
+};
 use crate::lockout::{LockState, LockoutPolicy};
+use crate::mailbox::MailboxPolicy;
 use crate::ticket::{MAX_TICKETS_PER_USER, TicketRecord};
 
 /// File name of the database inside the data directory.
@@ -61,7 +65,37 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (room, user)
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX room_members_by_user ON room_members(user, room);",
+    // 3: sealed mail (see crate::mailbox). A row is waiting mail (state 0, blob set),
+    // then a receipt for its sender (state 1 delivered / 2 expired, blob NULL) until
+    // the sender collects it or it expires. AUTOINCREMENT: ids are never reused, so a
+    // receipt can never be confused with a later message.
+    "CREATE TABLE prekeys (
+        user        TEXT PRIMARY KEY NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        key         BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        signature   BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE mail (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient     TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        sender        TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        state         INTEGER NOT NULL DEFAULT 0,
+        blob          BLOB,
+        size          INTEGER NOT NULL,
+        deposited_at  INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX mail_waiting ON mail(recipient, id) WHERE state = 0;
+    CREATE INDEX mail_receipts ON mail(sender, id) WHERE state != 0;
+    CREATE INDEX mail_expiry ON mail(expires_at);",
 ];
+
+/// `mail.state` of a message waiting for its recipient.
+const MAIL_WAITING: i64 = 0;
+/// `mail.state` of a receipt: delivered.
+const MAIL_DELIVERED: i64 = 1;
+/// `mail.state` of a receipt: expired undelivered.
+const MAIL_EXPIRED: i64 = 2;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -515,6 +549,218 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn set_prekey(&self, user: &str, prekey: SignedPrekey) -> StoreFuture<'_, bool> {
+        let user = user.to_string();
+        Box::pin(self.call(move |conn| {
+            let n = conn
+                .execute(
+                    "INSERT INTO prekeys (user, key, created_at, signature)
+                     SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM accounts WHERE name = ?1)
+                     ON CONFLICT (user) DO UPDATE SET
+                         key = excluded.key, created_at = excluded.created_at,
+                         signature = excluded.signature
+                     WHERE excluded.created_at >= prekeys.created_at",
+                    params![user, prekey.key, prekey.created_at, prekey.signature.0],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn prekey(&self, user: &str) -> StoreFuture<'_, Option<SignedPrekey>> {
+        let user = user.to_string();
+        Box::pin(self.call(move |conn| {
+            conn.query_row(
+                "SELECT key, created_at, signature FROM prekeys WHERE user = ?1",
+                [&user],
+                |r| {
+                    Ok(SignedPrekey {
+                        key: r.get(0)?,
+                        created_at: r.get(1)?,
+                        signature: proto::Signature(r.get(2)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
+        }))
+    }
+
+    fn deposit_mail(
+        &self,
+        mail: NewMail,
+        policy: MailboxPolicy,
+    ) -> StoreFuture<'_, DepositOutcome> {
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let (messages, bytes): (i64, i64) = tx
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mail
+                     WHERE recipient = ?1 AND state = ?2 AND expires_at > ?3",
+                    params![mail.recipient, MAIL_WAITING, mail.deposited_at],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(backend)?;
+            let (messages, bytes) = (messages as u64, bytes as u64);
+            if messages + 1 > u64::from(policy.max_messages)
+                || bytes + mail.blob.len() as u64 > policy.max_bytes
+            {
+                return Ok(DepositOutcome::Full { messages, bytes });
+            }
+            tx.execute(
+                "INSERT INTO mail (recipient, sender, state, blob, size, deposited_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    mail.recipient,
+                    mail.sender,
+                    MAIL_WAITING,
+                    mail.blob,
+                    mail.blob.len() as i64,
+                    mail.deposited_at,
+                    mail.expires_at
+                ],
+            )
+            .map_err(backend)?;
+            let id = tx.last_insert_rowid() as u64;
+            tx.commit().map_err(backend)?;
+            Ok(DepositOutcome::Stored { id })
+        }))
+    }
+
+    fn waiting_mail(
+        &self,
+        user: &str,
+        now: i64,
+        max_bytes: usize,
+    ) -> StoreFuture<'_, (Vec<StoredMail>, bool)> {
+        let user = user.to_string();
+        Box::pin(self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, deposited_at, blob FROM mail
+                     WHERE recipient = ?1 AND state = ?2 AND expires_at > ?3 ORDER BY id",
+                )
+                .map_err(backend)?;
+            let mut rows = stmt
+                .query(params![user, MAIL_WAITING, now])
+                .map_err(backend)?;
+            let (mut out, mut used) = (Vec::new(), 0usize);
+            while let Some(row) = rows.next().map_err(backend)? {
+                let blob: Vec<u8> = row.get(2).map_err(backend)?;
+                if !out.is_empty() && used + blob.len() > max_bytes {
+                    return Ok((out, true));
+                }
+                used += blob.len();
+                out.push(StoredMail {
+                    id: row.get::<_, i64>(0).map_err(backend)? as u64,
+                    deposited_at: row.get(1).map_err(backend)?,
+                    blob,
+                });
+            }
+            Ok((out, false))
+        }))
+    }
+
+    fn ack_mail(
+        &self,
+        user: &str,
+        ids: Vec<u64>,
+        now: i64,
+        keep_until: i64,
+    ) -> StoreFuture<'_, Vec<String>> {
+        let user = user.to_string();
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let mut senders = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE mail SET state = ?3, blob = NULL, expires_at = ?4
+                         WHERE id = ?1 AND recipient = ?2 AND state = ?5 AND expires_at > ?6
+                         RETURNING sender",
+                    )
+                    .map_err(backend)?;
+                for id in ids {
+                    let Ok(id) = i64::try_from(id) else { continue };
+                    let sender: Option<String> = stmt
+                        .query_row(
+                            params![id, user, MAIL_DELIVERED, keep_until, MAIL_WAITING, now],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(backend)?;
+                    senders.extend(sender);
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(senders)
+        }))
+    }
+
+    fn take_receipts(&self, sender: &str) -> StoreFuture<'_, Vec<StoredReceipt>> {
+        let sender = sender.to_string();
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let receipts = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "DELETE FROM mail WHERE sender = ?1 AND state != ?2
+                         RETURNING id, recipient, state",
+                    )
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map(params![sender, MAIL_WAITING], |r| {
+                        Ok(StoredReceipt {
+                            id: r.get::<_, i64>(0)? as u64,
+                            recipient: r.get(1)?,
+                            delivered: r.get::<_, i64>(2)? == MAIL_DELIVERED,
+                        })
+                    })
+                    .map_err(backend)?;
+                let mut v = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+                v.sort_by_key(|r| r.id);
+                v
+            };
+            tx.commit().map_err(backend)?;
+            Ok(receipts)
+        }))
+    }
+
+    fn expire_mail(&self, now: i64, keep_until: i64) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM mail WHERE state != ?1 AND expires_at <= ?2",
+                params![MAIL_WAITING, now],
+            )
+            .map_err(backend)?;
+            let senders = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE mail SET state = ?1, blob = NULL, expires_at = ?2
+                         WHERE state = ?3 AND expires_at <= ?4 RETURNING sender",
+                    )
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map(params![MAIL_EXPIRED, keep_until, MAIL_WAITING, now], |r| {
+                        r.get(0)
+                    })
+                    .map_err(backend)?;
+                rows.collect::<Result<Vec<String>, _>>().map_err(backend)?
+            };
+            tx.commit().map_err(backend)?;
+            Ok(senders)
+        }))
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             // Dropping the last sender ends the thread once queued jobs are done.
@@ -722,6 +968,173 @@ mod tests {
         store.insert_ticket(t4.clone(), now).await.unwrap();
         store.remove_account("ali").await.unwrap();
         assert_eq!(store.ticket(t4.hash).await.unwrap(), None);
+        store.close().await.unwrap();
+    }
+
+    fn mail(to: &str, from: &str, blob: &[u8], now: i64) -> NewMail {
+        NewMail {
+            recipient: to.into(),
+            sender: from.into(),
+            blob: blob.to_vec(),
+            deposited_at: now,
+            expires_at: now + 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn mail_is_queued_in_order_within_quota_acked_once_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let store = SqliteStore::open(&path).await.unwrap();
+        for name in ["ali", "bianca", "chloe"] {
+            store.create_account(account(name)).await.unwrap();
+        }
+        let policy = MailboxPolicy {
+            max_messages: 3,
+            max_bytes: 100,
+            ..MailboxPolicy::default()
+        };
+        let now = 1_000;
+        let mut ids = Vec::new();
+        for i in 0..3u8 {
+            match store
+                .deposit_mail(mail("bianca", "ali", &[i; 10], now), policy)
+                .await
+                .unwrap()
+            {
+                DepositOutcome::Stored { id } => ids.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            store
+                .deposit_mail(mail("bianca", "ali", &[9; 10], now), policy)
+                .await
+                .unwrap(),
+            DepositOutcome::Full {
+                messages: 3,
+                bytes: 30
+            },
+            "count quota"
+        );
+        assert_eq!(
+            store
+                .deposit_mail(mail("chloe", "ali", &[9; 101], now), policy)
+                .await
+                .unwrap(),
+            DepositOutcome::Full {
+                messages: 0,
+                bytes: 0
+            },
+            "byte quota"
+        );
+        // Survives a reopen; batches by bytes, oldest first.
+        store.close().await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (batch, more) = store.waiting_mail("bianca", now, 15).await.unwrap();
+        assert!(more);
+        assert_eq!(batch.len(), 1);
+        let (all, more) = store.waiting_mail("bianca", now, 1000).await.unwrap();
+        assert!(!more);
+        assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+        assert_eq!(all[2].blob, vec![2u8; 10]);
+        assert!(
+            store
+                .waiting_mail("ali", now, 1000)
+                .await
+                .unwrap()
+                .0
+                .is_empty()
+        );
+
+        // Only the recipient acks, and only once.
+        assert!(
+            store
+                .ack_mail("chloe", ids.clone(), now, now + 500)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .ack_mail("bianca", vec![ids[0], ids[1]], now, now + 500)
+                .await
+                .unwrap(),
+            ["ali", "ali"]
+        );
+        assert!(
+            store
+                .ack_mail("bianca", vec![ids[0]], now, now + 500)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let left = store.waiting_mail("bianca", now, 1000).await.unwrap().0;
+        assert_eq!(left.len(), 1);
+
+        // The third expires: never handed out after that, and its sender hears of it.
+        assert!(
+            store
+                .waiting_mail("bianca", now + 100, 1000)
+                .await
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert_eq!(
+            store.expire_mail(now + 100, now + 200).await.unwrap(),
+            ["ali"]
+        );
+        let receipts = store.take_receipts("ali").await.unwrap();
+        assert_eq!(
+            receipts,
+            [
+                StoredReceipt {
+                    id: ids[0],
+                    recipient: "bianca".into(),
+                    delivered: true
+                },
+                StoredReceipt {
+                    id: ids[1],
+                    recipient: "bianca".into(),
+                    delivered: true
+                },
+                StoredReceipt {
+                    id: ids[2],
+                    recipient: "bianca".into(),
+                    delivered: false
+                },
+            ]
+        );
+        assert!(
+            store.take_receipts("ali").await.unwrap().is_empty(),
+            "reported once"
+        );
+        // An acked id is not reused.
+        let DepositOutcome::Stored { id } = store
+            .deposit_mail(mail("bianca", "ali", b"x", now), policy)
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(id > ids[2]);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn newer_prekey_replaces_older_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join(DB_FILE)).await.unwrap();
+        store.create_account(account("ali")).await.unwrap();
+        let id = proto::Identity::generate();
+        let make = |at| SignedPrekey::sign(&id, "ali", &proto::sealed::StaticSecret::random(), at);
+        let (old, new) = (make(10), make(20));
+        assert!(store.set_prekey("ali", new.clone()).await.unwrap());
+        assert!(!store.set_prekey("ali", old).await.unwrap());
+        assert_eq!(store.prekey("ali").await.unwrap(), Some(new));
+        assert!(!store.set_prekey("nobody", make(30)).await.unwrap());
+        assert_eq!(store.prekey("nobody").await.unwrap(), None);
         store.close().await.unwrap();
     }
 

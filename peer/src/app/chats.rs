@@ -9,23 +9,90 @@
 //! may hold messages in flight.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::message::{ConnectRefusal, PeerInfo, RoomTag};
+use std::sync::atomic::Ordering;
+
+use proto::message::{ConnectRefusal, PeerInfo, RelayToken, RoomTag};
 use proto::{Identity, PublicKey};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 
 use super::{App, MAX_QUEUED_LINES, OpenChat, Outgoing, Report};
 use crate::alerts::Alert;
-use crate::chat::{self, ChatEvent, ChatEvents, ChatHandle, EndReason};
-use crate::endpoint;
+use crate::chat::{self, ChatEvent, ChatEvents, ChatHandle, EndReason, Transport};
 use crate::link::Link;
 use crate::pins::{PinCheck, Pins};
+use crate::reach::{self, Punches, ReachOptions};
 use crate::ui::{Direction, Note};
 
 /// How long one send may wait for a peer's session to take the message.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a task that opens sessions (dialing, or taking a call) needs from the app.
+#[derive(Clone)]
+struct Opener {
+    link: Arc<Link>,
+    endpoint: quinn::Endpoint,
+    identity: Arc<Identity>,
+    pins: Arc<Mutex<Pins>>,
+    me: String,
+    tx: mpsc::Sender<Report>,
+    punches: Punches,
+    reach: ReachOptions,
+}
+
+/// A call to answer: a connection (one that called us, or one we made while punching
+/// towards a dialer), or a paired relay stream.
+enum Call {
+    Direct(quinn::Connection),
+    Relayed(Transport),
+}
+
+impl Opener {
+    /// Answers a call: checks the caller (directory, pins, key), and reports the session
+    /// or the refusal. A connection the dialer dropped because another path won is
+    /// nothing to report.
+    async fn take_call(&self, call: Call) {
+        let lookup =
+            async |claimed: &str| self.link.lookup(claimed).await.map_err(|e| e.to_string());
+        let pin_check = |claimed: &str, key: &PublicKey| match self
+            .pins
+            .lock()
+            .map(|p| p.check(claimed, key))
+        {
+            Ok(PinCheck::Changed { .. }) => Err(ConnectRefusal::PinnedKeyChanged),
+            _ => Ok(()),
+        };
+        let (result, duplicate) = match call {
+            Call::Direct(conn) => {
+                let watch = conn.clone();
+                let result = chat::accept(conn, &self.identity, &self.me, lookup, pin_check).await;
+                (result, reach::is_duplicate(&watch))
+            }
+            Call::Relayed(transport) => (
+                chat::accept_over(transport, &self.identity, &self.me, lookup, pin_check).await,
+                false,
+            ),
+        };
+        let report = match result {
+            Ok((handle, events)) => Report::Opened {
+                handle,
+                events,
+                direction: Direction::Incoming,
+            },
+            Err(e) if duplicate && e.claimed().is_none() => {
+                tracing::debug!(error = %e, "unused path closed by the dialer");
+                return;
+            }
+            Err(e) => Report::IncomingRefused {
+                peer: e.claimed().map(str::to_string),
+                reason: e.to_string(),
+            },
+        };
+        let _ = self.tx.send(report).await;
+    }
+}
 
 impl App {
     /// Opens a chat with `peer` at the user's request (it becomes the current chat).
@@ -58,47 +125,87 @@ impl App {
             return;
         }
         self.dialing.insert(peer.clone(), foreground);
-        let (link, endpoint, identity, pins, me, tx) = (
-            self.link.clone(),
-            self.endpoint.clone(),
-            self.identity.clone(),
-            self.pins.clone(),
-            self.me.clone(),
-            self.tx.clone(),
-        );
+        let o = self.opener();
         self.tasks.spawn(async move {
-            let report =
-                match dial(&link, &endpoint, &identity, &pins, &me, &peer, !foreground).await {
-                    Ok((handle, events)) => Report::Opened {
-                        handle,
-                        events,
-                        direction: Direction::Outgoing,
-                    },
-                    Err(reason) => Report::ConnectFailed { peer, reason },
-                };
-            let _ = tx.send(report).await;
+            let report = match dial(&o, &peer, !foreground).await {
+                Ok((handle, events)) => Report::Opened {
+                    handle,
+                    events,
+                    direction: Direction::Outgoing,
+                },
+                Err(reason) => Report::ConnectFailed { peer, reason },
+            };
+            let _ = o.tx.send(report).await;
+        });
+    }
+
+    /// What a task that opens sessions needs from the app.
+    fn opener(&self) -> Opener {
+        Opener {
+            link: self.link.clone(),
+            endpoint: self.endpoint.clone(),
+            identity: self.identity.clone(),
+            pins: self.pins.clone(),
+            me: self.me.clone(),
+            tx: self.tx.clone(),
+            punches: self.punches.clone(),
+            reach: self.reach.clone(),
+        }
+    }
+
+    /// Sets how long dials try direct paths before the relay (instead of the default or
+    /// `PEER_DIRECT_TIMEOUT_MS`).
+    pub fn with_reach(mut self, reach: ReachOptions) -> Self {
+        self.reach = reach;
+        self
+    }
+
+    /// The directory says `from` is about to connect to us: dial their addresses now
+    /// (hole punching), and answer on whichever connection completes.
+    pub(super) fn incoming(&mut self, from: PeerInfo, direct: bool) {
+        if !direct || from.user == self.me {
+            return;
+        }
+        let running = self.punching.fetch_add(1, Ordering::Relaxed);
+        if running >= reach::MAX_PUNCHES {
+            self.punching.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(from = %from.user, "too many punching attempts running; not punching");
+            return;
+        }
+        let (o, punching) = (self.opener(), self.punching.clone());
+        self.tasks.spawn(async move {
+            let conn = reach::punch(&o.endpoint, &o.identity, &from).await;
+            punching.fetch_sub(1, Ordering::Relaxed);
+            if let Some(conn) = conn {
+                o.take_call(Call::Direct(conn)).await;
+            }
+        });
+    }
+
+    /// `from` found no direct path and waits on the relay: open our relay stream and
+    /// answer the call on it.
+    pub(super) fn relay_call(&mut self, from: String, token: RelayToken) {
+        let o = self.opener();
+        self.tasks.spawn(async move {
+            match o.link.open_relay(token).await {
+                Ok(stream) => o.take_call(Call::Relayed(Transport::relayed(stream))).await,
+                Err(e) => {
+                    let report = Report::IncomingRefused {
+                        peer: Some(from),
+                        reason: format!("could not take the relayed call: {e}"),
+                    };
+                    let _ = o.tx.send(report).await;
+                }
+            }
         });
     }
 
     /// Takes every call that arrives on the endpoint, each in a task of its own.
     pub(super) fn spawn_accept_loop(&mut self) {
-        let (link, endpoint, identity, pins, me, tx) = (
-            self.link.clone(),
-            self.endpoint.clone(),
-            self.identity.clone(),
-            self.pins.clone(),
-            self.me.clone(),
-            self.tx.clone(),
-        );
+        let opener = self.opener();
         self.tasks.spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                let (link, identity, pins, me, tx) = (
-                    link.clone(),
-                    identity.clone(),
-                    pins.clone(),
-                    me.clone(),
-                    tx.clone(),
-                );
+            while let Some(incoming) = opener.endpoint.accept().await {
+                let o = opener.clone();
                 tokio::spawn(async move {
                     let conn = match incoming.await {
                         Ok(c) => c,
@@ -107,27 +214,12 @@ impl App {
                             return;
                         }
                     };
-                    let lookup =
-                        async |claimed: &str| link.lookup(claimed).await.map_err(|e| e.to_string());
-                    let pin_check = |claimed: &str, key: &PublicKey| match pins
-                        .lock()
-                        .map(|p| p.check(claimed, key))
-                    {
-                        Ok(PinCheck::Changed { .. }) => Err(ConnectRefusal::PinnedKeyChanged),
-                        _ => Ok(()),
-                    };
-                    let report = match chat::accept(conn, &identity, &me, lookup, pin_check).await {
-                        Ok((handle, events)) => Report::Opened {
-                            handle,
-                            events,
-                            direction: Direction::Incoming,
-                        },
-                        Err(e) => Report::IncomingRefused {
-                            peer: e.claimed().map(str::to_string),
-                            reason: e.to_string(),
-                        },
-                    };
-                    let _ = tx.send(report).await;
+                    if reach::is_punch(&conn) {
+                        // Made by a peer we are dialing: it belongs to that dial.
+                        o.punches.deliver(conn);
+                        return;
+                    }
+                    o.take_call(Call::Direct(conn)).await;
                 });
             }
         });
@@ -143,7 +235,13 @@ impl App {
                 reason: reason.clone(),
             });
         }
+        // Private messages go to the peer's sealed mailbox at the directory instead (the
+        // outbox reports each one queued or not sent); room messages are undelivered.
         for out in waiting {
+            if out.room.is_none() {
+                self.mail(&peer, out.text);
+                continue;
+            }
             self.show(Note::Undelivered {
                 peer: peer.clone(),
                 text: out.display(),
@@ -165,6 +263,7 @@ impl App {
     ) {
         let peer = handle.peer().to_string();
         let key = handle.peer_key();
+        let path = handle.path().clone();
         let foreground = match direction {
             Direction::Outgoing => self.dialing.remove(&peer).unwrap_or(false),
             Direction::Incoming => false,
@@ -204,6 +303,7 @@ impl App {
             direction,
             current,
             background,
+            path,
         });
         for out in self.outbox.remove(&peer).unwrap_or_default() {
             self.deliver(&peer, out.text, out.room).await;
@@ -271,8 +371,17 @@ impl App {
             room: room.clone(),
         }
         .display();
+        let private = room.is_none();
         match tokio::time::timeout(SEND_TIMEOUT, handle.send_tagged(&text, room)).await {
             Ok(Ok(msg_id)) => {
+                if private {
+                    self.record(
+                        &peer,
+                        crate::history::Direction::Out,
+                        &text,
+                        super::now_ms(),
+                    );
+                }
                 if let Some(chat) = self.chats.get_mut(&id) {
                     chat.unacked.insert(msg_id, display);
                 }
@@ -327,6 +436,7 @@ impl App {
                         self.show(Note::Switched { peer: peer.clone() });
                     }
                 }
+                self.record(&peer, crate::history::Direction::In, &text, super::now_ms());
                 self.show(Note::Message {
                     peer,
                     id: msg_id,
@@ -389,22 +499,17 @@ impl App {
     }
 }
 
-/// Looks `peer` up, checks the pin, dials their addresses and opens the session.
+/// Asks for a rendezvous with `peer`, checks the pin, and opens the session: direct if
+/// a path completes in time, else relayed (see [`crate::reach`]).
 async fn dial(
-    link: &Link,
-    endpoint: &quinn::Endpoint,
-    identity: &Identity,
-    pins: &Mutex<Pins>,
-    me: &str,
+    o: &Opener,
     peer: &str,
     background: bool,
 ) -> Result<(ChatHandle, ChatEvents), String> {
-    let info: PeerInfo = match link.lookup(peer).await {
-        Ok(Some(info)) => info,
-        Ok(None) => return Err(format!("{peer} is not online")),
-        Err(e) => return Err(e.to_string()),
-    };
-    let check = pins
+    let rv = reach::rendezvous(&o.link, peer).await?;
+    let info: &PeerInfo = &rv.peer;
+    let check = o
+        .pins
         .lock()
         .map(|p| p.check(peer, &info.identity))
         .map_err(|_| "pin store poisoned".to_string())?;
@@ -416,33 +521,15 @@ async fn dial(
             info.identity.fingerprint().short()
         ));
     }
-    let conn = dial_any(endpoint, identity, &info).await?;
-    chat::initiate_with(conn, identity, me, &info, background)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Dials every address the directory gave for the peer at once; the first verified
-/// handshake wins.
-async fn dial_any(
-    endpoint: &quinn::Endpoint,
-    identity: &Identity,
-    info: &PeerInfo,
-) -> Result<quinn::Connection, String> {
-    let config = endpoint::client_config(Some(identity), Some(info.identity), proto::ALPN_PEER)
-        .map_err(|e| e.to_string())?;
-    let mut attempts = JoinSet::new();
-    for addr in info.all_addresses() {
-        let (endpoint, config) = (endpoint.clone(), config.clone());
-        attempts.spawn(async move { endpoint::dial(&endpoint, config, addr).await });
-    }
-    let mut last = String::from("no address to dial");
-    while let Some(result) = attempts.join_next().await {
-        match result {
-            Ok(Ok(conn)) => return Ok(conn),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
+    reach::open(
+        &o.link,
+        &o.endpoint,
+        &o.identity,
+        &o.me,
+        &rv,
+        background,
+        &o.punches,
+        &o.reach,
+    )
+    .await
 }

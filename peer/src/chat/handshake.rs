@@ -1,29 +1,44 @@
 //! Setting a chat up: the connect request, the acceptor's checks, the key exchange.
 //!
-//! The dialer already pinned the acceptor's key in TLS (it got the key from its own
-//! lookup). The acceptor only knows *some* ed25519 key dialed it; it learns whose by
-//! looking the claimed name up at the directory itself ([`verify_initiator`]) and then
-//! applying the user's pins. Every step is bounded by [`HANDSHAKE_TIMEOUT`]; any failure
-//! closes the connection with a code and a reason the other side can show.
+//! On a direct path the dialer already pinned the acceptor's key in TLS (it got the key
+//! from its own lookup). The acceptor only knows *some* ed25519 key dialed it; it learns
+//! whose by looking the claimed name up at the directory itself ([`verify_initiator`])
+//! and then applying the user's pins.
+//!
+//! On a relayed path there is no TLS between the peers. The acceptor checks that the
+//! claimed name is the user the directory paired it with, looks the name up, applies the
+//! pins to the key the directory gives ([`verify_relayed_initiator`]; the address check
+//! is skipped, since the chat comes through the directory), and the end-to-end key
+//! exchange then proves the key: each key share is signed by its sender's identity key
+//! over both identity keys, and each side checks the other's against the key it looked
+//! up (dialer) or was given for the claimed name (acceptor). Both sides then exchange a
+//! sealed confirmation ([`CONFIRMATION`]) before the chat counts as open, so a key share
+//! replayed from an earlier session (by the relay, say) is refused too: only the holder
+//! of the matching ephemeral secret can seal it.
+//!
+//! Every step is bounded by [`HANDSHAKE_TIMEOUT`]; any failure ends the transport with a
+//! code (and, direct, a reason) the other side can show.
 
 use std::net::SocketAddr;
 
 use proto::frame::{self, FrameError};
 use proto::message::{ConnectRefusal, PeerInfo, PeerMsg};
-use proto::session::{Handshake, Role, Session};
+use proto::session::{Handshake, Role, Session, SessionError};
 use proto::{Identity, PublicKey};
 use tokio::time::timeout;
 
+use super::transport::{Carrier, CloseInfo, Path, Transport, relay_code_text};
 use super::{
     CLOSE_TIMEOUT, CODE_ABORT, CODE_REFUSED, CODE_TIMEOUT, CODE_VIOLATION, ChatError, ChatEvents,
     ChatHandle, HANDSHAKE_TIMEOUT, application_close_text, close_reason_bytes, session,
 };
 use crate::endpoint;
 
+/// The plaintext both sides seal first on a relayed path: key confirmation.
+pub const CONFIRMATION: &[u8] = b"natter-relayed-key-confirmation-v1";
+
 /// A chat that passed its handshake, ready to run.
 pub(super) struct Established {
-    pub send: quinn::SendStream,
-    pub recv: quinn::RecvStream,
     pub session: Session,
     pub peer: String,
     pub peer_key: PublicKey,
@@ -49,6 +64,9 @@ pub async fn initiate(
 
 /// Like [`initiate`]; with `background`, the session is for room messages or a quick
 /// message and the acceptor is asked not to make it its current chat.
+///
+/// `conn` may also be a connection the other peer dialed to us while punching through
+/// NATs: either way its TLS handshake must have proven `peer.identity`.
 pub async fn initiate_with(
     conn: quinn::Connection,
     identity: &Identity,
@@ -56,17 +74,63 @@ pub async fn initiate_with(
     peer: &PeerInfo,
     background: bool,
 ) -> Result<(ChatHandle, ChatEvents), ChatError> {
-    match dial(&conn, identity, me, peer, background).await {
-        Ok(established) => Ok(session::start(conn, established)),
+    let carrier = Carrier::Direct(conn.clone());
+    let opened = async {
+        if endpoint::remote_key(&conn) != Some(peer.identity) {
+            return Err(ChatError::WrongKey);
+        }
+        match timeout(HANDSHAKE_TIMEOUT, conn.open_bi()).await {
+            Err(_) => Err(ChatError::Timeout("a stream to open")),
+            Ok(Err(e)) => Err(connection_error(CloseInfo::Quic(e))),
+            Ok(Ok(streams)) => Ok(streams),
+        }
+    }
+    .await;
+    match opened {
+        Ok((send, recv)) => {
+            let transport = Transport {
+                send,
+                recv,
+                carrier,
+                path: Path::Direct {
+                    remote: conn.remote_address(),
+                    tls_key: peer.identity,
+                },
+                partner: None,
+            };
+            initiate_over(transport, identity, me, peer, background).await
+        }
         Err(e) => {
-            close_after(&conn, &e);
+            close_after(&carrier, &e);
+            Err(e)
+        }
+    }
+}
+
+/// Dialer side over any transport (a direct stream, or a relay stream from
+/// [`crate::directory_client::DirectoryClient::open_relay`]). `peer.identity` must be
+/// the key we looked up and checked against our pins: on a relayed path it is what the
+/// acceptor's key share is verified against.
+pub async fn initiate_over(
+    mut transport: Transport,
+    identity: &Identity,
+    me: &str,
+    peer: &PeerInfo,
+    background: bool,
+) -> Result<(ChatHandle, ChatEvents), ChatError> {
+    match dial(&mut transport, identity, me, peer, background).await {
+        Ok(established) => Ok(session::start(transport, established)),
+        Err(e) => {
+            close_after(&transport.carrier, &e);
+            transport.end_streams();
             Err(e)
         }
     }
 }
 
 /// Acceptor side: answers the chat request arriving on `conn` (from our endpoint's
-/// `accept`), introducing ourselves as `me`.
+/// `accept`, or a connection we dialed to punch through NATs), introducing ourselves as
+/// `me`.
 ///
 /// `lookup` asks the directory about the claimed initiator (`Ok(None)`: not known / not
 /// logged in; `Err`: the directory could not be asked). `pin_check` then applies the
@@ -84,10 +148,58 @@ where
     L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
     P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
 {
-    match answer(&conn, identity, me, lookup, pin_check).await {
-        Ok(established) => Ok(session::start(conn, established)),
+    let carrier = Carrier::Direct(conn.clone());
+    let opened = async {
+        let key = endpoint::remote_key(&conn).ok_or_else(|| {
+            ChatError::Protocol("the dialer presented no ed25519 certificate".into())
+        })?;
+        match timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
+            Err(_) => Err(ChatError::Timeout("the dialer to open a stream")),
+            Ok(Err(e)) => Err(connection_error(CloseInfo::Quic(e))),
+            Ok(Ok((send, recv))) => Ok((key, send, recv)),
+        }
+    }
+    .await;
+    match opened {
+        Ok((key, send, recv)) => {
+            let transport = Transport {
+                send,
+                recv,
+                carrier,
+                path: Path::Direct {
+                    remote: conn.remote_address(),
+                    tls_key: key,
+                },
+                partner: None,
+            };
+            accept_over(transport, identity, me, lookup, pin_check).await
+        }
         Err(e) => {
-            close_after(&conn, &e);
+            close_after(&carrier, &e);
+            Err(e)
+        }
+    }
+}
+
+/// Acceptor side over any transport (see [`accept`] for `lookup` and `pin_check`). On a
+/// relayed path the initiator's key is the one the directory gives for the claimed name,
+/// and its key share must be signed by it.
+pub async fn accept_over<L, P>(
+    mut transport: Transport,
+    identity: &Identity,
+    me: &str,
+    lookup: L,
+    pin_check: P,
+) -> Result<(ChatHandle, ChatEvents), ChatError>
+where
+    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
+    P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
+{
+    match answer(&mut transport, identity, me, lookup, pin_check).await {
+        Ok(established) => Ok(session::start(transport, established)),
+        Err(e) => {
+            close_after(&transport.carrier, &e);
+            transport.end_streams();
             Err(e)
         }
     }
@@ -97,9 +209,25 @@ where
 /// [`ConnectRefusal::Busy`] when the app has too many chats open.
 pub async fn refuse(conn: quinn::Connection, reason: ConnectRefusal) {
     if let Ok(Ok((mut send, _recv))) = timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
-        send_refusal(&conn, &mut send, &reason).await;
+        let refused = PeerMsg::Refused {
+            reason: reason.clone(),
+        };
+        let _ = timeout(CLOSE_TIMEOUT, frame::write_frame(&mut send, &refused)).await;
+        let _ = send.finish();
+        // The dialer closes once it has read it; our close could overtake the reply.
+        let _ = timeout(CLOSE_TIMEOUT, conn.closed()).await;
     }
     conn.close(CODE_REFUSED, close_reason_bytes(&reason.to_string()));
+}
+
+/// Refuses a chat request arriving on a relay stream, e.g. with
+/// [`ConnectRefusal::Busy`]: says why and finishes the stream.
+pub async fn refuse_over(mut transport: Transport, reason: ConnectRefusal) {
+    send_refusal(&mut transport, &reason).await;
+    transport
+        .carrier
+        .close(CODE_REFUSED, close_reason_bytes(&reason.to_string()));
+    transport.end_streams();
 }
 
 /// The acceptor's decision about a connect request, given what the directory said about
@@ -133,6 +261,22 @@ pub fn verify_initiator(
     Ok(())
 }
 
+/// The acceptor's decision about a connect request on a relayed path: the claimed name
+/// must be the user the directory paired us with (`partner`) and known to the directory
+/// (`info`). Returns the key the initiator's key share must then be signed with. There
+/// is no address to check: the chat comes through the directory.
+pub fn verify_relayed_initiator(
+    claimed: &str,
+    partner: &str,
+    info: Option<&PeerInfo>,
+) -> Result<PublicKey, ConnectRefusal> {
+    let info = info.ok_or(ConnectRefusal::UnknownInitiator)?;
+    if info.user != claimed || partner != claimed {
+        return Err(ConnectRefusal::UnknownInitiator);
+    }
+    Ok(info.identity)
+}
+
 /// An address in the form used for comparisons: IPv4-mapped IPv6 becomes IPv4, and IPv6
 /// flow labels and scope ids are dropped (only address and port identify a peer).
 pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
@@ -141,27 +285,19 @@ pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
 }
 
 async fn dial(
-    conn: &quinn::Connection,
+    t: &mut Transport,
     identity: &Identity,
     me: &str,
     peer: &PeerInfo,
     background: bool,
 ) -> Result<Established, ChatError> {
-    if endpoint::remote_key(conn) != Some(peer.identity) {
-        return Err(ChatError::WrongKey);
-    }
-    let (mut send, mut recv) = match timeout(HANDSHAKE_TIMEOUT, conn.open_bi()).await {
-        Err(_) => return Err(ChatError::Timeout("a stream to open")),
-        Ok(Err(e)) => return Err(connection_error(e)),
-        Ok(Ok(streams)) => streams,
-    };
     let connect = PeerMsg::Connect {
         version: proto::PROTOCOL_VERSION,
         initiator: me.to_owned(),
         background,
     };
-    write_msg(conn, &mut send, &connect, "our connect request to be sent").await?;
-    match read_msg(conn, &mut recv, "the answer to our connect request").await? {
+    write_msg(t, &connect, "our connect request to be sent").await?;
+    match read_msg(t, "the answer to our connect request").await? {
         PeerMsg::Accepted { user } if user == peer.user => {}
         PeerMsg::Accepted { user } => {
             return Err(ChatError::Protocol(format!(
@@ -173,18 +309,8 @@ async fn dial(
         PeerMsg::Refused { reason } => return Err(ChatError::Refused(reason)),
         other => return Err(unexpected(&other, "the answer to a connect request")),
     }
-    let session = exchange_keys(
-        conn,
-        &mut send,
-        &mut recv,
-        identity,
-        Role::Initiator,
-        peer.identity,
-    )
-    .await?;
+    let session = exchange_keys(t, identity, Role::Initiator, peer.identity).await?;
     Ok(Established {
-        send,
-        recv,
         session,
         peer: peer.user.clone(),
         peer_key: peer.identity,
@@ -194,7 +320,7 @@ async fn dial(
 }
 
 async fn answer<L, P>(
-    conn: &quinn::Connection,
+    t: &mut Transport,
     identity: &Identity,
     me: &str,
     lookup: L,
@@ -204,39 +330,32 @@ where
     L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
     P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
 {
-    let key = endpoint::remote_key(conn)
-        .ok_or_else(|| ChatError::Protocol("the dialer presented no ed25519 certificate".into()))?;
-    let (mut send, mut recv) = match timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
-        Err(_) => return Err(ChatError::Timeout("the dialer to open a stream")),
-        Ok(Err(e)) => return Err(connection_error(e)),
-        Ok(Ok(streams)) => streams,
+    let (version, claimed, background) = match read_msg(t, "a connect request").await? {
+        PeerMsg::Connect {
+            version,
+            initiator,
+            background,
+        } => (version, initiator, background),
+        other => return Err(unexpected(&other, "a connect request")),
     };
-    let (version, claimed, background) =
-        match read_msg(conn, &mut recv, "a connect request").await? {
-            PeerMsg::Connect {
-                version,
-                initiator,
-                background,
-            } => (version, initiator, background),
-            other => return Err(unexpected(&other, "a connect request")),
-        };
-    let decision = decide(conn, version, &claimed, &key, lookup, pin_check).await;
-    if let Err(reason) = decision {
-        tracing::info!(claimed = %printable(&claimed), %reason, "refusing chat");
-        send_refusal(conn, &mut send, &reason).await;
-        return Err(ChatError::RefusedIncoming {
-            claimed: printable(&claimed),
-            reason,
-        });
-    }
+    let decision = decide(t, version, &claimed, lookup, pin_check).await;
+    let key = match decision {
+        Ok(key) => key,
+        Err(reason) => {
+            tracing::info!(claimed = %printable(&claimed), %reason, "refusing chat");
+            send_refusal(t, &reason).await;
+            return Err(ChatError::RefusedIncoming {
+                claimed: printable(&claimed),
+                reason,
+            });
+        }
+    };
     let accepted = PeerMsg::Accepted {
         user: me.to_owned(),
     };
-    write_msg(conn, &mut send, &accepted, "our acceptance to be sent").await?;
-    let session = exchange_keys(conn, &mut send, &mut recv, identity, Role::Acceptor, key).await?;
+    write_msg(t, &accepted, "our acceptance to be sent").await?;
+    let session = exchange_keys(t, identity, Role::Acceptor, key).await?;
     Ok(Established {
-        send,
-        recv,
         session,
         peer: claimed,
         peer_key: key,
@@ -245,15 +364,15 @@ where
     })
 }
 
-/// Everything the acceptor checks, in order: version, name syntax, directory, pin.
+/// Everything the acceptor checks, in order: version, name syntax, directory (name, key,
+/// address or relay partner), pin. Returns the initiator's key.
 async fn decide<L, P>(
-    conn: &quinn::Connection,
+    t: &Transport,
     version: u32,
     claimed: &str,
-    key: &PublicKey,
     lookup: L,
     pin_check: P,
-) -> Result<(), ConnectRefusal>
+) -> Result<PublicKey, ConnectRefusal>
 where
     L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
     P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
@@ -263,6 +382,10 @@ where
     }
     if proto::names::check_username(claimed).is_err() {
         // Not a name anyone can have; do not bother the directory with it.
+        return Err(ConnectRefusal::UnknownInitiator);
+    }
+    if t.partner.as_deref().is_some_and(|p| p != claimed) {
+        // The directory paired us with someone else than who speaks: no need to ask it.
         return Err(ConnectRefusal::UnknownInitiator);
     }
     let info = match timeout(HANDSHAKE_TIMEOUT, lookup(claimed)).await {
@@ -276,105 +399,148 @@ where
             return Err(ConnectRefusal::DirectoryUnavailable);
         }
     };
-    verify_initiator(claimed, key, conn.remote_address(), info.as_ref())?;
-    pin_check(claimed, key)
+    let key = match &t.path {
+        Path::Direct { remote, tls_key } => {
+            verify_initiator(claimed, tls_key, *remote, info.as_ref())?;
+            *tls_key
+        }
+        Path::Relayed { .. } => {
+            let partner = t.partner.as_deref().unwrap_or_default();
+            let key = verify_relayed_initiator(claimed, partner, info.as_ref())?;
+            tracing::debug!(
+                %claimed,
+                "relayed chat: address check skipped; the key share must be signed by the directory's key"
+            );
+            key
+        }
+    };
+    pin_check(claimed, &key)?;
+    Ok(key)
 }
 
-/// Sends both key shares and derives the end-to-end session.
+/// Sends both key shares and derives the end-to-end session; on a relayed path, also
+/// exchanges sealed confirmations.
 async fn exchange_keys(
-    conn: &quinn::Connection,
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
+    t: &mut Transport,
     identity: &Identity,
     role: Role,
     peer_key: PublicKey,
 ) -> Result<Session, ChatError> {
     let (handshake, ours) = Handshake::start(identity, role, peer_key);
-    write_msg(
-        conn,
-        send,
-        &PeerMsg::KeyShare(ours),
-        "our key share to be sent",
-    )
-    .await?;
-    let theirs = match read_msg(conn, recv, "the other side's key share").await? {
+    write_msg(t, &PeerMsg::KeyShare(ours), "our key share to be sent").await?;
+    let theirs = match read_msg(t, "the other side's key share").await? {
         PeerMsg::KeyShare(share) => share,
         other => return Err(unexpected(&other, "a key share")),
     };
-    Ok(handshake.finish(&theirs)?)
+    let mut session = handshake.finish(&theirs)?;
+    if t.path.is_relayed() {
+        let confirmation = session.sealer.seal(CONFIRMATION)?;
+        write_msg(
+            t,
+            &PeerMsg::Sealed(confirmation),
+            "our key confirmation to be sent",
+        )
+        .await?;
+        let theirs = match read_msg(t, "the other side's key confirmation").await? {
+            PeerMsg::Sealed(sealed) => sealed,
+            other => return Err(unexpected(&other, "a key confirmation")),
+        };
+        if session.opener.open(&theirs)? != CONFIRMATION {
+            return Err(ChatError::Handshake(SessionError::Tampered));
+        }
+    }
+    Ok(session)
 }
 
-/// Sends a refusal and lets the dialer close the connection once it has read it (our own
-/// close could overtake the reply), waiting at most [`CLOSE_TIMEOUT`].
-async fn send_refusal(
-    conn: &quinn::Connection,
-    send: &mut quinn::SendStream,
-    reason: &ConnectRefusal,
-) {
+/// Sends a refusal. Directly, the dialer closes the connection once it has read it (our
+/// own close could overtake the reply), so we wait for that, at most [`CLOSE_TIMEOUT`];
+/// a relay stream is simply finished.
+async fn send_refusal(t: &mut Transport, reason: &ConnectRefusal) {
     let refused = PeerMsg::Refused {
         reason: reason.clone(),
     };
-    let _ = timeout(CLOSE_TIMEOUT, frame::write_frame(send, &refused)).await;
-    let _ = send.finish();
-    let _ = timeout(CLOSE_TIMEOUT, conn.closed()).await;
+    let _ = timeout(CLOSE_TIMEOUT, frame::write_frame(&mut t.send, &refused)).await;
+    let _ = t.send.finish();
+    if t.carrier.close_discards() {
+        let _ = timeout(CLOSE_TIMEOUT, t.carrier.closed()).await;
+    }
 }
 
-async fn write_msg(
-    conn: &quinn::Connection,
-    send: &mut quinn::SendStream,
-    msg: &PeerMsg,
-    step: &'static str,
-) -> Result<(), ChatError> {
-    match timeout(HANDSHAKE_TIMEOUT, frame::write_frame(send, msg)).await {
+async fn write_msg(t: &mut Transport, msg: &PeerMsg, step: &'static str) -> Result<(), ChatError> {
+    match timeout(HANDSHAKE_TIMEOUT, frame::write_frame(&mut t.send, msg)).await {
         Err(_) => Err(ChatError::Timeout(step)),
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(frame_error(conn, e)),
+        Ok(Err(e)) => Err(frame_error(&t.carrier, e)),
     }
 }
 
-async fn read_msg(
-    conn: &quinn::Connection,
-    recv: &mut quinn::RecvStream,
-    step: &'static str,
-) -> Result<PeerMsg, ChatError> {
-    match timeout(HANDSHAKE_TIMEOUT, frame::read_frame::<_, PeerMsg>(recv)).await {
+async fn read_msg(t: &mut Transport, step: &'static str) -> Result<PeerMsg, ChatError> {
+    match timeout(
+        HANDSHAKE_TIMEOUT,
+        frame::read_frame::<_, PeerMsg>(&mut t.recv),
+    )
+    .await
+    {
         Err(_) => Err(ChatError::Timeout(step)),
         Ok(Ok(Some(msg))) => Ok(msg),
-        Ok(Ok(None)) => Err(match conn.close_reason() {
-            Some(e) => connection_error(e),
-            None => ChatError::Protocol(format!("the stream ended while waiting for {step}")),
-        }),
-        Ok(Err(e)) => Err(frame_error(conn, e)),
+        Ok(Ok(None)) => {
+            t.carrier.note_finished();
+            Err(match t.carrier.close_info() {
+                Some(CloseInfo::RelayFinished) | None => {
+                    ChatError::Protocol(format!("the stream ended while waiting for {step}"))
+                }
+                Some(info) => connection_error(info),
+            })
+        }
+        Ok(Err(e)) => Err(frame_error(&t.carrier, e)),
     }
 }
 
-/// A frame could not be read or written: the connection's fate explains an I/O error
+/// A frame could not be read or written: the transport's fate explains an I/O error
 /// best; anything else is the other side sending garbage.
-fn frame_error(conn: &quinn::Connection, e: FrameError) -> ChatError {
+fn frame_error(carrier: &Carrier, e: FrameError) -> ChatError {
     match e {
-        FrameError::Io(io) => match conn.close_reason() {
-            Some(closed) => connection_error(closed),
-            None => ChatError::ConnectionLost(io.to_string()),
-        },
+        FrameError::Io(io) => {
+            carrier.note_io_error(&io);
+            match carrier.close_info() {
+                Some(closed) => connection_error(closed),
+                None => ChatError::ConnectionLost(io.to_string()),
+            }
+        }
         other => ChatError::Protocol(other.to_string()),
     }
 }
 
-/// Maps how a connection ended to what the user should read.
-fn connection_error(e: quinn::ConnectionError) -> ChatError {
+/// Maps how a transport ended to what the user should read.
+fn connection_error(info: CloseInfo) -> ChatError {
     use quinn::ConnectionError as E;
-    match e {
+    match info {
         // 0x100..=0x1ff: a TLS alert. The acceptor's TLS refused our certificate.
-        E::ConnectionClosed(close) if is_crypto(close.error_code) => {
+        CloseInfo::Quic(E::ConnectionClosed(close)) if is_crypto(close.error_code) => {
             ChatError::TlsRejected(close.to_string())
         }
-        E::TransportError(err) if is_crypto(err.code) => ChatError::TlsRejected(err.to_string()),
-        E::ApplicationClosed(close) => ChatError::ConnectionLost(format!(
+        CloseInfo::Quic(E::TransportError(err)) if is_crypto(err.code) => {
+            ChatError::TlsRejected(err.to_string())
+        }
+        CloseInfo::Quic(E::ApplicationClosed(close)) => ChatError::ConnectionLost(format!(
             "the other side closed the connection: {}",
             application_close_text(&close)
         )),
-        E::TimedOut => ChatError::ConnectionLost("the other side stopped answering".into()),
-        other => ChatError::ConnectionLost(other.to_string()),
+        CloseInfo::Quic(E::TimedOut) => {
+            ChatError::ConnectionLost("the other side stopped answering".into())
+        }
+        CloseInfo::Quic(other) => ChatError::ConnectionLost(other.to_string()),
+        CloseInfo::RelayLocal => ChatError::ConnectionLost("we ended the relayed chat".into()),
+        CloseInfo::RelayFinished => {
+            ChatError::ConnectionLost("the other side ended the relay stream".into())
+        }
+        CloseInfo::RelayReset(code) => ChatError::ConnectionLost(format!(
+            "the other side ended the relayed chat: {}",
+            relay_code_text(code)
+        )),
+        CloseInfo::DirectoryLost(e) => ChatError::ConnectionLost(format!(
+            "lost the directory connection that carried the relay: {e}"
+        )),
     }
 }
 
@@ -393,17 +559,17 @@ fn unexpected(msg: &PeerMsg, wanted: &str) -> ChatError {
     ChatError::Protocol(format!("expected {wanted}, got {got}"))
 }
 
-/// Closes the connection after a failed handshake, with a code that says why. A refusal
+/// Ends the transport after a failed handshake, with a code that says why. A refusal
 /// we received is closed by us (the acceptor waits for that); one we sent was closed
 /// when the dialer read it, or is closed here after the wait.
-fn close_after(conn: &quinn::Connection, e: &ChatError) {
+fn close_after(carrier: &Carrier, e: &ChatError) {
     let code = match e {
         ChatError::Refused(_) | ChatError::RefusedIncoming { .. } => CODE_REFUSED,
         ChatError::Timeout(_) => CODE_TIMEOUT,
         ChatError::Protocol(_) | ChatError::Handshake(_) | ChatError::WrongKey => CODE_VIOLATION,
         _ => CODE_ABORT,
     };
-    conn.close(code, close_reason_bytes(&e.to_string()));
+    carrier.close(code, close_reason_bytes(&e.to_string()));
 }
 
 /// A name from the network, made safe to print: escaped and at most 40 characters.
@@ -528,6 +694,29 @@ mod tests {
         };
         assert_ne!(a, with_flow);
         assert_eq!(canonical_addr(a), canonical_addr(with_flow));
+    }
+
+    #[test]
+    fn relayed_initiator_must_be_the_relay_partner_and_known() {
+        let k = key();
+        let ali = info("ali", k, "203.0.113.5:4000", &[]);
+        // The key share must then be signed by the directory's key for the name.
+        assert_eq!(verify_relayed_initiator("ali", "ali", Some(&ali)), Ok(k));
+        // The directory paired us with someone else than who speaks.
+        assert_eq!(
+            verify_relayed_initiator("ali", "mallory", Some(&ali)),
+            Err(ConnectRefusal::UnknownInitiator)
+        );
+        // Not logged in, or the directory answered about someone else.
+        assert_eq!(
+            verify_relayed_initiator("ali", "ali", None),
+            Err(ConnectRefusal::UnknownInitiator)
+        );
+        let bob = info("bob", k, "203.0.113.5:4000", &[]);
+        assert_eq!(
+            verify_relayed_initiator("ali", "ali", Some(&bob)),
+            Err(ConnectRefusal::UnknownInitiator)
+        );
     }
 
     #[test]

@@ -8,20 +8,25 @@
 //! request to close.
 //!
 //! Back-pressure: when the app does not read events, the driver waits, the frame queue
-//! fills, the reader stops reading, and QUIC flow control stops the other side. A write
-//! that cannot progress for [`STALL_TIMEOUT`] ends the chat.
+//! fills, the reader stops reading, and QUIC flow control stops the other side (through
+//! the relay too: it copies only what the other side takes). A write that cannot
+//! progress for [`STALL_TIMEOUT`] ends the chat.
+//!
+//! The chat ends through its [`Carrier`]: a direct connection is closed, a relay stream
+//! finished or reset (see [`super::transport`]).
 
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::frame::{self, FrameError};
-use proto::message::{ChatPayload, PeerMsg};
+use proto::message::{ChatPayload, PeerMsg, RELAY_PEER_LOST};
 use proto::session::{Opener, Sealer, SessionError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::handshake::Established;
+use super::transport::{Carrier, CloseInfo, Transport, end_relay_send, relay_code_text};
 use super::{
     CLOSE_TIMEOUT, CODE_ABORT, CODE_BYE, CODE_TIMEOUT, CODE_VIOLATION, COMMAND_QUEUE, ChatEvent,
     ChatEvents, ChatHandle, Command, EVENT_QUEUE, EndReason, MAX_UNACKED, STALL_TIMEOUT, Shared,
@@ -31,25 +36,30 @@ use crate::endpoint::IDLE_TIMEOUT;
 
 /// Frames read ahead of the driver (each at most 64 KiB).
 const FRAME_QUEUE: usize = 8;
-/// Sends waiting for the driver.
-
 /// One item from the reader: a frame, the clean end of the stream, or why reading failed.
 type Incoming = Result<Option<PeerMsg>, FrameError>;
 
 /// Starts the tasks of a chat that passed its handshake.
-pub(super) fn start(conn: quinn::Connection, est: Established) -> (ChatHandle, ChatEvents) {
+pub(super) fn start(transport: Transport, est: Established) -> (ChatHandle, ChatEvents) {
+    let Transport {
+        send,
+        recv,
+        carrier,
+        path,
+        ..
+    } = transport;
     let session_id = est.session.id();
     let (sealer, opener) = est.session.split();
     let (frames_tx, frames) = mpsc::channel(FRAME_QUEUE);
-    let reader = tokio::spawn(read_frames(est.recv, frames_tx));
+    let reader = tokio::spawn(read_frames(recv, frames_tx, carrier.clone()));
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (close_tx, close_rx) = watch::channel(false);
     let (ended_tx, ended_rx) = watch::channel(None);
 
     let driver = Driver {
-        conn: conn.clone(),
-        send: est.send,
+        carrier: carrier.clone(),
+        send,
         sealer,
         opener,
         frames,
@@ -70,8 +80,8 @@ pub(super) fn start(conn: quinn::Connection, est: Established) -> (ChatHandle, C
         role: est.role,
         background: est.background,
         session_id,
-        remote: conn.remote_address(),
-        conn,
+        path,
+        carrier,
         commands: commands_tx,
         last_queued: std::sync::Mutex::new(0),
         close: close_tx,
@@ -84,9 +94,15 @@ pub(super) fn start(conn: quinn::Connection, est: Established) -> (ChatHandle, C
 }
 
 /// The reader task: frames off the stream until it ends, fails, or the driver is gone.
-async fn read_frames(mut recv: quinn::RecvStream, out: mpsc::Sender<Incoming>) {
+/// How the stream ended is recorded in the carrier before the driver hears of it.
+async fn read_frames(mut recv: quinn::RecvStream, out: mpsc::Sender<Incoming>, carrier: Carrier) {
     loop {
         let item = frame::read_frame::<_, PeerMsg>(&mut recv).await;
+        match &item {
+            Ok(None) => carrier.note_finished(),
+            Err(FrameError::Io(e)) => carrier.note_io_error(e),
+            _ => {}
+        }
         let last = !matches!(item, Ok(Some(_)));
         if out.send(item).await.is_err() || last {
             break;
@@ -105,7 +121,7 @@ enum Stop {
 }
 
 struct Driver {
-    conn: quinn::Connection,
+    carrier: Carrier,
     send: quinn::SendStream,
     sealer: Sealer,
     opener: Opener,
@@ -131,10 +147,11 @@ impl Driver {
             Stop::End(reason) => reason,
         };
         self.reader.abort();
-        // A no-op when the connection is already closed (every path above that has a
-        // more precise code used it).
-        self.conn
+        // A no-op when the chat is already closed (every path above that has a more
+        // precise code used it).
+        self.carrier
             .close(CODE_ABORT, close_reason_bytes(&reason.to_string()));
+        end_relay_send(&self.carrier, &mut self.send);
         tracing::debug!(%reason, "chat ended");
         let mut undelivered: Vec<u64> = self.unacked.iter().copied().collect();
         // Messages still queued were never sent.
@@ -279,15 +296,23 @@ impl Driver {
             .map_err(|e| self.abort(&e.to_string()))?;
         let bytes =
             frame::encode(&PeerMsg::Sealed(sealed)).map_err(|e| self.abort(&e.to_string()))?;
-        match timeout(STALL_TIMEOUT, self.send.write_all(&bytes)).await {
+        // A close while the write is stuck (the other side stopped reading) ends it.
+        let written = tokio::select! {
+            written = timeout(STALL_TIMEOUT, self.send.write_all(&bytes)) => written,
+            () = self.carrier.closed_locally() => return Err(self.lost("the chat was closed")),
+        };
+        match written {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.lost(&e.to_string())),
+            Ok(Err(e)) => {
+                self.carrier.note_io_error(&e.clone().into());
+                Err(self.lost(&e.to_string()))
+            }
             Err(_) => {
                 let why = format!(
                     "the other side stopped reading (nothing sent for {} s)",
                     STALL_TIMEOUT.as_secs()
                 );
-                self.conn.close(CODE_TIMEOUT, close_reason_bytes(&why));
+                self.carrier.close(CODE_TIMEOUT, close_reason_bytes(&why));
                 Err(EndReason::ConnectionLost(why))
             }
         }
@@ -311,7 +336,7 @@ impl Driver {
         if let Ok(Ok(())) = said_bye {
             let _ = timeout_at(deadline, self.drain_until_bye(deadline)).await;
         }
-        self.conn.close(CODE_BYE, b"bye");
+        self.carrier.close(CODE_BYE, b"bye");
         EndReason::ClosedByUs
     }
 
@@ -343,45 +368,60 @@ impl Driver {
         let deadline = Instant::now() + CLOSE_TIMEOUT;
         if let Ok(Ok(())) = timeout_at(deadline, self.send_payload(&ChatPayload::Bye)).await {
             let _ = self.send.finish();
-            let _ = timeout_at(deadline, self.conn.closed()).await;
+            let _ = timeout_at(deadline, self.carrier.closed()).await;
         }
-        self.conn.close(CODE_BYE, b"bye");
+        self.carrier.close(CODE_BYE, b"bye");
         EndReason::ClosedByPeer
     }
 
     /// The other side broke the protocol: close the connection saying why.
     fn violation(&self, why: String) -> Stop {
         tracing::warn!(%why, "chat protocol violation");
-        self.conn.close(CODE_VIOLATION, close_reason_bytes(&why));
+        self.carrier.close(CODE_VIOLATION, close_reason_bytes(&why));
         Stop::End(EndReason::Violation(why))
     }
 
     /// We cannot go on for a local reason (should not happen: message sizes are checked).
     fn abort(&self, why: &str) -> EndReason {
-        self.conn.close(CODE_ABORT, close_reason_bytes(why));
+        self.carrier.close(CODE_ABORT, close_reason_bytes(why));
         EndReason::ConnectionLost(format!("cannot send: {why}"))
     }
 
-    /// Reading or writing failed: how the connection ended says more than the I/O error.
+    /// Reading or writing failed: how the transport ended says more than the I/O error.
     fn lost(&self, fallback: &str) -> EndReason {
         use quinn::ConnectionError as E;
-        match self.conn.close_reason() {
-            None => EndReason::ConnectionLost(fallback.to_owned()),
-            Some(E::LocallyClosed) => EndReason::ClosedByUs,
-            Some(E::TimedOut) => EndReason::ConnectionLost(format!(
+        let Some(info) = self.carrier.close_info() else {
+            return EndReason::ConnectionLost(fallback.to_owned());
+        };
+        match info {
+            CloseInfo::Quic(E::LocallyClosed) | CloseInfo::RelayLocal => EndReason::ClosedByUs,
+            CloseInfo::Quic(E::TimedOut) => EndReason::ConnectionLost(format!(
                 "no answer from the other side for {} s",
                 IDLE_TIMEOUT.as_secs()
             )),
-            Some(E::Reset) => {
+            CloseInfo::Quic(E::Reset) => {
                 EndReason::ConnectionLost("the other side restarted (connection reset)".into())
             }
-            Some(E::ApplicationClosed(close)) if close.error_code == CODE_BYE => {
+            CloseInfo::Quic(E::ApplicationClosed(close)) if close.error_code == CODE_BYE => {
                 EndReason::ConnectionLost("the other side left without saying goodbye".into())
             }
-            Some(E::ApplicationClosed(close)) => {
+            CloseInfo::RelayFinished => {
+                EndReason::ConnectionLost("the other side left without saying goodbye".into())
+            }
+            CloseInfo::RelayReset(code) if code == CODE_BYE => {
+                EndReason::ConnectionLost("the other side left without saying goodbye".into())
+            }
+            CloseInfo::Quic(E::ApplicationClosed(close)) => {
                 EndReason::AbortedByPeer(application_close_text(&close))
             }
-            Some(other) => EndReason::ConnectionLost(other.to_string()),
+            CloseInfo::RelayReset(code) if u64::from(code) == u64::from(RELAY_PEER_LOST) => {
+                EndReason::ConnectionLost(format!("the other side: {}", relay_code_text(code)))
+            }
+            CloseInfo::RelayReset(code) => EndReason::AbortedByPeer(relay_code_text(code)),
+            CloseInfo::DirectoryLost(e) => EndReason::ConnectionLost(format!(
+                "lost the directory connection that carried this relayed chat: {e}"
+            )),
+            CloseInfo::Quic(other) => EndReason::ConnectionLost(other.to_string()),
         }
     }
 }

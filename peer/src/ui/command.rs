@@ -30,6 +30,8 @@ pub enum Command {
     Who,
     Fingerprint(Option<String>),
     Trust(String),
+    /// Send a joke (from the joke API, or a bundled one) into the current chat or room.
+    Joke,
     Help,
     Quit,
     /// An administrator's command (see [`crate::admin`]).
@@ -93,6 +95,7 @@ pub const HELP: &[(&str, &str)] = &[
         "/shutdown",
         "administrators: stop the directory (everyone is told)",
     ),
+    ("/joke", "send a random joke into the current chat or room"),
     ("/help", "this list"),
     (
         "/quit",
@@ -120,6 +123,7 @@ const NAMES: &[&str] = &[
     "lock",
     "unlock",
     "shutdown",
+    "joke",
     "help",
     "quit",
 ];
@@ -185,6 +189,7 @@ pub fn parse(line: &str) -> Line {
         "lock" => need(arg, |n| Command::Admin(AdminCommand::Lock(n))),
         "unlock" => need(arg, |n| Command::Admin(AdminCommand::Unlock(n))),
         "shutdown" => Command::Admin(AdminCommand::Shutdown),
+        "joke" => Command::Joke,
         "help" | "?" => Command::Help,
         "quit" | "exit" | "q" => Command::Quit,
         other => Command::Bad(match suggest(other) {

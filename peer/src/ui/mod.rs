@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 use proto::message::{AccountInfo, OnlineUser, RoomInfo, RoomMember};
 use proto::{Fingerprint, PublicKey};
 
+pub use crate::chat::Path;
+
 /// What the user did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -82,6 +84,8 @@ pub enum Note {
         /// Opened to carry room or quick messages, not as a chat (not announced on a
         /// terminal).
         background: bool,
+        /// Direct, or relayed through the directory.
+        path: Path,
     },
     Switched {
         peer: String,
@@ -169,9 +173,58 @@ pub enum Note {
     Accounts {
         users: Vec<AccountInfo>,
     },
+    /// A message for a user who is offline, sealed and queued at the directory (mail
+    /// `mail_id`); delivered when they log in.
+    Queued {
+        peer: String,
+        mail_id: u64,
+        text: String,
+    },
+    /// What became of queued mail: delivered to `peer`, or expired undelivered.
+    MailReceipt {
+        peer: String,
+        mail_id: u64,
+        delivered: bool,
+    },
+    /// A message that waited at the directory while we were offline.
+    OfflineMessage {
+        peer: String,
+        /// The sender's clock, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        text: String,
+    },
+    /// A conversation's history (`peer history NAME`), oldest first.
+    History {
+        peer: String,
+        entries: Vec<crate::history::Entry>,
+        /// Records that could not be opened (damaged) and were skipped.
+        damaged: usize,
+    },
     Info(String),
     Warning(String),
     Error(String),
+}
+
+/// `2026-11-24 00:17:31 UTC` for a time in milliseconds since the Unix epoch.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Where notes go.
@@ -188,6 +241,13 @@ pub trait Output: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::printable;
+
+    #[test]
+    fn utc_formats_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(1_709_251_199_000), "2024-02-29 23:59:59 UTC");
+        assert_eq!(super::utc(1_795_479_451_000), "2026-11-24 00:17:31 UTC");
+    }
 
     #[test]
     fn printable_escapes_only_control_characters() {

@@ -11,14 +11,20 @@
 //! (`text=`, `reason=`) always comes last and runs to the end of the line unchanged,
 //! except that control characters other than tab arrive escaped (`\n`, `\u{1b}`; see
 //! [`super::printable`]), so another peer's text can never start a line of its own.
-//! This format is stable; scripts and tests rely on it:
+//! This format is stable; scripts and tests rely on it. A `connected` line ends with
+//! `path=direct` (the peers talk straight to each other) or `path=relayed` (through the
+//! directory's relay, which sees only end-to-end sealed frames). Offline delivery adds: `queued`
+//! (a message for an offline user, sealed and stored at the directory as mail `mail`),
+//! then `mail-delivered` or `mail-expired` for it later; `mail` (a message that waited
+//! for us; `sent` is the sender's clock); and `peer history` prints `history-entry`
+//! lines (`dir` is `in`, `out`, `in-offline` or `out-offline`) and a closing `history`:
 //!
 //! ```text
 //! logged-in user=ali directory=127.0.0.1:8888 fingerprint=3F2A91C0...
 //! listening addr=127.0.0.1:65000
 //! connecting peer=bianca
-//! connected peer=bianca key=3F2A91C077DE0A41 direction=outgoing current=yes
-//! connected peer=chloe key=... direction=incoming current=no background=yes
+//! connected peer=bianca key=3F2A91C077DE0A41 direction=outgoing current=yes path=direct
+//! connected peer=chloe key=... direction=incoming current=no background=yes path=relayed
 //! switched peer=bianca
 //! room-joined room=general members=ali,bianca,chloe(off)
 //! room-changed room=general user=dora joined=yes
@@ -44,6 +50,12 @@
 //! account user=bianca admin=no online=yes locked=no failed=0 key=91C077DE0A413F2A
 //! account user=carla admin=no online=no locked=admin failed=0 key=-
 //! accounts count=2
+//! queued to=chloe mail=7 text=see you
+//! mail-delivered to=chloe mail=7
+//! mail-expired to=chloe mail=7
+//! mail from=chloe sent=2026-11-24T00:17:31Z text=sorry I missed you
+//! history-entry peer=chloe at=2026-11-24T00:17:31Z dir=out text=see you
+//! history peer=chloe count=1 damaged=0
 //! info text=...
 //! warning text=...
 //! error text=...
@@ -61,6 +73,14 @@ pub struct ScriptOutput;
 
 fn compact(s: String) -> String {
     s.replace(' ', "")
+}
+
+/// `2026-11-24T00:17:31Z`.
+fn iso(ms: u64) -> String {
+    super::utc(ms)
+        .trim_end_matches(" UTC")
+        .replacen(' ', "T", 1)
+        + "Z"
 }
 
 fn yes(b: bool) -> &'static str {
@@ -102,15 +122,17 @@ pub fn render(note: &Note) -> String {
             direction,
             current,
             background,
+            path,
         } => format!(
-            "connected peer={peer} key={} direction={} current={}{}",
+            "connected peer={peer} key={} direction={} current={}{} path={}",
             compact(key.fingerprint().short()),
             match direction {
                 Direction::Outgoing => "outgoing",
                 Direction::Incoming => "incoming",
             },
             yes(*current),
-            if *background { " background=yes" } else { "" }
+            if *background { " background=yes" } else { "" },
+            path.name()
         ),
         Note::RoomJoined { room, members } => {
             format!("room-joined room={room} members={}", member_list(members))
@@ -238,6 +260,53 @@ pub fn render(note: &Note) -> String {
             out.push_str(&format!("accounts count={}", users.len()));
             out
         }
+        Note::Queued {
+            peer,
+            mail_id,
+            text,
+        } => format!("queued to={peer} mail={mail_id} text={}", printable(text)),
+        Note::MailReceipt {
+            peer,
+            mail_id,
+            delivered,
+        } => format!(
+            "mail-{} to={peer} mail={mail_id}",
+            if *delivered { "delivered" } else { "expired" }
+        ),
+        Note::OfflineMessage {
+            peer,
+            sent_at_ms,
+            text,
+        } => format!(
+            "mail from={peer} sent={} text={}",
+            iso(*sent_at_ms),
+            printable(text)
+        ),
+        Note::History {
+            peer,
+            entries,
+            damaged,
+        } => {
+            let mut out = String::new();
+            for e in entries {
+                out.push_str(&format!(
+                    "history-entry peer={peer} at={} dir={} text={}\n",
+                    iso(e.at_ms),
+                    match e.direction {
+                        crate::history::Direction::In => "in",
+                        crate::history::Direction::Out => "out",
+                        crate::history::Direction::InOffline => "in-offline",
+                        crate::history::Direction::OutOffline => "out-offline",
+                    },
+                    printable(&e.text)
+                ));
+            }
+            out.push_str(&format!(
+                "history peer={peer} count={} damaged={damaged}",
+                entries.len()
+            ));
+            out
+        }
         Note::Info(text) => format!("info text={text}"),
         Note::Warning(text) => format!("warning text={}", text.replace('\n', " ")),
         Note::Error(text) => format!("error text={}", text.replace('\n', " ")),
@@ -270,4 +339,61 @@ pub fn read_stdin(tx: mpsc::Sender<Input>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::message::AccountInfo;
+
+    use super::*;
+
+    #[test]
+    fn accounts_render_one_line_each_then_a_count() {
+        let key = proto::Identity::generate().public();
+        let account = |name: &str| AccountInfo {
+            name: name.into(),
+            admin: false,
+            online: false,
+            locked_by_admin: false,
+            locked_for_secs: None,
+            failed_attempts: 0,
+            identity: None,
+            created_at: 0,
+        };
+        let users = vec![
+            AccountInfo {
+                admin: true,
+                online: true,
+                identity: Some(key),
+                ..account("ali")
+            },
+            AccountInfo {
+                locked_for_secs: Some(30),
+                failed_attempts: 3,
+                ..account("bianca")
+            },
+            AccountInfo {
+                locked_by_admin: true,
+                ..account("carla")
+            },
+        ];
+        let text = render(&Note::Accounts { users });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "account user=ali admin=yes online=yes locked=no failed=0 key={}",
+                compact(key.fingerprint().short())
+            )
+        );
+        assert_eq!(
+            lines[1],
+            "account user=bianca admin=no online=no locked=30s failed=3 key=-"
+        );
+        assert_eq!(
+            lines[2],
+            "account user=carla admin=no online=no locked=admin failed=0 key=-"
+        );
+        assert_eq!(lines[3], "accounts count=3");
+    }
 }

@@ -78,25 +78,32 @@ pub fn render(note: &Note) -> String {
             peer,
             key,
             direction: Direction::Outgoing,
+            path,
             ..
         } => format!(
-            "Connection established with {peer} (key {} ...), type your messages",
-            key.fingerprint().short()
+            "Connection established with {peer} (key {} ..., {}), type your messages",
+            key.fingerprint().short(),
+            path_text(path)
         ),
         Note::Connected {
             peer,
             key,
             direction: Direction::Incoming,
             current,
+            path,
             ..
         } => {
             if *current {
                 format!(
-                    "Connection received from user {peer} (key {} ...), type your messages",
-                    key.fingerprint().short()
+                    "Connection received from user {peer} (key {} ..., {}), type your messages",
+                    key.fingerprint().short(),
+                    path_text(path)
                 )
             } else {
-                format!("Connection received from user {peer}; /switch {peer} to talk to them")
+                format!(
+                    "Connection received from user {peer} ({}); /switch {peer} to talk to them",
+                    path_text(path)
+                )
             }
         }
         Note::Switched { peer } => format!("Now chatting with {peer}"),
@@ -255,6 +262,57 @@ pub fn render(note: &Note) -> String {
             }
             s
         }
+        Note::Queued { peer, .. } => format!(
+            "  {peer} is offline: sealed and queued at the directory; delivered when {peer} logs in"
+        ),
+        Note::MailReceipt {
+            peer,
+            delivered: true,
+            ..
+        } => format!("  \u{2713} delivered to {peer} (offline message)"),
+        Note::MailReceipt {
+            peer,
+            delivered: false,
+            ..
+        } => format!("Your offline message to {peer} expired before {peer} logged in"),
+        Note::OfflineMessage {
+            peer,
+            sent_at_ms,
+            text,
+        } => format!(
+            "{peer} [while you were away, {}]: {}",
+            super::utc(*sent_at_ms),
+            printable(text)
+        ),
+        Note::History {
+            peer,
+            entries,
+            damaged,
+        } => {
+            if entries.is_empty() {
+                return format!("No messages with {peer} yet.");
+            }
+            let mut lines: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let who = if e.direction.outgoing() { "you" } else { peer };
+                    let offline = match e.direction {
+                        crate::history::Direction::InOffline
+                        | crate::history::Direction::OutOffline => " (offline)",
+                        _ => "",
+                    };
+                    format!(
+                        "[{}] {who}{offline}: {}",
+                        super::utc(e.at_ms),
+                        printable(&e.text)
+                    )
+                })
+                .collect();
+            if *damaged > 0 {
+                lines.push(format!("({damaged} damaged records skipped)"));
+            }
+            lines.join("\n")
+        }
         Note::Info(text) => text.clone(),
         Note::Warning(text) => format!("WARNING: {text}"),
         Note::Error(text) => format!("Error: {text}"),
@@ -298,5 +356,13 @@ impl Output for TerminalOutput {
         if let Ok(tx) = self.prompts.lock() {
             let _ = tx.send(prompt.to_string());
         }
+    }
+}
+
+/// How a chat travels, in words: "direct" or "relayed by the directory".
+fn path_text(path: &super::Path) -> &'static str {
+    match path {
+        super::Path::Direct { .. } => "direct",
+        super::Path::Relayed { .. } => "relayed by the directory",
     }
 }

@@ -1,14 +1,18 @@
 //! Arbitrary bytes through the frame layer, as a hostile sender would deliver them.
 //!
 //! 1. As a stream: `read_frame` in a loop, the way a connection reads, for each message
-//!    type a stream may carry (`Request`, `ServerMsg`, `PeerMsg`) and for `ChatPayload`
-//!    (the plaintext inside a sealed frame).
+//!    type a stream may carry (`Request`, `ServerMsg`, `PeerMsg`, `RelayMsg`) and for
+//!    `ChatPayload` (the plaintext inside a sealed frame).
 //! 2. As one payload: everything after the 4-byte prefix through `decode`, whatever the
-//!    prefix says, so the fuzzer need not match the prefix to reach the decoder.
+//!    prefix says, so the fuzzer need not match the prefix to reach the decoder. Also as
+//!    the two layers of a sealed mail blob (`SealedMail`, `MailContent`), which reach the
+//!    recipient through the directory from any sender.
 //!
 //! Never a panic, never an allocation above `MAX_ALLOC`, only the documented error kinds;
 //! every message that decodes re-encodes, decodes back equal, and re-encodes to the
-//! same bytes.
+//! same bytes. (Not necessarily to the input bytes: bincode accepts integers in longer
+//! forms than it writes, so the wire format is not canonical. Nothing signs encoded
+//! messages, only transcripts, so that is harmless.)
 
 #![no_main]
 
@@ -16,7 +20,8 @@ use std::fmt::Debug;
 
 use libfuzzer_sys::fuzz_target;
 use proto::frame::{self, FrameError, HEADER_LEN, MAX_FRAME};
-use proto::message::{ChatPayload, PeerMsg, Request, ServerMsg};
+use proto::message::{ChatPayload, PeerMsg, RelayMsg, Request, ServerMsg};
+use proto::sealed::{MailContent, SealedMail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -36,13 +41,17 @@ fuzz_target!(|data: &[u8]| {
     stream::<Request>(data);
     stream::<ServerMsg>(data);
     stream::<PeerMsg>(data);
+    stream::<RelayMsg>(data);
     stream::<ChatPayload>(data);
 
     let body = data.get(HEADER_LEN..).unwrap_or_default();
     payload::<Request>(body);
     payload::<ServerMsg>(body);
     payload::<PeerMsg>(body);
+    payload::<RelayMsg>(body);
     payload::<ChatPayload>(body);
+    payload::<SealedMail>(body);
+    payload::<MailContent>(body);
 });
 
 /// Reads frames until the stream ends or one fails, as a connection would.

@@ -14,7 +14,7 @@ use rustls::pki_types::CertificateDer;
 /// non-hex text parses as a key or fingerprint. Until the fix lands, the hex-only checks
 /// skip texts with a '+' (the parsers still run on them). Set to `false` with the fix, and
 /// un-ignore `hex_with_a_plus_sign_is_refused` in `proto/tests/regressions.rs`.
-const PLUS_SIGN_BUG: bool = false;
+const PLUS_SIGN_BUG: bool = true;
 
 #[global_allocator]
 static ALLOC: proto_fuzz::CappedAlloc = proto_fuzz::CappedAlloc;

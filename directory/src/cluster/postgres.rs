@@ -1,0 +1,380 @@
+//! The PostgreSQL cluster backend: presence rows, heartbeats and `LISTEN/NOTIFY` on the
+//! database the instances already share.
+//!
+//! Why the database and not instance-to-instance links: the instances already depend on
+//! it, it needs no extra ports, addresses or certificates between instances, it orders
+//! each sender's messages, and a new instance finds the others by just connecting. The
+//! cost is a few milliseconds per message and PostgreSQL's 8000-byte payload limit —
+//! fine for logins, logouts and small events. Relayed chat bytes must not go this way;
+//! see `docs/SCALE_OUT.md` for the relay plan.
+//!
+//! Three tasks per instance:
+//! - the **writer** takes [`Message`]s in publication order, keeps this instance's rows
+//!   of the `presence` table up to date, and sends each message with `pg_notify`;
+//! - the **heartbeat** refreshes `instances.heartbeat_at` every
+//!   [`ClusterPolicy::heartbeat`], deletes instances silent for
+//!   [`ClusterPolicy::expiry`] (their presence rows go with them) announcing them
+//!   [`Message::Gone`], and re-reads everyone's presence, which repairs anything a lost
+//!   notification left out;
+//! - the **listener** holds its own connection with `LISTEN` and hands what arrives to
+//!   [`Presence::apply_remote`]; it reconnects when the connection drops.
+//!
+//! Times are the database's (`now()`), so the instances' clocks do not matter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{Cluster, ClusterPolicy, Envelope, Message};
+use crate::presence::Presence;
+use crate::shutdown::Shutdown;
+use crate::store::StoreError;
+use crate::store::postgres::PostgresStore;
+
+/// Largest `NOTIFY` payload PostgreSQL accepts, less a margin.
+const MAX_PAYLOAD: usize = 7900;
+
+/// This instance's link to the others through PostgreSQL.
+#[derive(Debug)]
+pub struct PgCluster {
+    id: String,
+    outbox: mpsc::UnboundedSender<Message>,
+}
+
+impl Cluster for PgCluster {
+    fn instance(&self) -> &str {
+        &self.id
+    }
+
+    fn publish(&self, message: Message) {
+        let _ = self.outbox.send(message);
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Registers this instance in the database behind `store`, starts the writer, the
+/// heartbeat and the listener, and attaches them to `presence`. They stop when
+/// `shutdown` fires (the instance then removes itself, so its users go offline
+/// everywhere at once).
+pub async fn start(
+    store: &PostgresStore,
+    presence: Presence,
+    policy: ClusterPolicy,
+    shutdown: Shutdown,
+) -> Result<Arc<PgCluster>, StoreError> {
+    let pool = store.pool().clone();
+    let client = pool.get().await.map_err(backend)?;
+    let schema: String = client
+        .query_one("SELECT current_schema()", &[])
+        .await
+        .map_err(backend)?
+        .get(0);
+    let channel = format!("natter_{schema}");
+    let id = format!("{:016x}", rand::random::<u64>());
+    client
+        .execute("INSERT INTO instances (id) VALUES ($1)", &[&id])
+        .await
+        .map_err(backend)?;
+    drop(client);
+
+    let (outbox, inbox) = mpsc::unbounded_channel();
+    let cluster = Arc::new(PgCluster {
+        id: id.clone(),
+        outbox,
+    });
+    let ctx = Arc::new(Context {
+        pool,
+        id,
+        channel,
+        presence: presence.clone(),
+        policy,
+        cluster: cluster.clone(),
+    });
+    // Listen before anything is published, and before the first snapshot.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(listener(
+        ctx.clone(),
+        store.config().clone(),
+        shutdown.clone(),
+        Some(ready_tx),
+    ));
+    let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
+    ctx.resync().await;
+    tokio::spawn(writer(ctx.clone(), inbox, shutdown.clone()));
+    tokio::spawn(heartbeat(ctx, shutdown));
+    presence.set_cluster(cluster.clone());
+    tracing::info!(instance = %cluster.id, "joined the cluster");
+    Ok(cluster)
+}
+
+struct Context {
+    pool: Pool,
+    id: String,
+    channel: String,
+    presence: Presence,
+    policy: ClusterPolicy,
+    cluster: Arc<PgCluster>,
+}
+
+impl Context {
+    /// Sends `message` to the other instances (not stored).
+    async fn notify(&self, message: Message) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(&Envelope {
+            from: self.id.clone(),
+            message,
+        })
+        .map_err(backend)?;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(StoreError::Backend(format!(
+                "cluster message of {} bytes is too large",
+                payload.len()
+            )));
+        }
+        let client = self.pool.get().await.map_err(backend)?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Records `message` in the presence table (logins, logouts), then sends it.
+    async fn write(&self, message: Message) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        match &message {
+            Message::Online { info, conn } => {
+                let json = serde_json::to_string(info).map_err(backend)?;
+                client
+                    .execute(
+                        "INSERT INTO presence (username, instance, conn, info) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (username) DO UPDATE SET instance = excluded.instance,
+                             conn = excluded.conn, info = excluded.info, since = now()",
+                        &[&info.user, &self.id, &(*conn as i64), &json],
+                    )
+                    .await
+                    .map_err(backend)?;
+            }
+            Message::Offline { user, conn } => {
+                client
+                    .execute(
+                        "DELETE FROM presence WHERE username = $1 AND instance = $2 AND conn = $3",
+                        &[user, &self.id, &(*conn as i64)],
+                    )
+                    .await
+                    .map_err(backend)?;
+            }
+            _ => {}
+        }
+        drop(client);
+        self.notify(message).await
+    }
+
+    /// Re-reads every other instance's presence rows.
+    async fn resync(&self) {
+        let read_at = Instant::now();
+        let rows = match self.pool.get().await {
+            Ok(client) => {
+                client
+                    .query(
+                        "SELECT instance, conn, info FROM presence WHERE instance <> $1",
+                        &[&self.id],
+                    )
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!("cluster: cannot read presence: {e}");
+                return;
+            }
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("cluster: cannot read presence: {e}");
+                return;
+            }
+        };
+        let snapshot = rows
+            .iter()
+            .filter_map(|r| {
+                let info: String = r.get(2);
+                let conn: i64 = r.get(1);
+                Some((r.get(0), conn as u64, serde_json::from_str(&info).ok()?))
+            })
+            .collect();
+        self.presence.resync_remote(snapshot, read_at);
+    }
+
+    /// One heartbeat: prove life, sweep the dead, re-read presence.
+    async fn beat(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        let alive = client
+            .execute(
+                "UPDATE instances SET heartbeat_at = now() WHERE id = $1",
+                &[&self.id],
+            )
+            .await
+            .map_err(backend)?;
+        if alive == 0 {
+            // Declared dead (a long pause, a lost database): come back, republish.
+            tracing::warn!(instance = %self.id, "cluster: this instance had expired; rejoining");
+            client
+                .execute(
+                    "INSERT INTO instances (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&self.id],
+                )
+                .await
+                .map_err(backend)?;
+            for (info, conn) in self.presence.local_sessions() {
+                self.cluster.publish(Message::Online { info, conn });
+            }
+        }
+        let expiry = self.policy.expiry.as_secs_f64();
+        let dead = client
+            .query(
+                "DELETE FROM instances WHERE heartbeat_at < now() - make_interval(secs => $1)
+                 RETURNING id",
+                &[&expiry],
+            )
+            .await
+            .map_err(backend)?;
+        drop(client);
+        for row in dead {
+            let instance: String = row.get(0);
+            tracing::warn!(%instance, "cluster: instance stopped sending heartbeats; its users are offline");
+            self.presence.apply_remote(
+                &self.id,
+                Message::Gone {
+                    instance: instance.clone(),
+                },
+            );
+            self.cluster.publish(Message::Gone { instance });
+        }
+        self.resync().await;
+        Ok(())
+    }
+
+    /// Leaves the cluster: this instance's users go offline everywhere.
+    async fn leave(&self) {
+        let result = async {
+            let client = self.pool.get().await.map_err(backend)?;
+            client
+                .execute("DELETE FROM instances WHERE id = $1", &[&self.id])
+                .await
+                .map_err(backend)?;
+            drop(client);
+            self.notify(Message::Gone {
+                instance: self.id.clone(),
+            })
+            .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!("cluster: cannot leave cleanly ({e}); the others expire us");
+        }
+    }
+}
+
+async fn writer(
+    ctx: Arc<Context>,
+    mut inbox: mpsc::UnboundedReceiver<Message>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            message = inbox.recv() => {
+                let Some(message) = message else { break };
+                if let Err(e) = ctx.write(message).await {
+                    tracing::warn!("cluster: cannot publish: {e}");
+                }
+            }
+            _ = shutdown.recv() => break,
+        }
+    }
+    ctx.leave().await;
+}
+
+async fn heartbeat(ctx: Arc<Context>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(ctx.policy.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = ctx.beat().await {
+                    tracing::warn!("cluster: heartbeat failed: {e}");
+                }
+            }
+            _ = shutdown.recv() => break,
+        }
+    }
+}
+
+async fn listener(
+    ctx: Arc<Context>,
+    config: tokio_postgres::Config,
+    mut shutdown: Shutdown,
+    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    loop {
+        let session = async {
+            let (client, mut connection) = config.connect(NoTls).await.map_err(backend)?;
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            // The connection yields the notifications; drive it on its own task.
+            let driver = tokio::spawn(async move {
+                loop {
+                    match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        Some(Ok(AsyncMessage::Notification(n))) => {
+                            if tx.send(n.payload().to_string()).is_err() {
+                                break;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!("cluster: listener connection: {e}");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            });
+            let quoted = ctx.channel.replace('"', "\"\"");
+            client
+                .batch_execute(&format!("LISTEN \"{quoted}\""))
+                .await
+                .map_err(backend)?;
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            } else {
+                // Reconnected: we may have missed messages meanwhile.
+                ctx.resync().await;
+            }
+            while let Some(payload) = rx.recv().await {
+                match serde_json::from_str::<Envelope>(&payload) {
+                    Ok(env) if env.from == ctx.id => {}
+                    Ok(env) => ctx.presence.apply_remote(&env.from, env.message),
+                    Err(e) => tracing::warn!("cluster: undecodable message: {e}"),
+                }
+            }
+            drop(client);
+            let _ = driver.await;
+            Ok::<(), StoreError>(())
+        };
+        tokio::select! {
+            result = session => {
+                if let Err(e) = result {
+                    tracing::warn!("cluster: listener: {e}");
+                }
+            }
+            _ = shutdown.recv() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.recv() => return,
+        }
+    }
+}

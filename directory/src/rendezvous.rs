@@ -1,0 +1,58 @@
+//! `Rendezvous`: a lookup that also tells the target who is coming, from where.
+//!
+//! When ali is about to connect to bianca, ali asks for a rendezvous instead of a plain
+//! lookup. Ali gets what a lookup gives (bianca's observed and reported addresses and her
+//! key), and at the same moment bianca's connection is pushed [`Event::Incoming`] with
+//! ali's. Both then send QUIC packets toward each other from the socket they use for the
+//! directory, which opens the mappings in the NATs between them (hole punching). Both get
+//! the same relay token ([`crate::relay`]) in case no direct path works.
+//!
+//! The rules of `Lookup` apply: only logged-in users learn anything, and anything else
+//! gets `NotFound`. Each rendezvous pushes an event to someone else, so a user may make
+//! only [`crate::relay::RelayPolicy::max_offers_per_user`] of them per offer lifetime;
+//! beyond that the answer is `Error{RateLimited}`.
+
+use proto::message::{ErrorCode, Event, Reply};
+
+use crate::audit::AuditEvent;
+use crate::state::Shared;
+
+/// Handles `Rendezvous{target}` from `requester` (`None`: not logged in).
+pub fn rendezvous(shared: &Shared, requester: Option<&str>, target: &str) -> Reply {
+    let found = requester
+        .filter(|me| *me != target)
+        .and_then(|me| Some((shared.presence.get(me)?, shared.presence.get(target)?)));
+    shared.audit.record(AuditEvent::Lookup {
+        requester: requester.map(str::to_string),
+        target: target.to_string(),
+        found: found.is_some(),
+    });
+    let Some((me, peer)) = found else {
+        return Reply::NotFound {
+            user: target.chars().take(proto::names::MAX_USERNAME).collect(),
+        };
+    };
+    let Some(token) = shared.relay.offer(&me.user, &peer.user) else {
+        return Reply::Error {
+            code: ErrorCode::RateLimited,
+            message: "too many connection attempts; try again shortly".into(),
+        };
+    };
+    let policy = shared.relay.policy();
+    let direct = !policy.force_relay;
+    tracing::debug!(from = %me.user, to = %peer.user, direct, "rendezvous");
+    shared.presence.notify(
+        std::slice::from_ref(&peer.user),
+        Event::Incoming {
+            from: me,
+            token,
+            direct,
+        },
+    );
+    Reply::Rendezvous {
+        peer,
+        token,
+        direct,
+        relay: policy.enabled,
+    }
+}

@@ -1,0 +1,284 @@
+//! Sealed mail survives `kill -9` of the real `directory` binary.
+//!
+//! ali deposits 3 sealed messages for bianca (who is offline), the directory is killed
+//! with SIGKILL right after answering `Queued`, and started again on the same data
+//! directory: bianca then fetches all 3, in order, and acknowledges them; the directory
+//! is killed again right after the acknowledgement, and after that restart nothing is
+//! delivered a second time, while ali collects a "delivered" receipt for each. The
+//! database files never contain the message text.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::Identity;
+use proto::message::{Reply, Request, ServerMsg, login_transcript};
+use proto::sealed::{self, SignedPrekey, StaticSecret};
+use quinn::crypto::rustls::QuicClientConfig;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+
+const BIN: &str = env!("CARGO_BIN_EXE_directory");
+const WAIT: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "correct horse battery";
+const MARKER: &str = "KILL-NINE-MARKER-51c2";
+
+async fn add_user(data: &Path, name: &str) {
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(data)
+        .args(["user", "add", name, "--password-stdin"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(input);
+    let out = timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `directory serve` on a fresh port and reads the address it prints.
+async fn serve(data: &Path) -> (Child, SocketAddr) {
+    std::fs::write(
+        data.join("directory.toml"),
+        "[password_cost]\nmemory_kib = 8\niterations = 1\nparallelism = 1\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = timeout(WAIT, lines.next_line())
+            .await
+            .expect("serve printed nothing")
+            .unwrap()
+            .expect("serve closed stdout");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            return (child, addr.parse().unwrap());
+        }
+    }
+}
+
+/// SIGKILL: no shutdown, no flush, no checkpoint.
+async fn kill_9(mut child: Child) {
+    child.kill().await.unwrap();
+    let status = child.wait().await.unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status}");
+}
+
+fn identity(user: &str) -> Identity {
+    let mut seed = [3u8; 32];
+    seed[..user.len()].copy_from_slice(user.as_bytes());
+    Identity::from_secret_bytes(&seed)
+}
+
+struct Client {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    _conn: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+impl Client {
+    async fn login(addr: SocketAddr, user: &str) -> Self {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tls = proto::verify::client_config(None, None, proto::ALPN_DIRECTORY).unwrap();
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        let conn = timeout(WAIT, endpoint.connect_with(config, addr, "natter").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let (send, recv) = conn.open_bi().await.unwrap();
+        let mut client = Self {
+            send,
+            recv,
+            _conn: conn,
+            _endpoint: endpoint,
+        };
+        let Reply::Welcome { nonce, .. } = client
+            .request(Request::Hello {
+                version: proto::PROTOCOL_VERSION,
+                software: "mailbox-kill-test".into(),
+            })
+            .await
+        else {
+            panic!("no welcome")
+        };
+        let id = identity(user);
+        let key = id.public();
+        let reply = client
+            .request(Request::Login {
+                user: user.into(),
+                password: PASSWORD.into(),
+                identity: key,
+                signature: id.sign(&login_transcript(&nonce, user, &key)),
+                addresses: vec![],
+            })
+            .await;
+        assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
+        client
+    }
+
+    /// Sends a request and returns its reply, skipping events pushed meanwhile.
+    async fn request(&mut self, request: Request) -> Reply {
+        proto::frame::write_frame(&mut self.send, &request)
+            .await
+            .unwrap();
+        loop {
+            let msg = timeout(
+                WAIT,
+                proto::frame::read_frame::<_, ServerMsg>(&mut self.recv),
+            )
+            .await
+            .expect("the directory said nothing")
+            .unwrap();
+            match msg {
+                Some(ServerMsg::Reply(reply)) => return reply,
+                Some(ServerMsg::Event(_)) => continue,
+                None => panic!("the directory closed the stream"),
+            }
+        }
+    }
+}
+
+fn database_has(data: &Path, needle: &str) -> bool {
+    std::fs::read_dir(data).unwrap().flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with("directory.db")
+            && std::fs::read(e.path())
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+    })
+}
+
+#[tokio::test]
+async fn sealed_mail_survives_kill_9_and_is_delivered_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("natter");
+    std::fs::create_dir_all(&data).unwrap();
+    for name in ["ali", "bianca"] {
+        add_user(&data, name).await;
+    }
+    let (server, addr) = serve(&data).await;
+
+    // bianca logs in once and publishes her prekey.
+    let prekey = StaticSecret::random();
+    let bianca_id = identity("bianca");
+    let mut bianca = Client::login(addr, "bianca").await;
+    let signed = SignedPrekey::sign(&bianca_id, "bianca", &prekey, 1_700_000_000);
+    assert_eq!(
+        bianca
+            .request(Request::PublishPrekey { prekey: signed })
+            .await,
+        Reply::PrekeyPublished
+    );
+    assert_eq!(bianca.request(Request::Logout).await, Reply::LoggedOut);
+    drop(bianca);
+
+    // ali seals three messages to her and deposits them.
+    let mut ali = Client::login(addr, "ali").await;
+    let Reply::Prekey {
+        identity: key,
+        prekey: Some(published),
+        ..
+    } = ali
+        .request(Request::FetchPrekey {
+            user: "bianca".into(),
+        })
+        .await
+    else {
+        panic!("no prekey")
+    };
+    assert_eq!(key, bianca_id.public());
+    let texts: Vec<String> = (1..=3).map(|i| format!("{MARKER} {i}")).collect();
+    let mut ids = Vec::new();
+    for text in &texts {
+        let (blob, _) =
+            sealed::seal(&identity("ali"), "ali", "bianca", &key, &published, text, 1).unwrap();
+        match ali
+            .request(Request::Deposit {
+                to: "bianca".into(),
+                blob,
+            })
+            .await
+        {
+            Reply::Queued { id, .. } => ids.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(ali);
+
+    // kill -9 right after the last `Queued`.
+    kill_9(server).await;
+    assert!(!database_has(&data, MARKER), "plaintext in the database");
+    let (server, addr) = serve(&data).await;
+
+    // bianca gets all three, in order, and acknowledges them.
+    let mut bianca = Client::login(addr, "bianca").await;
+    let Reply::Mail { items, more: false } = bianca.request(Request::FetchMail).await else {
+        panic!("no mail")
+    };
+    assert_eq!(items.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    let opened: Vec<String> = items
+        .iter()
+        .map(|m| {
+            sealed::open(&m.blob, "bianca", &bianca_id.public(), &prekey)
+                .unwrap()
+                .text
+        })
+        .collect();
+    assert_eq!(opened, texts);
+    assert_eq!(
+        bianca.request(Request::AckMail { ids: ids.clone() }).await,
+        Reply::MailAcked { count: 3 }
+    );
+    drop(bianca);
+
+    // kill -9 right after the acknowledgement: nothing comes back.
+    kill_9(server).await;
+    let (server, addr) = serve(&data).await;
+    let mut bianca = Client::login(addr, "bianca").await;
+    assert_eq!(
+        bianca.request(Request::FetchMail).await,
+        Reply::Mail {
+            items: vec![],
+            more: false
+        },
+        "delivered once"
+    );
+    let mut ali = Client::login(addr, "ali").await;
+    let Reply::Receipts { receipts } = ali.request(Request::MailReceipts).await else {
+        panic!("no receipts")
+    };
+    assert_eq!(receipts.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    assert!(receipts.iter().all(|r| r.delivered && r.to == "bianca"));
+    assert!(!database_has(&data, MARKER));
+    kill_9(server).await;
+}

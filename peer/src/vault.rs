@@ -1,0 +1,423 @@
+//! The profile's secrets at rest: a key derived from the user's password.
+//!
+//! `<profile>/vault` (plain text) holds a random vault id, the argon2id salt and cost,
+//! and a check value sealed with the derived key, so a wrong password is a clear
+//! [`VaultError::WrongPassword`] and never garbage. The key itself is never written
+//! anywhere: it is derived when the user gives the password (login, `peer history`) and
+//! kept in memory (zeroed on drop) for that run only.
+//!
+//! Everything sealed with it uses ChaCha20-Poly1305 with a random 96-bit nonce and, as
+//! associated data, the vault id and what the bytes are for (the identity key file, the
+//! prekeys, one contact's history), so a sealed file moved to another purpose or another
+//! profile does not open. Sealed files start with a 5-byte magic and the vault id:
+//!
+//! ```text
+//! whole file (identity.key, prekeys):  "NVLT1" | vault id (16) | nonce (12) | ciphertext
+//! record (history, see crate::history):                          nonce (12) | ciphertext
+//! ```
+//!
+//! Changing the password ([`crate::profile::change_password`]) re-encrypts every sealed
+//! file under a new vault (new id, salt and key): each file is first written beside the
+//! old one as `NAME.rekey`, then the new `vault` file replaces the old one (the commit
+//! point), then the `.rekey` files replace the originals. [`Vault::unlock`] finishes or
+//! discards a change that was interrupted, going by the vault id in each `.rekey` file.
+//!
+//! argon2 is slow on purpose; callers on an async runtime run [`Vault::create`] and
+//! [`Vault::unlock`] in `spawn_blocking`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use proto::identity::transcript;
+use zeroize::Zeroizing;
+
+/// The vault file inside the profile.
+pub const VAULT_FILE: &str = "vault";
+/// Suffix of a file re-encrypted for a new password, not yet in place.
+pub const REKEY_SUFFIX: &str = ".rekey";
+const HEADER: &str = "natter-vault-v1";
+/// Magic at the start of a sealed file.
+pub const MAGIC: &[u8; 5] = b"NVLT1";
+/// Bytes before the first nonce of a sealed file: magic and vault id.
+pub const FILE_HEADER_LEN: usize = MAGIC.len() + 16;
+const NONCE_LEN: usize = 12;
+
+/// argon2id cost of the key derivation, recorded in the vault file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VaultCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for VaultCost {
+    /// OWASP's recommendation for argon2id: m = 19 MiB, t = 2, p = 1.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// The vault could not be opened, or something sealed with it did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("wrong password: it does not open this profile's keys and history")]
+    WrongPassword,
+    #[error("{path} is damaged or was not sealed by this profile's password")]
+    Damaged { path: PathBuf },
+    #[error("{path} is not a Natter vault file")]
+    BadVaultFile { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+}
+
+/// An unlocked vault: the derived key, in memory only.
+pub struct Vault {
+    id: [u8; 16],
+    salt: [u8; 16],
+    cost: VaultCost,
+    cipher: ChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("id", &hex(&self.id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Whether the profile in `dir` has a vault.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(VAULT_FILE).exists()
+    }
+
+    /// Makes a new vault for `password` (in memory; [`Vault::save`] writes its file).
+    pub fn create(password: &str, cost: VaultCost) -> Result<Self, VaultError> {
+        Self::derive(rand::random(), rand::random(), cost, password)
+    }
+
+    fn derive(
+        id: [u8; 16],
+        salt: [u8; 16],
+        cost: VaultCost,
+        password: &str,
+    ) -> Result<Self, VaultError> {
+        let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, Some(32))
+            .map_err(|e| VaultError::Kdf(e.to_string()))?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(password.as_bytes(), &salt, &mut *key)
+            .map_err(|e| VaultError::Kdf(e.to_string()))?;
+        Ok(Self {
+            id,
+            salt,
+            cost,
+            cipher: ChaCha20Poly1305::new(&Key::from(*key)),
+        })
+    }
+
+    /// Writes the vault file into `dir` (atomically, mode 0600), as `name`.
+    fn write_as(&self, dir: &Path, name: &str) -> Result<(), VaultError> {
+        let check = self.seal("vault-check", &self.id);
+        let text = format!(
+            "{HEADER}\nid={}\nsalt={}\nm={}\nt={}\np={}\ncheck={}\n",
+            hex(&self.id),
+            hex(&self.salt),
+            self.cost.memory_kib,
+            self.cost.iterations,
+            self.cost.parallelism,
+            hex(&check)
+        );
+        let path = dir.join(name);
+        write_private(&path, text.as_bytes()).map_err(|source| VaultError::Write { path, source })
+    }
+
+    /// Writes the vault file into the profile `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), VaultError> {
+        self.write_as(dir, VAULT_FILE)
+    }
+
+    /// Derives the key from `password` and checks it against the vault in `dir`; then
+    /// finishes (or discards) an interrupted password change.
+    pub fn unlock(dir: &Path, password: &str) -> Result<Self, VaultError> {
+        let path = dir.join(VAULT_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| VaultError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let bad = || VaultError::BadVaultFile { path: path.clone() };
+        let mut lines = text.lines();
+        if lines.next() != Some(HEADER) {
+            return Err(bad());
+        }
+        let mut field = |name: &str| -> Result<String, VaultError> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(name))
+                .and_then(|l| l.strip_prefix('='))
+                .map(str::to_string)
+                .ok_or_else(bad)
+        };
+        let id: [u8; 16] = unhex(&field("id")?)
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(bad)?;
+        let salt: [u8; 16] = unhex(&field("salt")?)
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(bad)?;
+        let num = |s: String| s.parse::<u32>().map_err(|_| bad());
+        let cost = VaultCost {
+            memory_kib: num(field("m")?)?,
+            iterations: num(field("t")?)?,
+            parallelism: num(field("p")?)?,
+        };
+        let check = unhex(&field("check")?).ok_or_else(bad)?;
+        let vault = Self::derive(id, salt, cost, password)?;
+        match vault.open("vault-check", &check) {
+            Some(inner) if inner.as_slice() == id => {}
+            _ => return Err(VaultError::WrongPassword),
+        }
+        vault.finish_rekey(dir);
+        Ok(vault)
+    }
+
+    /// The vault id (first bytes of every sealed file after the magic).
+    pub fn id(&self) -> [u8; 16] {
+        self.id
+    }
+
+    fn aad(&self, purpose: &str) -> Vec<u8> {
+        transcript("natter-vault-v1", &[purpose.as_bytes(), &self.id])
+    }
+
+    /// Seals `plaintext` for `purpose`: nonce and ciphertext.
+    pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let ct = self
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &self.aad(purpose),
+                },
+            )
+            .expect("ChaCha20-Poly1305 seals any plaintext that fits in memory");
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Opens what [`Vault::seal`] sealed for `purpose`. `None` if it does not open.
+    pub fn open(&self, purpose: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        self.cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ct,
+                    aad: &self.aad(purpose),
+                },
+            )
+            .ok()
+            .map(Zeroizing::new)
+    }
+
+    /// The header every sealed file of this vault starts with.
+    pub fn file_header(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&self.id);
+        out
+    }
+
+    /// Writes `plaintext` sealed for `purpose` to `path` (atomically, mode 0600).
+    pub fn write_file(
+        &self,
+        path: &Path,
+        purpose: &str,
+        plaintext: &[u8],
+    ) -> Result<(), VaultError> {
+        let mut bytes = self.file_header();
+        bytes.extend_from_slice(&self.seal(purpose, plaintext));
+        write_private(path, &bytes).map_err(|source| VaultError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads and opens a file written by [`Vault::write_file`]. `Ok(None)`: no such file.
+    pub fn read_file(
+        &self,
+        path: &Path,
+        purpose: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => Zeroizing::new(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(VaultError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let damaged = || VaultError::Damaged {
+            path: path.to_path_buf(),
+        };
+        let body = bytes
+            .strip_prefix(self.file_header().as_slice())
+            .ok_or_else(damaged)?;
+        self.open(purpose, body).map(Some).ok_or_else(damaged)
+    }
+
+    /// Writes this vault's file as the new `vault` of `dir`: the commit point of a
+    /// password change (see the module docs).
+    pub(crate) fn commit(&self, dir: &Path) -> Result<(), VaultError> {
+        self.write_as(dir, VAULT_FILE)?;
+        self.finish_rekey(dir);
+        Ok(())
+    }
+
+    /// Puts `.rekey` files of this vault in place and deletes those of any other.
+    fn finish_rekey(&self, dir: &Path) {
+        for path in rekey_files(dir) {
+            let ours = std::fs::File::open(&path)
+                .and_then(|mut f| {
+                    let mut head = [0u8; FILE_HEADER_LEN];
+                    std::io::Read::read_exact(&mut f, &mut head)?;
+                    Ok(head)
+                })
+                .is_ok_and(|head| head[..] == self.file_header()[..]);
+            let target = path.with_extension("");
+            let done = if ours {
+                std::fs::rename(&path, &target)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = done {
+                tracing::warn!("cannot finish a password change at {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Every `.rekey` file in the profile `dir` and its `history/`.
+pub(crate) fn rekey_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in [dir.to_path_buf(), dir.join(crate::history::HISTORY_DIR)] {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.to_string_lossy().ends_with(REKEY_SUFFIX) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The path a file is re-encrypted to during a password change.
+pub(crate) fn rekey_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(REKEY_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, mode 0600, synced.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) fn test_cost() -> VaultCost {
+    VaultCost {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_password_is_an_error_and_files_do_not_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::create("right password", test_cost()).unwrap();
+        vault.save(dir.path()).unwrap();
+        let file = dir.path().join("secret");
+        vault.write_file(&file, "a", b"the marker text").unwrap();
+        let raw = std::fs::read(&file).unwrap();
+        assert!(!raw.windows(6).any(|w| w == b"marker"));
+
+        let again = Vault::unlock(dir.path(), "right password").unwrap();
+        assert_eq!(
+            again.read_file(&file, "a").unwrap().unwrap().as_slice(),
+            b"the marker text"
+        );
+        assert!(matches!(
+            again.read_file(&file, "b"),
+            Err(VaultError::Damaged { .. })
+        ));
+        assert!(matches!(
+            Vault::unlock(dir.path(), "wrong password"),
+            Err(VaultError::WrongPassword)
+        ));
+        assert!(
+            again
+                .read_file(&dir.path().join("none"), "a")
+                .unwrap()
+                .is_none()
+        );
+    }
+}

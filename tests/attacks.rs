@@ -1,0 +1,595 @@
+//! Attacks on authentication and on the end-to-end layer, each refused, over real QUIC on
+//! loopback, in-process.
+//!
+//! Directory side (a raw protocol client, frames by hand): password guessing held to the
+//! lockout rule across reconnects and across source addresses, guessing across accounts
+//! held to the per-source limit, a replayed login, a login signature made for another
+//! user or by another key. Peer side (a hand-driven dialer against the real acceptor): a
+//! key share signed by another identity, a message sealed for another session, a frame
+//! reflected back to its sender, an over-long message, and a sender whose peer never
+//! acknowledges (its queue is bounded).
+//!
+//! Attacks covered elsewhere are not repeated: a signature for another connection's nonce,
+//! a changed key, lookups before login (`tests/directory_hostile.rs`); a Connect Request
+//! naming someone else, a certificate for another key, tampered, replayed and reordered
+//! frames (`tests/chat_session.rs`, `tests/peer_chat.rs`). `127.0.0.2` and `127.0.0.3`
+//! are loopback too: a client bound there is another source address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use natter::TestDirectory;
+use peer::chat::{self, ChatError, ChatEvent, ChatEvents, ChatHandle, EndReason};
+use peer::endpoint;
+use proto::frame;
+use proto::message::{
+    ChatPayload, PeerInfo, PeerMsg, Refusal, Reply, Request, ServerMsg, login_transcript,
+};
+use proto::session::{Handshake, Opener, Role, SealedFrame, Sealer};
+use proto::{Identity, PublicKey};
+use quinn::crypto::rustls::QuicClientConfig;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(15);
+const PASSWORD: &str = natter::PASSWORD;
+
+// ---------------------------------------------------------------------------------------
+// The directory
+// ---------------------------------------------------------------------------------------
+
+/// A raw directory client from a chosen source address.
+struct Raw {
+    _endpoint: quinn::Endpoint,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    nonce: [u8; 32],
+}
+
+impl Raw {
+    /// Connects from `ip` and says `Hello`.
+    async fn connect(dir: &TestDirectory, ip: &str) -> Raw {
+        let endpoint = quinn::Endpoint::client(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+        let tls = proto::verify::client_config(
+            None,
+            Some(dir.server.public_key()),
+            proto::ALPN_DIRECTORY,
+        )
+        .unwrap();
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        let connecting = endpoint.connect_with(config, dir.addr(), "natter").unwrap();
+        let conn = timeout(WAIT, connecting).await.unwrap().unwrap();
+        let (send, recv) = conn.open_bi().await.unwrap();
+        let mut raw = Raw {
+            _endpoint: endpoint,
+            send,
+            recv,
+            nonce: [0; 32],
+        };
+        let hello = Request::Hello {
+            version: proto::PROTOCOL_VERSION,
+            software: "attacks-test".into(),
+        };
+        raw.nonce = match raw.call(&hello).await {
+            Reply::Welcome { nonce, .. } => nonce,
+            other => panic!("expected Welcome, got {other:?}"),
+        };
+        raw
+    }
+
+    async fn call(&mut self, request: &Request) -> Reply {
+        frame::write_frame(&mut self.send, request).await.unwrap();
+        loop {
+            let msg = timeout(WAIT, frame::read_frame(&mut self.recv))
+                .await
+                .expect("a reply in time")
+                .expect("a frame")
+                .expect("the stream is open");
+            if let ServerMsg::Reply(reply) = msg {
+                return reply;
+            }
+        }
+    }
+
+    /// A login request signed properly for this connection.
+    fn login_request(&self, user: &str, password: &str, id: &Identity) -> Request {
+        Request::Login {
+            user: user.into(),
+            password: password.into(),
+            identity: id.public(),
+            signature: id.sign(&login_transcript(&self.nonce, user, &id.public())),
+            addresses: vec![],
+        }
+    }
+
+    async fn login(&mut self, user: &str, password: &str, id: &Identity) -> Reply {
+        let request = self.login_request(user, password, id);
+        self.call(&request).await
+    }
+}
+
+fn refusal(reply: &Reply) -> Refusal {
+    match reply {
+        Reply::Refused { reason, .. } => *reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn bad_password(left: u32) -> Reply {
+    Reply::Refused {
+        reason: Refusal::BadCredentials,
+        attempts_left: Some(left),
+        retry_after_secs: None,
+    }
+}
+
+fn assert_granted(reply: &Reply) {
+    assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
+}
+
+#[tokio::test]
+async fn guessing_on_a_fresh_connection_each_time_still_locks_the_account() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let id = Identity::generate();
+    for left in [2, 1, 0] {
+        let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+        assert_eq!(
+            raw.login("ali", "guess-1234", &id).await,
+            bad_password(left)
+        );
+    }
+    // Locked: the right password on yet another connection is not even checked.
+    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let reply = raw.login("ali", PASSWORD, &id).await;
+    match reply {
+        Reply::Refused {
+            reason: Refusal::LockedOut,
+            retry_after_secs: Some(secs),
+            ..
+        } => assert!((1..=30).contains(&secs), "{secs}"),
+        other => panic!("expected LockedOut, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn guessing_from_several_addresses_counts_against_the_one_account() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali", "bianca"]).await.unwrap();
+    let id = Identity::generate();
+    // One failure from each of two addresses, a third from the first again.
+    for (ip, left) in [("127.0.0.1", 2), ("127.0.0.2", 1), ("127.0.0.1", 0)] {
+        let mut raw = Raw::connect(&dir, ip).await;
+        assert_eq!(
+            raw.login("ali", "guess-1234", &id).await,
+            bad_password(left)
+        );
+    }
+    // The account is locked wherever the next attempt comes from...
+    for ip in ["127.0.0.2", "127.0.0.3"] {
+        let mut raw = Raw::connect(&dir, ip).await;
+        let reply = raw.login("ali", PASSWORD, &id).await;
+        assert_eq!(refusal(&reply), Refusal::LockedOut, "from {ip}");
+    }
+    // ... and only that account: the addresses themselves are not blocked (3 failures
+    // are far below the per-source limit), so another user logs in from them.
+    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    assert_granted(&raw.login("bianca", PASSWORD, &Identity::generate()).await);
+}
+
+#[tokio::test]
+async fn guessing_across_many_accounts_blocks_the_source_and_only_it() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let limit = dir.server.config().source_limit.max_failures;
+    let id = Identity::generate();
+    // One guess per account name, never the same account twice: no account locks, but
+    // the source runs out of failures.
+    let mut raw = Raw::connect(&dir, "127.0.0.2").await;
+    for i in 0..limit {
+        let reply = raw.login(&format!("user{i}"), "guess-1234", &id).await;
+        assert_eq!(refusal(&reply), Refusal::BadCredentials, "guess {i}");
+    }
+    // Blocked now, even for an account it has the right password for, on a new
+    // connection too.
+    let mut again = Raw::connect(&dir, "127.0.0.2").await;
+    match again.login("ali", PASSWORD, &id).await {
+        Reply::Refused {
+            reason: Refusal::LockedOut,
+            retry_after_secs: Some(secs),
+            ..
+        } => assert!(secs >= 1, "{secs}"),
+        other => panic!("expected the source to be blocked, got {other:?}"),
+    }
+    // Another address is not affected, and ali's account was never locked.
+    let mut other = Raw::connect(&dir, "127.0.0.1").await;
+    assert_granted(&other.login("ali", PASSWORD, &id).await);
+}
+
+#[tokio::test]
+async fn a_replayed_login_is_refused() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let id = Identity::generate();
+    let mut victim = Raw::connect(&dir, "127.0.0.1").await;
+    let captured = victim.login_request("ali", PASSWORD, &id);
+    assert_granted(&victim.call(&captured).await);
+    // An eavesdropper who somehow got the whole request (password included) replays it
+    // word for word on its own connection: the signature is over the victim's nonce.
+    let mut attacker = Raw::connect(&dir, "127.0.0.2").await;
+    assert_ne!(attacker.nonce, victim.nonce);
+    let reply = attacker.call(&captured).await;
+    assert_eq!(refusal(&reply), Refusal::BadSignature);
+    assert_eq!(dir.server.online_count(), 1);
+    // The victim's session is untouched.
+    let who = victim.call(&Request::Who).await;
+    assert!(matches!(who, Reply::Online { users } if users.len() == 1));
+}
+
+#[tokio::test]
+async fn a_login_signature_made_for_another_user_is_refused() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali", "bianca"]).await.unwrap();
+    let ali = Identity::generate();
+    let bianca = Identity::generate();
+    // Bianca (who also knows ali's password) signs her own login transcript on this
+    // connection and presents it, with her key, as ali's: ali has no key registered yet,
+    // so accepting it would bind bianca's key to ali's account.
+    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let for_bianca = bianca.sign(&login_transcript(&raw.nonce, "bianca", &bianca.public()));
+    let forged = Request::Login {
+        user: "ali".into(),
+        password: PASSWORD.into(),
+        identity: bianca.public(),
+        signature: for_bianca,
+        addresses: vec![],
+    };
+    assert_eq!(refusal(&raw.call(&forged).await), Refusal::BadSignature);
+    // The same signature is good for bianca herself.
+    let honest = Request::Login {
+        user: "bianca".into(),
+        password: PASSWORD.into(),
+        identity: bianca.public(),
+        signature: for_bianca,
+        addresses: vec![],
+    };
+    assert_granted(&raw.call(&honest).await);
+    // Ali's account got no key from it: ali's own key is the one registered.
+    let mut real = Raw::connect(&dir, "127.0.0.2").await;
+    assert_granted(&real.login("ali", PASSWORD, &ali).await);
+    let mut later = Raw::connect(&dir, "127.0.0.3").await;
+    let reply = later.login("ali", PASSWORD, &bianca).await;
+    assert_eq!(refusal(&reply), Refusal::KeyMismatch);
+}
+
+#[tokio::test]
+async fn a_login_signed_by_another_key_than_the_one_presented_is_refused() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let ali = Identity::generate();
+    let mallory = Identity::generate();
+    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    // The transcript names ali's key, but mallory (without ali's private key) signs it.
+    let signature = mallory.sign(&login_transcript(&raw.nonce, "ali", &ali.public()));
+    let request = Request::Login {
+        user: "ali".into(),
+        password: PASSWORD.into(),
+        identity: ali.public(),
+        signature,
+        addresses: vec![],
+    };
+    assert_eq!(refusal(&raw.call(&request).await), Refusal::BadSignature);
+    assert_eq!(dir.server.online_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Peer to peer
+// ---------------------------------------------------------------------------------------
+
+/// A user with an identity and a bound endpoint.
+struct Peer {
+    name: &'static str,
+    identity: Arc<Identity>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Peer {
+    fn new(name: &'static str) -> Self {
+        let identity = Arc::new(Identity::generate());
+        let endpoint = endpoint::bind(&identity, "127.0.0.1:0".parse().unwrap()).unwrap();
+        Peer {
+            name,
+            identity,
+            endpoint,
+        }
+    }
+
+    fn info(&self) -> PeerInfo {
+        PeerInfo {
+            user: self.name.into(),
+            identity: self.identity.public(),
+            observed: self.endpoint.local_addr().unwrap(),
+            addresses: vec![],
+        }
+    }
+}
+
+/// Accepts one chat at `at`, where the directory knows exactly `known`.
+async fn accept_one(at: &Peer, known: PeerInfo) -> Result<(ChatHandle, ChatEvents), ChatError> {
+    let conn = at.endpoint.accept().await.unwrap().await.unwrap();
+    let lookup = async move |name: &str| Ok((name == known.user).then_some(known));
+    chat::accept(
+        conn,
+        &at.identity,
+        at.name,
+        lookup,
+        |_: &str, _: &PublicKey| Ok(()),
+    )
+    .await
+}
+
+/// A hand-driven dialer: TLS with its own key, then the connect request, then a key
+/// share signed by `signer` (its own identity unless a test says otherwise).
+struct RawDialer {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    sealer: Sealer,
+    opener: Opener,
+}
+
+impl RawDialer {
+    /// Dials `to` and completes the handshake; returns the dialer and bianca's side.
+    async fn chat(from: &Peer, to: &Peer) -> (RawDialer, (ChatHandle, ChatEvents)) {
+        let (dialer, accepted) = tokio::join!(
+            RawDialer::dial(from, to, &from.identity),
+            accept_one(to, from.info())
+        );
+        let dialer = dialer.unwrap_or_else(|(why, _)| panic!("key exchange: {why}"));
+        (dialer, accepted.expect("acceptor"))
+    }
+
+    /// On failure, the reason and the connection (kept open, for the other side to
+    /// come to its own conclusion).
+    async fn dial(
+        from: &Peer,
+        to: &Peer,
+        signer: &Identity,
+    ) -> Result<RawDialer, (String, quinn::Connection)> {
+        let to_info = to.info();
+        let conn = endpoint::dial_peer(
+            &from.endpoint,
+            &from.identity,
+            to_info.observed,
+            to_info.identity,
+        )
+        .await
+        .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let connect = PeerMsg::Connect {
+            version: proto::PROTOCOL_VERSION,
+            initiator: from.name.into(),
+            background: false,
+        };
+        frame::write_frame(&mut send, &connect).await.unwrap();
+        let reply: PeerMsg = frame::read_frame(&mut recv).await.unwrap().unwrap();
+        assert_eq!(
+            reply,
+            PeerMsg::Accepted {
+                user: to.name.into()
+            }
+        );
+        let (handshake, ours) = Handshake::start(signer, Role::Initiator, to_info.identity);
+        frame::write_frame(&mut send, &PeerMsg::KeyShare(ours))
+            .await
+            .unwrap();
+        let theirs = match frame::read_frame(&mut recv).await {
+            Ok(Some(PeerMsg::KeyShare(share))) => share,
+            other => return Err((format!("no key share: {other:?}"), conn)),
+        };
+        let (sealer, opener) = match handshake.finish(&theirs) {
+            Ok(session) => session.split(),
+            Err(e) => return Err((e.to_string(), conn)),
+        };
+        Ok(RawDialer {
+            conn,
+            send,
+            recv,
+            sealer,
+            opener,
+        })
+    }
+
+    fn seal(&mut self, payload: &ChatPayload) -> SealedFrame {
+        let bytes = frame::encode(payload).unwrap();
+        self.sealer.seal(&bytes[frame::HEADER_LEN..]).unwrap()
+    }
+
+    async fn write(&mut self, sealed: SealedFrame) {
+        frame::write_frame(&mut self.send, &PeerMsg::Sealed(sealed))
+            .await
+            .unwrap();
+    }
+
+    /// The next sealed frame from the other side, unopened.
+    async fn read_sealed(&mut self) -> SealedFrame {
+        match timeout(WAIT, frame::read_frame::<_, PeerMsg>(&mut self.recv))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            PeerMsg::Sealed(sealed) => sealed,
+            other => panic!("expected a sealed frame, got {other:?}"),
+        }
+    }
+
+    async fn read(&mut self) -> ChatPayload {
+        let sealed = self.read_sealed().await;
+        frame::decode(&self.opener.open(&sealed).unwrap()).unwrap()
+    }
+}
+
+fn text(id: u64, text: &str) -> ChatPayload {
+    ChatPayload::Text {
+        id,
+        text: text.into(),
+        sent_at_ms: 0,
+        room: None,
+    }
+}
+
+async fn next(events: &mut ChatEvents) -> ChatEvent {
+    timeout(WAIT, events.next())
+        .await
+        .expect("an event in time")
+        .expect("events still open")
+}
+
+/// Bianca's chat must end with a protocol violation whose reason contains `word`, and
+/// no message may have been delivered to her before that.
+async fn expect_violation(events: &mut ChatEvents, word: &str) {
+    match next(events).await {
+        ChatEvent::Ended {
+            reason: EndReason::Violation(why),
+            ..
+        } => assert!(why.contains(word), "{why}"),
+        other => panic!("expected a violation naming {word:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_key_share_signed_by_another_identity_is_refused() {
+    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let mallory = Identity::generate();
+    // TLS and the connect request are ali's own; the ephemeral key is signed by mallory
+    // (a man in the middle who cannot sign as ali).
+    let (dialer, accepted) = tokio::join!(
+        RawDialer::dial(&ali, &bianca, &mallory),
+        accept_one(&bianca, ali.info())
+    );
+    match accepted {
+        Err(ChatError::Handshake(e)) => assert!(e.to_string().contains("not signed"), "{e}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a forged key share was accepted"),
+    }
+    // (The forger cannot use bianca's share either: it was made for ali.)
+    let Err((_, conn)) = dialer else {
+        panic!("the forger got a session")
+    };
+    timeout(WAIT, conn.closed())
+        .await
+        .expect("bianca closes the connection");
+}
+
+#[tokio::test]
+async fn a_message_sealed_for_another_session_is_refused() {
+    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (mut first, (_h1, mut events1)) = RawDialer::chat(&ali, &bianca).await;
+    let (mut second, (_h2, mut events2)) = RawDialer::chat(&ali, &bianca).await;
+    // Same sender, same receiver, same message id and counter: only the session differs.
+    let sealed_for_first = first.seal(&text(1, "transfer approved"));
+    second.write(sealed_for_first.clone()).await;
+    expect_violation(&mut events2, "sealed for another session").await;
+    // In its own session the very same frame is fine.
+    first.write(sealed_for_first).await;
+    match next(&mut events1).await {
+        ChatEvent::Message { id, text, .. } => {
+            assert_eq!((id, text.as_str()), (1, "transfer approved"))
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_frame_reflected_back_to_its_sender_is_refused() {
+    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (mut raw, (handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    let id = handle.send("meet at noon").await.unwrap();
+    // Ali receives bianca's sealed message and sends the same bytes straight back: the
+    // other direction has its own key, so bianca cannot be made to read her own words.
+    let sealed = raw.read_sealed().await;
+    raw.write(sealed).await;
+    assert_eq!(id, 1);
+    expect_violation(&mut events, "sealed for another session").await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_length_limit_ends_the_chat() {
+    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (mut raw, (_handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    // Sealed properly, so it passes the crypto; only the length is wrong.
+    let too_long = "x".repeat(proto::names::MAX_MESSAGE + 1);
+    let sealed = raw.seal(&text(1, &too_long));
+    raw.write(sealed).await;
+    expect_violation(&mut events, "too long").await;
+}
+
+/// Takes [`chat::STALL_TIMEOUT`] (20 s) and a little more.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_disconnected_after_the_stall_timeout() {
+    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (raw, (handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    // Ali reads nothing at all: once the QUIC window is full, bianca's writes stall.
+    let big = "x".repeat(proto::names::MAX_MESSAGE);
+    let started = tokio::time::Instant::now();
+    for _ in 0..chat::MAX_UNACKED {
+        handle.send(&big).await.unwrap();
+    }
+    let reason = loop {
+        match timeout(chat::STALL_TIMEOUT + WAIT, events.next())
+            .await
+            .expect("the stalled chat is never given up")
+        {
+            Some(ChatEvent::Ended { reason, .. }) => break reason,
+            Some(_) => {}
+            None => panic!("events ended without Ended"),
+        }
+    };
+    match reason {
+        EndReason::ConnectionLost(why) => assert!(why.contains("stopped reading"), "{why}"),
+        other => panic!("ended otherwise: {other:?}"),
+    }
+    assert!(started.elapsed() >= chat::STALL_TIMEOUT);
+    match timeout(WAIT, raw.conn.closed()).await.unwrap() {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, chat::CODE_TIMEOUT)
+        }
+        other => panic!("closed otherwise: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_never_acknowledges_cannot_make_the_sender_buffer_without_bound() {
+    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (mut raw, (handle, _events)) = RawDialer::chat(&ali, &bianca).await;
+    // Ali reads nothing and acknowledges nothing. Bianca's sends are queued, then
+    // refused: at most MAX_UNACKED in flight plus COMMAND_QUEUE waiting.
+    let bound = chat::MAX_UNACKED + chat::COMMAND_QUEUE + 1;
+    let mut queued = 0;
+    let refused = loop {
+        match handle.send("are you there?").await {
+            Ok(_) => queued += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            queued <= bound,
+            "{queued} messages queued for a peer that never acks"
+        );
+        if queued % 64 == 0 {
+            // Let the driver move what it can into the connection.
+            tokio::task::yield_now().await;
+        }
+    };
+    assert!(
+        matches!(refused, ChatError::Backlog(_)),
+        "refused otherwise: {refused}"
+    );
+    assert!(queued >= chat::COMMAND_QUEUE, "refused after only {queued}");
+    // What did reach ali starts at message 1.
+    let first = raw.read().await;
+    assert!(
+        matches!(first, ChatPayload::Text { id: 1, .. }),
+        "{first:?}"
+    );
+}

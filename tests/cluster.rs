@@ -1,0 +1,233 @@
+//! Several directory instances on one PostgreSQL (scale-out), end to end on loopback:
+//! users on different instances find each other and chat, a crashed instance's users
+//! vanish from the others within the expiry bound, and lockout counts are shared.
+//!
+//! Needs `NATTER_TEST_POSTGRES` (see `.ci/postgres`); without it each test says
+//! "skipped: NATTER_TEST_POSTGRES not set" and passes, unless `NATTER_REQUIRE_EXTRAS=1`.
+
+use std::time::Duration;
+
+use directory::cluster::ClusterPolicy;
+use directory::config::Secret;
+use directory::store::postgres;
+use natter::{PASSWORD, TestDirectory, TestPeer};
+use peer::app::Start;
+use peer::directory_client::{ClientError, DirectoryClient};
+use peer::ui::{Direction, Note};
+use proto::Identity;
+use proto::message::{PeerInfo, Refusal};
+
+/// Fast heartbeats so that the expiry test is short.
+const POLICY: ClusterPolicy = ClusterPolicy {
+    heartbeat: Duration::from_millis(300),
+    expiry: Duration::from_millis(1500),
+};
+
+/// A fresh schema in the test database, or `None` (skipped).
+async fn database() -> Option<String> {
+    let url = postgres::test_url_from_env()?;
+    Some(postgres::create_scratch_schema(&url).await.unwrap().0)
+}
+
+async fn instance(url: &str) -> TestDirectory {
+    let url = url.to_string();
+    TestDirectory::start_with(move |c| {
+        c.database = Some(Secret(url));
+        c.cluster = POLICY;
+    })
+    .await
+    .unwrap()
+}
+
+fn endpoint(identity: &Identity) -> quinn::Endpoint {
+    peer::endpoint::bind(identity, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+async fn logged_in(
+    dir: std::net::SocketAddr,
+    user: &str,
+    identity: &Identity,
+) -> (quinn::Endpoint, DirectoryClient) {
+    let ep = endpoint(identity);
+    let client = DirectoryClient::connect(&ep, dir, None).await.unwrap();
+    let addrs = vec![ep.local_addr().unwrap()];
+    client.login(user, PASSWORD, identity, addrs).await.unwrap();
+    (ep, client)
+}
+
+/// Looks `user` up until `want(found)` holds, for at most `within`.
+async fn lookup_until(
+    client: &DirectoryClient,
+    user: &str,
+    within: Duration,
+    want: impl Fn(&Option<PeerInfo>) -> bool,
+) -> Option<PeerInfo> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let found = client.lookup(user).await.unwrap();
+        if want(&found) || tokio::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn users_on_two_instances_find_each_other_and_chat() {
+    let Some(url) = database().await else { return };
+    let (one, two) = (instance(&url).await, instance(&url).await);
+    one.add_users(&["ali", "bianca", "chloe", "dina", "emil"])
+        .await
+        .unwrap();
+
+    // Accounts are shared: bianca, created through instance 1, logs in to instance 2.
+    let (ali_id, bianca_id) = (Identity::generate(), Identity::generate());
+    let (ali_ep, ali) = logged_in(one.addr(), "ali", &ali_id).await;
+    let (bianca_ep, bianca) = logged_in(two.addr(), "bianca", &bianca_id).await;
+
+    let wait = Duration::from_secs(5);
+    let found = lookup_until(&ali, "bianca", wait, Option::is_some)
+        .await
+        .expect("instance 1 finds bianca on instance 2");
+    assert_eq!(found.identity, bianca_id.public());
+    assert_eq!(found.observed, bianca_ep.local_addr().unwrap());
+    let found = lookup_until(&bianca, "ali", wait, Option::is_some)
+        .await
+        .expect("instance 2 finds ali on instance 1");
+    assert_eq!(found.identity, ali_id.public());
+    assert_eq!(found.observed, ali_ep.local_addr().unwrap());
+    let who: Vec<String> = ali
+        .who()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.user)
+        .collect();
+    assert_eq!(who, ["ali", "bianca"]);
+
+    // Logging out removes them from the other instance too.
+    drop(bianca);
+    bianca_ep.close(0u32.into(), b"bye");
+    let gone = lookup_until(&ali, "bianca", wait, Option::is_none).await;
+    assert!(gone.is_none(), "bianca logged out: {gone:?}");
+    drop(ali);
+    ali_ep.close(0u32.into(), b"bye");
+
+    // Two real peers on different instances chat (rendezvous crosses instances).
+    let mut dina = TestPeer::start(&two, "dina", Start::Idle).await.unwrap();
+    let (watch_ep, watcher) = logged_in(one.addr(), "chloe", &Identity::generate()).await;
+    lookup_until(&watcher, "dina", wait, Option::is_some)
+        .await
+        .expect("dina visible on instance 1");
+    let mut emil = TestPeer::start(&one, "emil", Start::Connect("dina".into()))
+        .await
+        .unwrap();
+    emil.expect("connected", |n| {
+        matches!(n, Note::Connected { peer, direction: Direction::Outgoing, .. } if peer == "dina")
+    })
+    .await;
+    dina.expect("incoming", |n| {
+        matches!(n, Note::Connected { peer, direction: Direction::Incoming, .. } if peer == "emil")
+    })
+    .await;
+    emil.say("hello from instance 1").await;
+    dina.expect_message("emil", "hello from instance 1").await;
+    dina.say("hello from instance 2").await;
+    emil.expect_message("dina", "hello from instance 2").await;
+    emil.quit().await;
+    dina.quit().await;
+    drop(watcher);
+    watch_ep.close(0u32.into(), b"bye");
+    one.server.shutdown().await;
+    two.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crashed_instance_s_users_vanish_within_the_expiry_bound() {
+    let Some(url) = database().await else { return };
+    let two = instance(&url).await;
+    two.add_users(&["ali", "bianca"]).await.unwrap();
+
+    // Instance 1 runs on its own runtime, so it can be stopped dead: its tasks vanish
+    // mid-flight, nothing is written or said — the database's view of kill -9.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let url1 = url.clone();
+    let crashed = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let one = rt.block_on(instance(&url1));
+        addr_tx.send(one.addr()).unwrap();
+        let _ = rt.block_on(kill_rx);
+        std::mem::forget(one);
+        rt.shutdown_background();
+    });
+    let one_addr = addr_rx.recv().unwrap();
+
+    let (_ali_ep, _ali) = logged_in(one_addr, "ali", &Identity::generate()).await;
+    let (_bianca_ep, bianca) = logged_in(two.addr(), "bianca", &Identity::generate()).await;
+    let wait = Duration::from_secs(5);
+    assert!(
+        lookup_until(&bianca, "ali", wait, Option::is_some)
+            .await
+            .is_some()
+    );
+
+    kill_tx.send(()).unwrap();
+    crashed.join().unwrap();
+    let killed_at = std::time::Instant::now();
+    let bound = POLICY.vanish_bound() + Duration::from_millis(500);
+    let found = lookup_until(&bianca, "ali", bound, Option::is_none).await;
+    assert!(found.is_none(), "ali still visible after {bound:?}");
+    assert!(
+        killed_at.elapsed() >= POLICY.expiry / 2,
+        "vanished at once: the crash was not silent"
+    );
+    two.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn lockout_counts_are_shared_across_instances() {
+    let Some(url) = database().await else { return };
+    let (one, two) = (instance(&url).await, instance(&url).await);
+    one.add_users(&["ali"]).await.unwrap();
+    let id = Identity::generate();
+    let ep = endpoint(&id);
+    let c1 = DirectoryClient::connect(&ep, one.addr(), None)
+        .await
+        .unwrap();
+    let c2 = DirectoryClient::connect(&ep, two.addr(), None)
+        .await
+        .unwrap();
+    // Two wrong passwords at instance 1, the third at instance 2: locked everywhere.
+    for (client, left) in [(&c1, 2), (&c1, 1), (&c2, 0)] {
+        let e = client
+            .login("ali", "wrong password", &id, vec![])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ClientError::Refused { reason: Refusal::BadCredentials, attempts_left: Some(n), .. } if n == left),
+            "{e}"
+        );
+    }
+    for client in [&c1, &c2] {
+        let e = client
+            .login("ali", PASSWORD, &id, vec![])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientError::Refused {
+                    reason: Refusal::LockedOut,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    // Lifting it through one instance lifts it for both.
+    one.server.unlock_user("ali").await.unwrap();
+    c2.login("ali", PASSWORD, &id, vec![]).await.unwrap();
+    one.server.shutdown().await;
+    two.server.shutdown().await;
+}
