@@ -31,7 +31,8 @@
 //! [`MailboxPolicy::max_bytes`] bytes wait for one recipient; a deposit over either gets
 //! `Error{MailboxFull}`.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto::message::{ErrorCode, Event, MailItem, MailReceipt, Reply};
@@ -48,6 +49,11 @@ use crate::store::{DepositOutcome, NewMail, Store};
 pub const FETCH_BATCH_BYTES: usize = 40 * 1024;
 /// Most ids one `AckMail` may name.
 pub const MAX_ACK_IDS: usize = 256;
+/// Most messages one `Mail` reply carries (with [`FETCH_BATCH_BYTES`], this keeps the
+/// reply well under the 64 KiB frame limit however small the blobs).
+pub const FETCH_BATCH_ITEMS: usize = 256;
+/// Events about mail for one user within this long are sent as one (see [`Nudges`]).
+const NUDGE_DELAY: Duration = Duration::from_millis(100);
 /// A prekey dated further in the future than this is refused (clock skew allowance).
 const PREKEY_FUTURE_SLACK: i64 = 24 * 60 * 60;
 
@@ -81,6 +87,45 @@ impl MailboxPolicy {
 
     fn lifetime_secs(&self) -> i64 {
         i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 4)
+    }
+}
+
+/// Tells online users that mail or receipts wait, coalescing bursts: a flood of
+/// deposits for one user (from one or many senders) becomes one `MailWaiting` per
+/// [`NUDGE_DELAY`], not one event per message, so it can never fill that user's
+/// notification queue (which would disconnect them). Each event is sent after every
+/// change it stands for was committed, so the fetch it prompts sees them all.
+#[derive(Debug, Default)]
+pub struct Nudges {
+    pending: Mutex<HashSet<(String, bool)>>,
+}
+
+impl Nudges {
+    fn nudge(self: &Arc<Self>, presence: &Presence, user: &str, receipts: bool) {
+        let key = (user.to_string(), receipts);
+        if !self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let (nudges, presence) = (self.clone(), presence.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(NUDGE_DELAY).await;
+            nudges
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            let event = if key.1 {
+                Event::MailReceiptsWaiting
+            } else {
+                Event::MailWaiting
+            };
+            presence.notify(&[key.0], event);
+        });
     }
 }
 
@@ -197,9 +242,7 @@ pub async fn deposit(shared: &Shared, sender: Option<&str>, to: &str, blob: Vec<
     match shared.store.deposit_mail(mail, policy).await {
         Ok(DepositOutcome::Stored { id }) => {
             tracing::info!(id, to, "sealed mail queued");
-            shared
-                .presence
-                .notify(&[to.to_string()], Event::MailWaiting);
+            shared.mail_nudges.nudge(&shared.presence, to, false);
             Reply::Queued {
                 id,
                 expires_in_secs: policy.lifetime.as_secs(),
@@ -226,17 +269,21 @@ pub async fn fetch(shared: &Shared, user: Option<&str>) -> Reply {
         .waiting_mail(user, unix_now(), FETCH_BATCH_BYTES)
         .await
     {
-        Ok((items, more)) => Reply::Mail {
-            items: items
-                .into_iter()
-                .map(|m| MailItem {
-                    id: m.id,
-                    deposited_at: m.deposited_at,
-                    blob: m.blob,
-                })
-                .collect(),
-            more,
-        },
+        Ok((mut items, more)) => {
+            let more = more || items.len() > FETCH_BATCH_ITEMS;
+            items.truncate(FETCH_BATCH_ITEMS);
+            Reply::Mail {
+                items: items
+                    .into_iter()
+                    .map(|m| MailItem {
+                        id: m.id,
+                        deposited_at: m.deposited_at,
+                        blob: m.blob,
+                    })
+                    .collect(),
+                more,
+            }
+        }
         Err(e) => internal(e),
     }
 }
@@ -257,7 +304,7 @@ pub async fn ack(shared: &Shared, user: Option<&str>, ids: Vec<u64>) -> Reply {
     match shared.store.ack_mail(user, ids, now, keep_until).await {
         Ok(senders) => {
             let count = senders.len() as u32;
-            notify_senders(&shared.presence, senders);
+            notify_senders(&shared.mail_nudges, &shared.presence, senders);
             Reply::MailAcked { count }
         }
         Err(e) => internal(e),
@@ -284,10 +331,12 @@ pub async fn receipts(shared: &Shared, user: Option<&str>) -> Reply {
     }
 }
 
-fn notify_senders(presence: &Presence, mut senders: Vec<String>) {
+fn notify_senders(nudges: &Arc<Nudges>, presence: &Presence, mut senders: Vec<String>) {
     senders.sort();
     senders.dedup();
-    presence.notify(&senders, Event::MailReceiptsWaiting);
+    for sender in senders {
+        nudges.nudge(presence, &sender, true);
+    }
 }
 
 /// Purges expired mail every [`MailboxPolicy::purge_every`] until shutdown, telling
@@ -295,6 +344,7 @@ fn notify_senders(presence: &Presence, mut senders: Vec<String>) {
 pub async fn maintenance(
     store: Arc<dyn Store>,
     presence: Presence,
+    nudges: Arc<Nudges>,
     policy: MailboxPolicy,
     mut shutdown: Shutdown,
 ) {
@@ -309,7 +359,7 @@ pub async fn maintenance(
                     Ok(senders) if senders.is_empty() => {}
                     Ok(senders) => {
                         tracing::info!("{} sealed messages expired undelivered", senders.len());
-                        notify_senders(&presence, senders);
+                        notify_senders(&nudges, &presence, senders);
                     }
                     Err(e) => tracing::debug!("cannot purge expired mail: {e}"),
                 }

@@ -234,6 +234,12 @@ impl Presence {
         }
     }
 
+    /// Whether `user` is logged in on this instance (not only on another instance of a
+    /// cluster): relay streams can only be spliced between users of one instance.
+    pub fn is_local(&self, user: &str) -> bool {
+        self.lock().users.contains_key(user)
+    }
+
     /// Replaces the list of users `user` wants presence events about.
     pub fn set_watch(&self, user: &str, watching: Vec<String>, everyone: bool) {
         let mut table = self.lock();

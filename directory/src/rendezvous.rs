@@ -7,6 +7,10 @@
 //! directory, which opens the mappings in the NATs between them (hole punching). Both get
 //! the same relay token ([`crate::relay`]) in case no direct path works.
 //!
+//! With several directory instances ([`crate::cluster`]) the event reaches the target on
+//! whichever instance it is connected to, so punching works across instances; the relay
+//! is offered only when both are on this instance (`relay: false` otherwise).
+//!
 //! The rules of `Lookup` apply: only logged-in users learn anything, and anything else
 //! gets `NotFound`. Each rendezvous pushes an event to someone else, so a user may make
 //! only [`crate::relay::RelayPolicy::max_offers_per_user`] of them per offer lifetime;
@@ -40,6 +44,10 @@ pub fn rendezvous(shared: &Shared, requester: Option<&str>, target: &str) -> Rep
     };
     let policy = shared.relay.policy();
     let direct = !policy.force_relay;
+    // In a cluster the two may be connected to different instances: the hole punching
+    // works across them (the event is forwarded), the relay does not (each instance
+    // splices only its own connections' streams).
+    let relay = policy.enabled && shared.presence.is_local(&peer.user);
     tracing::debug!(from = %me.user, to = %peer.user, direct, "rendezvous");
     shared.presence.notify(
         std::slice::from_ref(&peer.user),
@@ -53,6 +61,6 @@ pub fn rendezvous(shared: &Shared, requester: Option<&str>, target: &str) -> Rep
         peer,
         token,
         direct,
-        relay: policy.enabled,
+        relay,
     }
 }

@@ -42,6 +42,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Rendezvous offers and relayed sessions.
     pub relay: Arc<Relay>,
+    /// Coalesced "mail waiting" / "receipts waiting" events.
+    pub mail_nudges: Arc<crate::mailbox::Nudges>,
     /// Signals shutdown to every task; an administrator's `Shutdown` pulls it too.
     pub shutdown: ShutdownSender,
     next_conn_id: AtomicU64,
@@ -104,9 +106,11 @@ impl Shared {
         audit.attach_metrics(metrics.clone());
         let (shutdown, _) = shutdown::channel();
         let presence = Presence::new(rooms.clone());
+        let mail_nudges = Arc::new(crate::mailbox::Nudges::default());
         tokio::spawn(crate::mailbox::maintenance(
             store.clone(),
             presence.clone(),
+            mail_nudges.clone(),
             config.mailbox,
             shutdown.subscribe(),
         ));
@@ -117,6 +121,7 @@ impl Shared {
         ));
         Ok(Self {
             relay,
+            mail_nudges,
             metrics,
             shutdown,
             sources: SourceLimiter::new(config.source_limit),

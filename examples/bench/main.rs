@@ -326,6 +326,11 @@ async fn run(o: Options) -> anyhow::Result<bool> {
         std::fs::write(path, &text)?;
         eprintln!("bench: report written to {}", path.display());
     }
+    let missing = report::missing(&results);
+    if !missing.is_empty() {
+        eprintln!("bench: figures missing: {}", missing.join(", "));
+        return Ok(false);
+    }
     let errors = report::errors(&results);
     if errors > 0 {
         eprintln!("bench: {errors} operations failed or gave wrong answers");

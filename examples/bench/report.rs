@@ -10,6 +10,40 @@ use crate::procfs::Usage;
 use crate::stats::{Summary, fmt_count, fmt_duration, fmt_kib};
 use crate::{Latencies, Options, Rates, Results};
 
+/// Figures the run should have produced but did not (no samples): CI fails on these.
+pub fn missing(r: &Results) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut need = |what: String, n: usize| {
+        if n == 0 {
+            out.push(what);
+        }
+    };
+    need("connect".into(), r.connect.samples.len());
+    need("round trip".into(), r.rtt.samples.len());
+    need("throughput 100 B".into(), r.tput.per_tick.len());
+    need("throughput 16 KiB".into(), r.bulk.per_tick.len());
+    for room in &r.rooms {
+        need(
+            format!("room of {}", room.fan.members),
+            room.fan.samples.len(),
+        );
+    }
+    for s in &r.steps {
+        need(format!("lookups at {} peers", s.n), s.lookups.samples.len());
+        need(
+            format!("password logins at {} peers", s.n),
+            s.real_logins.samples.len(),
+        );
+    }
+    need("reconnect storm".into(), r.storm.phase.samples.len());
+    if let Ok(irc) = &r.irc {
+        need("ngircd round trip".into(), irc.rtt.samples.len());
+        need("ngircd throughput".into(), irc.tput.per_tick.len());
+        need("ngircd connections".into(), irc.conns.samples.len());
+    }
+    out
+}
+
 /// Operations that failed or gave a wrong answer, on our side.
 pub fn errors(r: &Results) -> u64 {
     r.steps

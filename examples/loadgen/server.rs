@@ -103,6 +103,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_connections_per_ip = args.max_connections;
     config.requests_per_sec = args.requests_per_sec;
     config.request_burst = args.request_burst;
+    // Every simulated peer comes from 127.0.0.1: the per-source handshake limit would
+    // otherwise be what a login burst or a reconnect storm measures.
+    config.handshake_burst = Some(u32::try_from(args.max_connections).unwrap_or(u32::MAX));
+    config.handshakes_per_sec = Some(1_000_000);
     let dir = directory::Directory::start(config).await?;
     println!("directory fingerprint: {}", dir.fingerprint());
     println!("listening on {}", dir.local_addr());

@@ -221,6 +221,12 @@ pub async fn open_secrets(
         } else if profile.is_new() {
             profile.create_vault(&password, VaultCost::default())?;
             Secrets::Created
+        } else if profile.try_identity().is_none() {
+            bail!(
+                "{} holds a sealed identity key but no vault file: restore the file `vault` \
+                 from a backup (without it the key cannot be opened)",
+                profile.dir().display()
+            );
         } else {
             Secrets::Plaintext
         };

@@ -208,8 +208,9 @@ pub async fn open(
     }
     if !rv.relay {
         return Err(format!(
-            "no direct path to {} ({tried}) and the directory does not relay",
-            peer.user
+            "no direct path to {} ({tried}) and the directory does not relay this chat \
+             (relay turned off, or {} is on another directory instance)",
+            peer.user, peer.user
         ));
     }
     tracing::info!(peer = %peer.user, %tried, "no direct path; using the relay");
