@@ -537,7 +537,7 @@ fn parse_identity(text: &str) -> Option<Identity> {
         return None;
     }
     let hex = lines.next()?.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);

@@ -63,7 +63,6 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
 /// keys (a real key's "09" written "+9"). Key files, pin files and typed fingerprints must
 /// be hex digits only.
 #[test]
-#[ignore = "proto bug found by fuzzing: identity.rs `unhex` accepts '+' (fix reported)"]
 fn hex_with_a_plus_sign_is_refused() {
     let found = "8a88e3dd7409f195fd52db2d3cba5d72ca67+c+e1d94121bf3748801b40f6f5c";
     assert_eq!(

@@ -9,13 +9,6 @@ use proto::names::{self, MAX_PASSWORD, MAX_USERNAME, MIN_PASSWORD, NameError};
 use proto::{Fingerprint, PublicKey, cert};
 use rustls::pki_types::CertificateDer;
 
-/// KNOWN BUG, reported and not yet fixed in `proto/src/identity.rs`: `unhex` hands pairs of
-/// characters to `u8::from_str_radix`, which takes a leading '+', so "+c" reads as "0c" and
-/// non-hex text parses as a key or fingerprint. Until the fix lands, the hex-only checks
-/// skip texts with a '+' (the parsers still run on them). Set to `false` with the fix, and
-/// un-ignore `hex_with_a_plus_sign_is_refused` in `proto/tests/regressions.rs`.
-const PLUS_SIGN_BUG: bool = true;
-
 #[global_allocator]
 static ALLOC: proto_fuzz::CappedAlloc = proto_fuzz::CappedAlloc;
 
@@ -59,9 +52,6 @@ fn password(text: &str) {
 fn public_key(text: &str) {
     if let Ok(key) = PublicKey::from_hex(text) {
         assert!(key.is_valid());
-        if PLUS_SIGN_BUG && text.contains('+') {
-            return;
-        }
         // Only hex digits (and surrounding white space) are a key.
         assert_eq!(key.to_hex(), text.trim().to_ascii_lowercase(), "{text:?}");
         assert_eq!(PublicKey::from_hex(&key.to_hex()), Ok(key));
@@ -70,9 +60,6 @@ fn public_key(text: &str) {
 
 fn fingerprint(text: &str) {
     if let Some(fp) = Fingerprint::parse(text) {
-        if PLUS_SIGN_BUG && text.contains('+') {
-            return;
-        }
         let compact: String = text
             .chars()
             .filter(|c| !c.is_whitespace() && *c != ':')
