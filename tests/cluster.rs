@@ -30,13 +30,26 @@ async fn database() -> Option<String> {
 }
 
 async fn instance(url: &str) -> TestDirectory {
+    instance_in(url, tempfile::tempdir().unwrap()).await
+}
+
+async fn instance_in(url: &str, data: tempfile::TempDir) -> TestDirectory {
     let url = url.to_string();
-    TestDirectory::start_with(move |c| {
+    TestDirectory::start_in(data, move |c| {
         c.database = Some(Secret(url));
         c.cluster = POLICY;
     })
     .await
     .unwrap()
+}
+
+/// A data directory holding a copy of `of`'s key: instances of one service share it
+/// (peers pin one key for all of them).
+fn data_sharing_key(of: &TestDirectory) -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    let key = directory::keys::KEY_FILE;
+    std::fs::copy(of.data.path().join(key), data.path().join(key)).unwrap();
+    data
 }
 
 fn endpoint(identity: &Identity) -> quinn::Endpoint {
@@ -75,7 +88,8 @@ async fn lookup_until(
 #[tokio::test]
 async fn users_on_two_instances_find_each_other_and_chat() {
     let Some(url) = database().await else { return };
-    let (one, two) = (instance(&url).await, instance(&url).await);
+    let one = instance(&url).await;
+    let two = instance_in(&url, data_sharing_key(&one)).await;
     one.add_users(&["ali", "bianca", "chloe", "dina", "emil"])
         .await
         .unwrap();
@@ -142,27 +156,45 @@ async fn users_on_two_instances_find_each_other_and_chat() {
     two.server.shutdown().await;
 }
 
+/// An instance on a runtime of its own, so it can be stopped dead: its tasks vanish
+/// mid-flight, nothing is written or said — the database's and the peers' view of
+/// kill -9.
+struct Crashable {
+    kill: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Crashable {
+    /// Starts an instance with the same key as `sibling`.
+    fn start(url: &str, sibling: &TestDirectory) -> (std::net::SocketAddr, Self) {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (kill, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let url = url.to_string();
+        let data = data_sharing_key(sibling);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let one = rt.block_on(instance_in(&url, data));
+            addr_tx.send(one.addr()).unwrap();
+            let _ = rt.block_on(kill_rx);
+            std::mem::forget(one);
+            rt.shutdown_background();
+        });
+        (addr_rx.recv().unwrap(), Self { kill, thread })
+    }
+
+    fn kill(self) {
+        self.kill.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_crashed_instance_s_users_vanish_within_the_expiry_bound() {
     let Some(url) = database().await else { return };
     let two = instance(&url).await;
     two.add_users(&["ali", "bianca"]).await.unwrap();
 
-    // Instance 1 runs on its own runtime, so it can be stopped dead: its tasks vanish
-    // mid-flight, nothing is written or said — the database's view of kill -9.
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let url1 = url.clone();
-    let crashed = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let one = rt.block_on(instance(&url1));
-        addr_tx.send(one.addr()).unwrap();
-        let _ = rt.block_on(kill_rx);
-        std::mem::forget(one);
-        rt.shutdown_background();
-    });
-    let one_addr = addr_rx.recv().unwrap();
-
+    let (one_addr, one) = Crashable::start(&url, &two);
     let (_ali_ep, _ali) = logged_in(one_addr, "ali", &Identity::generate()).await;
     let (_bianca_ep, bianca) = logged_in(two.addr(), "bianca", &Identity::generate()).await;
     let wait = Duration::from_secs(5);
@@ -172,8 +204,7 @@ async fn a_crashed_instance_s_users_vanish_within_the_expiry_bound() {
             .is_some()
     );
 
-    kill_tx.send(()).unwrap();
-    crashed.join().unwrap();
+    one.kill();
     let killed_at = std::time::Instant::now();
     let bound = POLICY.vanish_bound() + Duration::from_millis(500);
     let found = lookup_until(&bianca, "ali", bound, Option::is_none).await;
@@ -229,5 +260,57 @@ async fn lockout_counts_are_shared_across_instances() {
     one.server.unlock_user("ali").await.unwrap();
     c2.login("ali", PASSWORD, &id, vec![]).await.unwrap();
     one.server.shutdown().await;
+    two.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_given_both_addresses_log_back_in_to_the_other_instance() {
+    let Some(url) = database().await else { return };
+    let two = instance(&url).await;
+    two.add_users(&["ali", "bianca", "chloe"]).await.unwrap();
+    let (one_addr, one) = Crashable::start(&url, &two);
+
+    // ali knows both instances and logs in to the first; bianca uses instance 2.
+    let both = format!("{one_addr},{}", two.addr());
+    let mut ali = TestPeer::start_at(&both, "ali", tempfile::tempdir().unwrap(), Start::Idle)
+        .await
+        .unwrap();
+    let mut bianca = TestPeer::start(&two, "bianca", Start::Idle).await.unwrap();
+    let (_watch_ep, watcher) = logged_in(two.addr(), "chloe", &Identity::generate()).await;
+    let wait = Duration::from_secs(5);
+    lookup_until(&watcher, "ali", wait, Option::is_some)
+        .await
+        .expect("ali, on instance 1, visible on instance 2");
+
+    one.kill();
+    let killed_at = std::time::Instant::now();
+    ali.expect(
+        "lost the directory",
+        |n| matches!(n, Note::Warning(w) if w.starts_with("lost the directory")),
+    )
+    .await;
+    ali.expect(
+        "logged back in",
+        |n| matches!(n, Note::Info(i) if i == "logged back in to the directory"),
+    )
+    .await;
+    // Back on instance 2: still found once instance 1's users have certainly expired
+    // (so it is the new session that is found), and chatting works.
+    let expired = POLICY.vanish_bound().saturating_sub(killed_at.elapsed());
+    tokio::time::sleep(expired).await;
+    assert!(
+        watcher.lookup("ali").await.unwrap().is_some(),
+        "ali is not logged in to instance 2"
+    );
+    ali.say("/connect bianca").await;
+    bianca
+        .expect("incoming", |n| {
+            matches!(n, Note::Connected { peer, direction: Direction::Incoming, .. } if peer == "ali")
+        })
+        .await;
+    ali.say("still here").await;
+    bianca.expect_message("ali", "still here").await;
+    ali.quit().await;
+    bianca.quit().await;
     two.server.shutdown().await;
 }

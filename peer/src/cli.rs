@@ -25,8 +25,14 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", env = "PEER_PROFILE")]
     pub profile: Option<PathBuf>,
 
-    /// Directory address (remembered in the profile after the first use)
-    #[arg(long, global = true, value_name = "HOST:PORT", env = "PEER_DIRECTORY")]
+    /// Directory address (remembered in the profile after the first use); several
+    /// instances of one directory service separated by commas, to fail over between
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT[,...]",
+        env = "PEER_DIRECTORY"
+    )]
     pub directory: Option<String>,
 
     /// The directory's key fingerprint, as `directory serve` prints it; replaces any pin

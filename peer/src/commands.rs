@@ -243,7 +243,7 @@ async fn register(opts: &Options, name: &str) -> anyhow::Result<()> {
     let (mut profile, secrets) = login::open_secrets(profile, &password).await?;
     let attempt = async {
         let endpoint = endpoint::bind(profile.identity(), "0.0.0.0:0".parse()?)?;
-        let (client, _) = login::connect_directory(&mut profile, &endpoint, opts).await?;
+        let (client, _, _) = login::connect_directory(&mut profile, &endpoint, opts).await?;
         client
             .register(name, &password, &profile.public_key())
             .await?;

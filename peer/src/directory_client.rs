@@ -45,6 +45,9 @@ pub struct Rendezvous {
 }
 /// How many pushed events may wait unread before further ones are dropped.
 const EVENT_QUEUE: usize = 64;
+/// With several directory addresses, how long one attempt runs alone before the next
+/// address is tried beside it (as in "happy eyeballs", RFC 8305).
+pub const FAILOVER_STAGGER: Duration = Duration::from_millis(750);
 
 /// Why a directory operation failed. The `Display` text is meant for the user.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,56 @@ pub struct DirectoryClient {
 }
 
 impl DirectoryClient {
+    /// Dials the first of `addrs` (instances of one directory service) that answers.
+    ///
+    /// The addresses are tried in order, each one [`FAILOVER_STAGGER`] after the previous
+    /// one unless that one failed sooner, and the first connection made wins (the others
+    /// are dropped). So a healthy first address is always the one used, and a dead one
+    /// costs a fraction of a second instead of a whole handshake timeout. A directory
+    /// presenting another key than `pinned` ends everything at once with
+    /// [`ClientError::FingerprintChanged`]: that is an alarm, not a reason to try the
+    /// next address.
+    pub async fn connect_any(
+        endpoint: &quinn::Endpoint,
+        addrs: &[SocketAddr],
+        pinned: Option<PublicKey>,
+    ) -> Result<Self, ClientError> {
+        let mut attempts = tokio::task::JoinSet::new();
+        let mut next = addrs.iter().copied();
+        let mut last_error = None;
+        loop {
+            let launched = match next.next() {
+                Some(addr) => {
+                    let endpoint = endpoint.clone();
+                    attempts.spawn(async move { Self::connect(&endpoint, addr, pinned).await });
+                    true
+                }
+                None => false,
+            };
+            // Wait for a result, or (if more addresses are left) for the stagger.
+            let result = if launched && next.len() > 0 {
+                match tokio::time::timeout(FAILOVER_STAGGER, attempts.join_next()).await {
+                    Ok(result) => result,
+                    Err(_) => continue,
+                }
+            } else {
+                attempts.join_next().await
+            };
+            match result {
+                Some(Ok(Ok(client))) => return Ok(client),
+                Some(Ok(Err(e @ ClientError::FingerprintChanged { .. }))) => return Err(e),
+                Some(Ok(Err(e))) => last_error = Some(e),
+                Some(Err(join)) => last_error = Some(ClientError::Unexpected(join.to_string())),
+                None if next.len() == 0 => {
+                    return Err(last_error.unwrap_or_else(|| {
+                        ClientError::Unexpected("no directory address".into())
+                    }));
+                }
+                None => {}
+            }
+        }
+    }
+
     /// Dials the directory at `addr` from `endpoint`. With `pinned`, a directory presenting
     /// any other key is refused before anything is sent; without, the caller should pin
     /// [`DirectoryClient::directory_key`] (trust on first use).

@@ -45,7 +45,10 @@ pub enum LinkEvent {
 /// A logged-in directory session that survives reconnects.
 pub struct Link {
     endpoint: quinn::Endpoint,
-    addr: SocketAddr,
+    /// The directory's names (several: instances of one service, tried in turn).
+    directories: Vec<String>,
+    /// The address of the instance we are (or were last) logged in to: tried first.
+    addr: Mutex<SocketAddr>,
     directory_key: PublicKey,
     user: String,
     identity: Arc<Identity>,
@@ -58,10 +61,13 @@ pub struct Link {
 }
 
 impl Link {
-    /// Logs in with the password over an already connected client.
+    /// Logs in with the password over an already connected client. `directories` are
+    /// the names of the directory (`--directory`), to log back in to when the connection
+    /// breaks: the instance we were on first, then the others.
     pub async fn login(
         endpoint: quinn::Endpoint,
         client: DirectoryClient,
+        directories: Vec<String>,
         user: &str,
         password: Zeroizing<String>,
         identity: Arc<Identity>,
@@ -73,7 +79,8 @@ impl Link {
         drop(password);
         let link = Arc::new(Self {
             endpoint,
-            addr: client.addr(),
+            directories,
+            addr: Mutex::new(client.addr()),
             directory_key: client.directory_key(),
             user: grant.user.clone(),
             identity,
@@ -230,17 +237,20 @@ impl Link {
         loop {
             tokio::time::sleep(jitter(delay)).await;
             delay = (delay * 2).min(MAX_BACKOFF);
-            let client =
-                match DirectoryClient::connect(&self.endpoint, self.addr, Some(self.directory_key))
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e @ ClientError::FingerprintChanged { .. }) => return Err(e),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "directory still unreachable");
-                        continue;
-                    }
-                };
+            let client = match DirectoryClient::connect_any(
+                &self.endpoint,
+                &self.addresses_to_try().await,
+                Some(self.directory_key),
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e @ ClientError::FingerprintChanged { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "directory still unreachable");
+                    continue;
+                }
+            };
             let ticket = self.ticket.lock().expect("link lock").clone();
             match client
                 .resume(&self.user, &ticket, &self.identity, self.addresses.clone())
@@ -254,6 +264,7 @@ impl Link {
                     {
                         tracing::warn!(error = %e, "could not renew presence watch");
                     }
+                    *self.addr.lock().expect("link lock") = client.addr();
                     *self.client.lock().expect("link lock") = Arc::new(client);
                     return Ok(());
                 }
@@ -261,6 +272,19 @@ impl Link {
                 Err(e) => tracing::debug!(error = %e, "resume failed; retrying"),
             }
         }
+    }
+}
+
+impl Link {
+    /// The instance we were on, then the directory's other addresses (resolved again
+    /// each time: DNS may have moved them).
+    async fn addresses_to_try(&self) -> Vec<SocketAddr> {
+        let last = *self.addr.lock().expect("link lock");
+        let mut addrs = vec![last];
+        if let Ok(all) = crate::login::resolve_all(&self.directories).await {
+            addrs.extend(all.into_iter().filter(|a| *a != last));
+        }
+        addrs
     }
 }
 

@@ -129,30 +129,74 @@ pub async fn resolve(directory: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("directory address {directory} resolves to nothing"))
 }
 
+/// The addresses in a `--directory` value: one `HOST[:PORT]`, or several instances of one
+/// directory service separated by commas (`a.example:8888,b.example:8888`).
+pub fn directory_names(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Resolves every name of `names` that resolves (in order); fails only if none does.
+pub async fn resolve_all(names: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::with_capacity(names.len());
+    let mut last_error = None;
+    for name in names {
+        match resolve(name).await {
+            Ok(addr) => addrs.push(addr),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match (addrs.is_empty(), last_error) {
+        (true, Some(e)) => Err(e),
+        (true, None) => bail!("no directory address"),
+        (false, _) => Ok(addrs),
+    }
+}
+
 /// Connects to the directory, enforcing the pinned key (or `--directory-fingerprint`) and
-/// pinning it on first contact. Returns the client and whether this was first contact.
+/// pinning it on first contact. Returns the client, whether this was first contact, and
+/// the directory's names (several when it runs as several instances).
+///
+/// Several names are one service with one key: a key pinned under any of them is
+/// required of all, and the key is then pinned under each.
 pub async fn connect_directory(
     profile: &mut Profile,
     endpoint: &quinn::Endpoint,
     opts: &Options,
-) -> anyhow::Result<(DirectoryClient, bool)> {
-    let name = opts
+) -> anyhow::Result<(DirectoryClient, bool, Vec<String>)> {
+    let setting = opts
         .directory
         .clone()
         .or_else(|| profile.settings.directory.clone())
         .context(
             "no directory: pass --directory HOST:PORT (it is then remembered in the profile)",
         )?;
-    let addr = resolve(&name).await?;
+    let names = directory_names(&setting);
+    let mut pins = names.iter().filter_map(|n| profile.directories.get(n));
+    let pinned = pins.next();
+    if let Some(other) = pins.find(|k| Some(*k) != pinned) {
+        bail!(
+            "the directory addresses {setting} have different pinned keys ({} and {}): \
+             they are not one service; list them separately",
+            pinned.expect("found one").fingerprint(),
+            other.fingerprint()
+        );
+    }
     let pinned = match opts.directory_fingerprint {
         Some(_) => None,
-        None => profile.directories.get(&name),
+        None => pinned,
     };
-    let client = DirectoryClient::connect(endpoint, addr, pinned).await?;
+    let addrs = resolve_all(&names).await?;
+    let client = DirectoryClient::connect_any(endpoint, &addrs, pinned).await?;
     let key = client.directory_key();
     if let Some(expected) = opts.directory_fingerprint
         && key.fingerprint() != expected
     {
+        let addr = client.addr();
         client.close();
         return Err(ClientError::FingerprintChanged {
             addr,
@@ -161,13 +205,18 @@ pub async fn connect_directory(
         }
         .into());
     }
-    let first_contact = pinned.is_none() && profile.directories.get(&name) != Some(key);
-    profile.directories.pin(&name, key)?;
+    let first_contact = pinned.is_none()
+        && names
+            .iter()
+            .all(|n| profile.directories.get(n) != Some(key));
+    for name in &names {
+        profile.directories.pin(name, key)?;
+    }
     if profile.settings.directory.is_none() {
-        profile.settings.directory = Some(name);
+        profile.settings.directory = Some(setting);
         profile.save_settings()?;
     }
-    Ok((client, first_contact))
+    Ok((client, first_contact, names))
 }
 
 /// The addresses to report to the directory besides the one it observes: our address on
@@ -264,12 +313,14 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
     let (mut profile, secrets) = open_secrets(profile, &password).await?;
     let attempt = async {
         let endpoint = endpoint::bind(profile.identity(), listen)?;
-        let (client, first_contact) = connect_directory(&mut profile, &endpoint, opts).await?;
+        let (client, first_contact, names) =
+            connect_directory(&mut profile, &endpoint, opts).await?;
         let addresses = reported_addresses(&endpoint, client.addr());
         let identity = profile.identity().clone();
         let (link, grant) = Link::login(
             endpoint.clone(),
             client,
+            names,
             &user,
             password.clone(),
             identity,
@@ -314,4 +365,31 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
 /// The key to show for `name`: the pinned one.
 pub fn pinned_key(profile: &Profile, name: &str) -> Option<PublicKey> {
     profile.peers.get(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_names_split_on_commas() {
+        assert_eq!(directory_names("a:1"), ["a:1"]);
+        assert_eq!(directory_names(" a:1, b:2 ,,"), ["a:1", "b:2"]);
+        assert!(directory_names(",").is_empty());
+    }
+
+    #[tokio::test]
+    async fn resolve_all_skips_names_that_do_not_resolve() {
+        let names = directory_names("127.0.0.1:9,name.invalid:9,127.0.0.2");
+        let addrs = resolve_all(&names).await.unwrap();
+        assert_eq!(
+            addrs,
+            [
+                "127.0.0.1:9".parse::<SocketAddr>().unwrap(),
+                "127.0.0.2:8888".parse().unwrap()
+            ]
+        );
+        assert!(resolve_all(&directory_names("name.invalid")).await.is_err());
+        assert!(resolve_all(&[]).await.is_err());
+    }
 }

@@ -36,7 +36,15 @@ impl TestDirectory {
 
     /// Starts a directory, letting the caller adjust the configuration first.
     pub async fn start_with(adjust: impl FnOnce(&mut directory::Config)) -> anyhow::Result<Self> {
-        let data = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?, adjust).await
+    }
+
+    /// Like [`TestDirectory::start_with`], on a data directory the caller prepared (for
+    /// example with another instance's `directory.key`).
+    pub async fn start_in(
+        data: tempfile::TempDir,
+        adjust: impl FnOnce(&mut directory::Config),
+    ) -> anyhow::Result<Self> {
         let server = directory::Directory::start(Self::config(data.path(), adjust)).await?;
         Ok(Self { server, data })
     }
@@ -92,9 +100,20 @@ pub fn options(
     user: &str,
     password: &str,
 ) -> Options {
+    options_at(&dir.addr().to_string(), profile, user, password)
+}
+
+/// Options for a peer with its own profile directory, using the `--directory` value
+/// `directory`, logging in as `user`.
+pub fn options_at(
+    directory: &str,
+    profile: &std::path::Path,
+    user: &str,
+    password: &str,
+) -> Options {
     Options {
         profile: profile.to_path_buf(),
-        directory: Some(dir.addr().to_string()),
+        directory: Some(directory.to_string()),
         directory_fingerprint: None,
         credentials: Credentials {
             user: Some(user.to_string()),
@@ -131,7 +150,18 @@ impl TestPeer {
         profile: tempfile::TempDir,
         start: Start,
     ) -> anyhow::Result<Self> {
-        let opts = options(dir, profile.path(), name, PASSWORD);
+        Self::start_at(&dir.addr().to_string(), name, profile, start).await
+    }
+
+    /// Like [`TestPeer::start_in`], with the `--directory` value given as is (for
+    /// example several instances, `ADDR1,ADDR2`).
+    pub async fn start_at(
+        directory: &str,
+        name: &str,
+        profile: tempfile::TempDir,
+        start: Start,
+    ) -> anyhow::Result<Self> {
+        let opts = options_at(directory, profile.path(), name, PASSWORD);
         let online = peer::login::login(&opts, "127.0.0.1:0".parse()?)
             .await
             .with_context(|| format!("{name} logs in"))?;
