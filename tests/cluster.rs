@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use directory::cluster::ClusterPolicy;
 use directory::config::Secret;
+use directory::relay::RelayTap;
 use directory::store::postgres;
 use natter::{PASSWORD, TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::directory_client::{ClientError, DirectoryClient};
-use peer::ui::{Direction, Note};
+use peer::ui::{Direction, Note, Path};
 use proto::Identity;
-use proto::message::{PeerInfo, Refusal};
+use proto::message::{ErrorCode, PeerInfo, Refusal, RelayMsg, RelayRefusal, Reply};
 
 /// Fast heartbeats so that the expiry test is short.
 const POLICY: ClusterPolicy = ClusterPolicy {
@@ -34,10 +35,19 @@ async fn instance(url: &str) -> TestDirectory {
 }
 
 async fn instance_in(url: &str, data: tempfile::TempDir) -> TestDirectory {
+    instance_with(url, data, |_| {}).await
+}
+
+async fn instance_with(
+    url: &str,
+    data: tempfile::TempDir,
+    adjust: impl FnOnce(&mut directory::Config),
+) -> TestDirectory {
     let url = url.to_string();
     TestDirectory::start_in(data, move |c| {
         c.database = Some(Secret(url));
         c.cluster = POLICY;
+        adjust(c);
     })
     .await
     .unwrap()
@@ -313,4 +323,151 @@ async fn users_given_both_addresses_log_back_in_to_the_other_instance() {
     ali.quit().await;
     bianca.quit().await;
     two.server.shutdown().await;
+}
+
+/// Only the relay, on both instances, and a tap on each.
+async fn relay_only(url: &str, data: tempfile::TempDir, tap: &RelayTap) -> TestDirectory {
+    let tap = tap.clone();
+    instance_with(url, data, move |c| {
+        c.relay.force_relay = true;
+        c.relay.tap = Some(tap);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn peers_on_two_instances_chat_through_the_relay() {
+    let Some(url) = database().await else { return };
+    let (tap_one, tap_two) = (RelayTap::new(), RelayTap::new());
+    let one = relay_only(&url, tempfile::tempdir().unwrap(), &tap_one).await;
+    let two = relay_only(&url, data_sharing_key(&one), &tap_two).await;
+    one.add_users(&["ali", "bianca", "chloe"]).await.unwrap();
+
+    let mut bianca = TestPeer::start(&two, "bianca", Start::Idle).await.unwrap();
+    let (_watch_ep, watcher) = logged_in(one.addr(), "chloe", &Identity::generate()).await;
+    lookup_until(&watcher, "bianca", Duration::from_secs(5), Option::is_some)
+        .await
+        .expect("bianca, on instance 2, visible on instance 1");
+    let mut ali = TestPeer::start(&one, "ali", Start::Connect("bianca".into()))
+        .await
+        .unwrap();
+    let relayed = |with: &'static str| move |n: &Note| matches!(n, Note::Connected { peer, path: Path::Relayed { .. }, .. } if peer == with);
+    ali.expect("relayed chat with bianca", relayed("bianca"))
+        .await;
+    bianca.expect("relayed chat with ali", relayed("ali")).await;
+
+    const MARKER: &str = "PLAINTEXT-MARKER-c1u5t3r";
+    ali.say(&format!("{MARKER} from instance 1")).await;
+    bianca
+        .expect_message("ali", &format!("{MARKER} from instance 1"))
+        .await;
+    bianca.say(&format!("{MARKER} from instance 2")).await;
+    ali.expect_message("bianca", &format!("{MARKER} from instance 2"))
+        .await;
+    ali.interrupt().await;
+    bianca
+        .expect(
+            "ended",
+            |n| matches!(n, Note::Ended { peer, clean: true, .. } if peer == "ali"),
+        )
+        .await;
+
+    // Instance 1 issued the token and spliced; instance 2 forwarded bianca's stream to
+    // it. Both copied the chat, neither saw plaintext.
+    for (name, tap) in [("instance 1", &tap_one), ("instance 2", &tap_two)] {
+        let bytes = tap.bytes();
+        assert!(bytes.len() > 2 * MARKER.len(), "{name} carried the chat");
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "plaintext crossed {name}"
+        );
+    }
+    ali.quit().await;
+    bianca.quit().await;
+    one.server.shutdown().await;
+    two.server.shutdown().await;
+}
+
+/// Links to `dir` as an instance would, signing with `signer`: the reply, and the
+/// connection (to open forwarded streams on).
+async fn link_as_instance(dir: &TestDirectory, signer: &Identity) -> (Reply, quinn::Connection) {
+    use proto::message::{Request, ServerMsg, instance_transcript};
+    let ep = endpoint(&Identity::generate());
+    let tls =
+        proto::verify::client_config(None, Some(dir.server.public_key()), proto::ALPN_DIRECTORY)
+            .unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    let conn = ep
+        .connect_with(config, dir.addr(), "natter")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Request::Hello {
+        version: proto::PROTOCOL_VERSION,
+        software: "test".into(),
+    };
+    proto::frame::write_frame(&mut send, &hello).await.unwrap();
+    let Ok(Some(ServerMsg::Reply(Reply::Welcome { nonce, .. }))) =
+        proto::frame::read_frame(&mut recv).await
+    else {
+        panic!("no Welcome");
+    };
+    let auth = Request::InstanceAuth {
+        instance: "test-instance".into(),
+        signature: signer.sign(&instance_transcript(&nonce, "test-instance")),
+    };
+    proto::frame::write_frame(&mut send, &auth).await.unwrap();
+    let Ok(Some(ServerMsg::Reply(reply))) = proto::frame::read_frame(&mut recv).await else {
+        panic!("no reply to InstanceAuth");
+    };
+    // The control stream stays open as long as the link (finishing it ends the link).
+    std::mem::forget((send, recv));
+    (reply, conn)
+}
+
+#[tokio::test]
+async fn only_holders_of_the_directory_key_link_as_instances() {
+    let Some(url) = database().await else { return };
+    let data = tempfile::tempdir().unwrap();
+    let key =
+        directory::keys::load_or_create(&data.path().join(directory::keys::KEY_FILE)).unwrap();
+    let dir = instance_in(&url, data).await;
+
+    let (reply, conn) = link_as_instance(&dir, &Identity::generate()).await;
+    assert!(
+        matches!(
+            reply,
+            Reply::Error {
+                code: ErrorCode::NotPermitted,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(5), conn.closed()).await,
+        Ok(quinn::ConnectionError::ApplicationClosed(_))
+    ));
+
+    // With the key: linked. A forwarded stream for a token nobody issued is refused.
+    let (reply, conn) = link_as_instance(&dir, &key).await;
+    assert!(matches!(reply, Reply::Done { .. }), "{reply:?}");
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let forward = RelayMsg::Forward {
+        token: [9; 16],
+        user: "ali".into(),
+    };
+    proto::frame::write_frame(&mut send, &forward)
+        .await
+        .unwrap();
+    let answer: Option<RelayMsg> = proto::frame::read_frame(&mut recv).await.unwrap();
+    assert_eq!(
+        answer,
+        Some(RelayMsg::Refused {
+            reason: RelayRefusal::UnknownToken
+        })
+    );
+    dir.server.shutdown().await;
 }

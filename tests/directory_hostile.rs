@@ -787,3 +787,28 @@ async fn request_floods_are_rate_limited() {
     assert_eq!(dir.online_count(), 1);
     dir.shutdown().await;
 }
+
+#[tokio::test]
+async fn instance_links_are_refused_by_a_directory_running_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    // Even signed with the directory's own key: alone, it has no instances to link.
+    let own =
+        directory::keys::load_or_create(&data.path().join(directory::keys::KEY_FILE)).unwrap();
+    for signer in [Identity::generate(), own] {
+        let mut raw = Raw::to(&dir).await;
+        let nonce = raw.hello().await;
+        let reply = raw
+            .call(Request::InstanceAuth {
+                instance: "0123456789abcdef".into(),
+                signature: signer.sign(&proto::message::instance_transcript(
+                    &nonce,
+                    "0123456789abcdef",
+                )),
+            })
+            .await;
+        assert_eq!(error_code(&reply), ErrorCode::NotPermitted, "{reply:?}");
+        assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
+    }
+    dir.shutdown().await;
+}

@@ -22,6 +22,9 @@
 
 pub mod postgres;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use proto::message::{Event, PeerInfo};
@@ -93,4 +96,11 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// Queues `message` for the other instances. Never waits; messages leave in the
     /// order they were published.
     fn publish(&self, message: Message);
+
+    /// Where the running instance `instance` takes links from the others (for relayed
+    /// sessions, see [`crate::relay::forward`]); `None` if it is not running.
+    fn relay_address(
+        &self,
+        instance: &str,
+    ) -> Pin<Box<dyn Future<Output = Option<SocketAddr>> + Send + '_>>;
 }

@@ -91,6 +91,10 @@ pub struct Config {
     pub database: Option<Secret>,
     /// Several instances on one PostgreSQL: heartbeats and presence expiry.
     pub cluster: ClusterPolicy,
+    /// With several instances: the address the others dial to relay sessions through
+    /// this one. Default: the listening address, with `0.0.0.0` replaced by this
+    /// machine's address toward the database.
+    pub cluster_address: Option<SocketAddr>,
 }
 
 /// A secret setting: shown as `<redacted>` by `Debug`.
@@ -138,6 +142,7 @@ impl Config {
             relay: RelayPolicy::default(),
             database: None,
             cluster: ClusterPolicy::default(),
+            cluster_address: None,
         }
     }
 

@@ -74,6 +74,18 @@ pub struct FileConfig {
     pub relay: RelaySection,
     #[serde(default)]
     pub mailbox: MailboxSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: several instances on one PostgreSQL database (see [`crate::cluster`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Where the other instances reach this one (for relayed sessions).
+    pub address: Option<SocketAddr>,
+    pub heartbeat_secs: Option<u64>,
+    pub expiry_secs: Option<u64>,
 }
 
 /// `[mailbox]`: sealed mail for offline users (see [`crate::mailbox`]).
@@ -355,6 +367,12 @@ pub fn apply(
     );
     set(&mut c.mailbox.max_messages, file.mailbox.max_messages);
     set(&mut c.mailbox.max_bytes, file.mailbox.max_bytes);
+    set(&mut c.cluster_address, file.cluster.address.map(Some));
+    set(
+        &mut c.cluster.heartbeat,
+        file.cluster.heartbeat_secs.map(secs),
+    );
+    set(&mut c.cluster.expiry, file.cluster.expiry_secs.map(secs));
     let r = &file.relay;
     set(&mut c.relay.enabled, r.enabled);
     set(&mut c.relay.max_sessions, r.max_sessions);
@@ -459,6 +477,9 @@ fn check(c: &Config, log: &LogSettings) -> anyhow::Result<()> {
         if value == 0 {
             bail!("{key} must be at least 1");
         }
+    }
+    if c.cluster.heartbeat.is_zero() || c.cluster.expiry < c.cluster.heartbeat * 2 {
+        bail!("cluster.expiry_secs must be at least twice cluster.heartbeat_secs (at least 1)");
     }
     if c.lockout.max < c.lockout.base || c.lockout.max > MAX_LOCKOUT {
         bail!(
@@ -593,6 +614,18 @@ pub fn render(e: &Effective) -> String {
         c.mailbox.max_messages,
         c.mailbox.max_bytes
     ));
+    out.push_str("\n[cluster]\n");
+    match c.cluster_address {
+        Some(addr) => out.push_str(&format!("address = {}\n", q(&addr.to_string()))),
+        None => out.push_str(
+            "# address = (the listening address; 0.0.0.0 becomes the address toward the database)\n",
+        ),
+    }
+    out.push_str(&format!(
+        "heartbeat_secs = {}\nexpiry_secs = {}\n",
+        c.cluster.heartbeat.as_secs(),
+        c.cluster.expiry.as_secs()
+    ));
     out
 }
 
@@ -668,6 +701,10 @@ mod tests {
             [audit]
             max_bytes = 1000
             keep = 2
+            [cluster]
+            address = "10.0.0.5:8888"
+            heartbeat_secs = 1
+            expiry_secs = 4
             "#,
         )
         .unwrap();
@@ -684,6 +721,12 @@ mod tests {
         );
         assert_eq!(e.config.status, Some("127.0.0.1:8080".parse().unwrap()));
         assert_eq!(e.config.audit_rotation.keep, 2);
+        assert_eq!(
+            e.config.cluster_address,
+            Some("10.0.0.5:8888".parse().unwrap())
+        );
+        assert_eq!(e.config.cluster.heartbeat, Duration::from_secs(1));
+        assert_eq!(e.config.cluster.expiry, Duration::from_secs(4));
         assert_eq!(e.log.filter, "warn,directory::auth=debug");
         assert_eq!(e.log.format, LogFormat::Json);
 
@@ -740,6 +783,8 @@ mod tests {
         assert!(bad("status_token = \"short\"").contains("status_token"));
         assert!(bad("[lockout]\nmax_secs = 99999999999").contains("lockout.max_secs"));
         assert!(bad("[log]\nfilter = \"info,=[\"").contains("log filter"));
+        assert!(bad("[cluster]\nexpiry_secs = 3").contains("cluster.expiry_secs"));
+        assert!(bad("[cluster]\nheartbeat_secs = 0").contains("cluster.expiry_secs"));
         let no_data = apply(
             &FileConfig::default(),
             &Overrides::default(),

@@ -21,8 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use proto::Signature;
 use proto::frame::{self, FrameError};
-use proto::message::{ErrorCode, Event, Refusal, Reply, Request, ServerMsg};
+use proto::message::{ErrorCode, Event, Refusal, Reply, Request, ServerMsg, instance_transcript};
 use quinn::VarInt;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -143,6 +144,11 @@ struct State {
     nonce: Option<[u8; 32]>,
     /// The logged-in user, if any. Dropping it removes them from presence.
     session: Option<Session>,
+    /// Set when the other end proved to be another instance of this directory
+    /// (`InstanceAuth`): its further streams are forwarded relay streams.
+    instance: Option<String>,
+    /// The QUIC connection (to open it to more streams for an instance link).
+    quic: quinn::Connection,
 }
 
 /// Serves one established connection until it ends. `id` is unique in this process;
@@ -193,6 +199,8 @@ pub(crate) async fn run(
         },
         nonce: None,
         session: None,
+        instance: None,
+        quic: conn.clone(),
     };
     serve(state, &conn, control, (events_rx, notify_rx), shutdown).await;
 }
@@ -233,15 +241,19 @@ async fn serve(
                     Err(WriteFailure::TimedOut) => break End::close(close::TIMEOUT, "not reading"),
                 }
             }
-            // Further streams of a logged-in user are relay streams (see `crate::relay`);
-            // before login, extra streams are never read.
-            stream = conn.accept_bi(), if state.session.is_some() => {
+            // Further streams of a logged-in user are relay streams (see `crate::relay`),
+            // and so are those of another instance's link, forwarded for its users;
+            // before either, extra streams are never read.
+            stream = conn.accept_bi(), if state.session.is_some() || state.instance.is_some() => {
                 match (stream, &state.session) {
                     (Ok((send, recv)), Some(session)) => {
                         relay::accept_stream(&state.shared, session.user().to_string(), send, recv);
                         continue;
                     }
-                    (Ok(_), None) => continue,
+                    (Ok((send, recv)), None) => {
+                        relay::forward::accept_link_stream(state.shared.relay.clone(), send, recv);
+                        continue;
+                    }
                     (Err(e), _) => break End::Lost(e.to_string()),
                 }
             }
@@ -315,6 +327,10 @@ impl State {
                 close::PROTOCOL,
                 "protocol violation",
             ),
+            Request::InstanceAuth {
+                instance,
+                signature,
+            } => self.instance_auth(&nonce, instance, &signature),
             Request::Register {
                 user,
                 password,
@@ -435,6 +451,41 @@ impl State {
         }
     }
 
+    /// Another instance of this directory links to us to relay its users' streams (see
+    /// [`crate::relay::forward`]): it must sign with the directory's own key.
+    fn instance_auth(&mut self, nonce: &[u8; 32], instance: String, signature: &Signature) -> Step {
+        let transcript = instance_transcript(nonce, &instance);
+        let linked = match (self.shared.relay.links(), &self.session, &self.instance) {
+            (Some(links), None, None) => {
+                links.directory_key().verify(&transcript, signature).is_ok()
+            }
+            _ => false,
+        };
+        if !linked {
+            tracing::warn!(remote = %self.remote, "instance link refused: not proven with the directory's key");
+            return Step::fatal(
+                ErrorCode::NotPermitted,
+                "not an instance of this directory".into(),
+                close::PROTOCOL,
+                "not an instance",
+            );
+        }
+        let instance: String = instance.chars().take(32).collect();
+        tracing::info!(%instance, remote = %self.remote, "relay link from another instance");
+        let streams = self
+            .shared
+            .relay
+            .policy()
+            .max_sessions
+            .min(u32::MAX as usize) as u32;
+        self.quic
+            .set_max_concurrent_bi_streams(VarInt::from_u32(streams));
+        self.instance = Some(instance);
+        Step::reply(Reply::Done {
+            message: "linked".into(),
+        })
+    }
+
     /// The first request: it must be `Hello` with our protocol version.
     fn hello(&mut self, request: Request) -> Step {
         match request {
@@ -509,6 +560,7 @@ fn request_kind(request: &Request) -> &'static str {
         Request::AckMail { .. } => "AckMail",
         Request::MailReceipts => "MailReceipts",
         Request::Rendezvous { .. } => "Rendezvous",
+        Request::InstanceAuth { .. } => "InstanceAuth",
     }
 }
 

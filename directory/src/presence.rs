@@ -31,6 +31,7 @@ use proto::message::{Event, OnlineUser, PeerInfo};
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, Message};
+use crate::relay::forward::RemoteOffers;
 use crate::rooms::RoomIndex;
 
 /// How presence reaches the connection task that owns an entry.
@@ -147,6 +148,8 @@ pub struct Presence {
     table: Arc<Mutex<Table>>,
     rooms: Arc<RoomIndex>,
     cluster: Arc<OnceLock<Arc<dyn Cluster>>>,
+    /// Relay tokens other instances issued for our users (see [`crate::relay::forward`]).
+    offers: Arc<RemoteOffers>,
 }
 
 impl Presence {
@@ -156,7 +159,13 @@ impl Presence {
             table: Arc::default(),
             rooms,
             cluster: Arc::default(),
+            offers: Arc::default(),
         }
+    }
+
+    /// Relay tokens other instances issued for users connected here.
+    pub fn remote_offers(&self) -> &RemoteOffers {
+        &self.offers
     }
 
     /// Joins the other instances: from now on logins, logouts and notifications for
@@ -408,6 +417,16 @@ impl Presence {
                 let table = self.lock();
                 for u in &users {
                     if let Some(e) = table.users.get(u) {
+                        // A relay token for our user, issued over there: remember where.
+                        match &event {
+                            Event::Incoming {
+                                from: peer, token, ..
+                            } => self.offers.learn(*token, from, &peer.user, u),
+                            Event::RelayCall { from: peer, token } => {
+                                self.offers.learn(*token, from, peer, u)
+                            }
+                            _ => {}
+                        }
                         e.conn.notify(event.clone());
                     }
                 }

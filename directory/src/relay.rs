@@ -26,14 +26,20 @@
 //! other side. When a peer's connection breaks, the other side's stream is reset with
 //! [`proto::message::RELAY_PEER_LOST`].
 //!
+//! With several instances of the directory, the two peers may be connected to different
+//! ones: the target's instance then forwards its stream to the instance that issued the
+//! token, over a link between the two ([`forward`]).
+//!
 //! Counters: [`Metrics::relay_sessions`] (spliced sessions open now) and
 //! [`Metrics::relay_bytes`] (bytes copied); the status page and `/metrics` show both.
 //! [`RelayTap`] is a test hook that records the bytes copied, so tests can check that
 //! only ciphertext went through.
 
+pub mod forward;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use proto::frame;
@@ -261,6 +267,8 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     presence: Presence,
     inner: Mutex<Inner>,
+    /// Links to the other instances of the service (with several instances only).
+    links: OnceLock<Arc<forward::Links>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -291,7 +299,33 @@ impl Relay {
             metrics,
             presence,
             inner: Mutex::default(),
+            links: OnceLock::new(),
         }
+    }
+
+    /// Joins the other instances: relay streams for tokens they issued are forwarded to
+    /// them over `links` ([`forward`]). Set once.
+    pub fn set_links(&self, links: Arc<forward::Links>) {
+        let _ = self.links.set(links);
+    }
+
+    /// The links to other instances, when there are any.
+    pub fn links(&self) -> Option<&Arc<forward::Links>> {
+        self.links.get()
+    }
+
+    /// Counts one more relay stream for `user` if the caps allow; dropping the guard
+    /// gives it back.
+    fn admit(self: &Arc<Self>, user: &str) -> Option<Admitted> {
+        self.lock().admit(&self.policy, user).then(|| Admitted {
+            relay: self.clone(),
+            user: user.to_string(),
+        })
+    }
+
+    /// `user`'s byte bucket (shared by all their relay streams).
+    fn bucket(&self, user: &str) -> Arc<Bucket> {
+        self.lock().bucket(&self.policy, user)
     }
 
     /// What the relay allows.
@@ -373,6 +407,28 @@ async fn serve(relay: Arc<Relay>, user: String, mut send: SendStream, mut recv: 
             return;
         }
     };
+    if !relay.policy.enabled {
+        return refuse(&mut send, &mut recv, RelayRefusal::Disabled).await;
+    }
+    // A token another instance issued: the session is spliced there.
+    if let Some(links) = relay.links().cloned()
+        && !relay.lock().offers.contains_key(&token)
+        && let Some(instance) = relay.presence.remote_offers().take(&token, &user)
+    {
+        return forward::forward(relay, links, instance, (user, token), send, recv).await;
+    }
+    join(relay, user, token, send, recv).await
+}
+
+/// `user`'s relay stream for `token` (theirs, or forwarded by another instance): parks
+/// it, or splices it to the stream parked for the same token, or refuses it.
+async fn join(
+    relay: Arc<Relay>,
+    user: String,
+    token: RelayToken,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
     if !relay.policy.enabled {
         return refuse(&mut send, &mut recv, RelayRefusal::Disabled).await;
     }
@@ -503,18 +559,25 @@ async fn splice(
     relay.metrics.relay_sessions.fetch_add(1, Ordering::Relaxed);
     let tap = relay.policy.tap.clone();
     tokio::join!(
-        pump(first_recv, send, first_bucket, &relay.metrics, tap.as_ref()),
-        pump(recv, first_send, bucket, &relay.metrics, tap.as_ref()),
+        pump(
+            first_recv,
+            send,
+            Some(first_bucket),
+            &relay.metrics,
+            tap.as_ref()
+        ),
+        pump(recv, first_send, Some(bucket), &relay.metrics, tap.as_ref()),
     );
     relay.metrics.relay_sessions.fetch_sub(1, Ordering::Relaxed);
     tracing::info!(a = %first_user, b = %user, "relay session closed");
 }
 
-/// Copies one direction until it ends, passing the end on (finish, reset, stop).
+/// Copies one direction until it ends, passing the end on (finish, reset, stop), at the
+/// pace `bucket` allows (`None`: another instance limits it).
 async fn pump(
     mut from: RecvStream,
     mut to: SendStream,
-    bucket: Arc<Bucket>,
+    bucket: Option<Arc<Bucket>>,
     metrics: &Metrics,
     tap: Option<&RelayTap>,
 ) {
@@ -548,9 +611,11 @@ async fn pump(
                 return;
             }
         };
-        let wait = bucket.take(n, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        if let Some(bucket) = &bucket {
+            let wait = bucket.take(n, Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
         metrics.relay_bytes.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(tap) = tap {

@@ -8,8 +8,9 @@
 //! the same relay token ([`crate::relay`]) in case no direct path works.
 //!
 //! With several directory instances ([`crate::cluster`]) the event reaches the target on
-//! whichever instance it is connected to, so punching works across instances; the relay
-//! is offered only when both are on this instance (`relay: false` otherwise).
+//! whichever instance it is connected to, so punching works across instances, and so does
+//! the relay: the target's instance forwards its relay stream to this one
+//! ([`crate::relay::forward`]).
 //!
 //! The rules of `Lookup` apply: only logged-in users learn anything, and anything else
 //! gets `NotFound`. Each rendezvous pushes an event to someone else, so a user may make
@@ -44,10 +45,11 @@ pub fn rendezvous(shared: &Shared, requester: Option<&str>, target: &str) -> Rep
     };
     let policy = shared.relay.policy();
     let direct = !policy.force_relay;
-    // In a cluster the two may be connected to different instances: the hole punching
-    // works across them (the event is forwarded), the relay does not (each instance
-    // splices only its own connections' streams).
-    let relay = policy.enabled && shared.presence.is_local(&peer.user);
+    // In a cluster the two may be connected to different instances: the event is
+    // forwarded for the hole punching, and the target's instance forwards its relay
+    // stream to this one ([`crate::relay::forward`]).
+    let relay =
+        policy.enabled && (shared.presence.is_local(&peer.user) || shared.relay.links().is_some());
     tracing::debug!(from = %me.user, to = %peer.user, direct, "rendezvous");
     shared.presence.notify(
         std::slice::from_ref(&peer.user),

@@ -93,11 +93,9 @@ impl Directory {
         let public_key = identity.public();
 
         let server_config = tls::server_config(&identity, &config)?;
-        drop(identity);
-        let listen = config.listen;
-        let shared = Arc::new(Shared::open(config).await?);
-        let endpoint = bind(server_config, listen)?;
+        let endpoint = bind(server_config, config.listen)?;
         let local_addr = endpoint.local_addr()?;
+        let shared = Arc::new(Shared::open(config, &endpoint, Arc::new(identity)).await?);
 
         let limits = ConnLimits::new(
             shared.config.max_connections,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
+use proto::Identity;
 
 use crate::audit::Audit;
 use crate::config::Config;
@@ -16,6 +17,7 @@ use crate::password::PasswordHashing;
 use crate::presence::Presence;
 use crate::ratelimit::SourceLimiter;
 use crate::relay::Relay;
+use crate::relay::forward::Links;
 use crate::rooms::RoomIndex;
 use crate::shutdown::{self, ShutdownSender};
 use crate::store::Store;
@@ -61,8 +63,14 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Opens the store and the audit log in `config.data_dir` (which must exist). With
     /// `config.database` set, the store is that PostgreSQL database and this instance
-    /// joins the others on it ([`crate::cluster`]); otherwise SQLite in the data directory.
-    pub async fn open(config: Config) -> anyhow::Result<Self> {
+    /// joins the others on it ([`crate::cluster`]), linking to them for relayed sessions
+    /// from its `endpoint` with the directory's `identity`; otherwise SQLite in the data
+    /// directory.
+    pub async fn open(
+        config: Config,
+        endpoint: &quinn::Endpoint,
+        identity: Arc<Identity>,
+    ) -> anyhow::Result<Self> {
         if let Some(url) = &config.database {
             let store = Arc::new(
                 PostgresStore::open(&url.0)
@@ -71,15 +79,26 @@ impl Shared {
             );
             let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
             let policy = config.cluster;
+            let address = crate::cluster::postgres::relay_address(
+                endpoint.local_addr()?,
+                config.cluster_address,
+                store.config(),
+            )
+            .await;
             let shared = Self::with_store(config, store.clone(), Arc::new(audit)).await?;
-            crate::cluster::postgres::start(
+            let cluster = crate::cluster::postgres::start(
                 &store,
                 shared.presence.clone(),
                 policy,
+                address,
                 shared.shutdown.subscribe(),
             )
             .await
             .context("cannot join the other directory instances")?;
+            let links = Links::new(endpoint.clone(), identity, cluster)
+                .context("cannot set up links to the other instances")?;
+            shared.relay.set_links(Arc::new(links));
+            tracing::info!(%address, "other instances link to this one at this address");
             return Ok(shared);
         }
         let store = SqliteStore::open(config.database_path())

@@ -110,6 +110,15 @@ pub enum Request {
     /// them (`Event::Incoming`) who is coming from where, so both sides send packets at
     /// once (hole punching). `Reply::Rendezvous`, or `NotFound`.
     Rendezvous { user: String },
+    /// Directory instance → directory instance (several instances on one database): "I
+    /// am instance `instance` of this service", proven with a signature by the
+    /// directory's own key (which every instance holds) over [`instance_transcript`].
+    /// After `Reply::Done`, each further stream the instance opens carries one relayed
+    /// session ([`RelayMsg::Forward`]).
+    InstanceAuth {
+        instance: String,
+        signature: Signature,
+    },
 }
 
 /// Why a login or registration was refused.
@@ -553,6 +562,12 @@ pub fn login_transcript(nonce: &[u8; 32], user: &str, identity: &PublicKey) -> V
     transcript("natter-login-v1", &[nonce, user.as_bytes(), &identity.0])
 }
 
+/// Bytes a directory instance signs, with the directory's key, to open a link to another
+/// instance of the same service (`Request::InstanceAuth`).
+pub fn instance_transcript(nonce: &[u8; 32], instance: &str) -> Vec<u8> {
+    transcript("natter-instance-v1", &[nonce, instance.as_bytes()])
+}
+
 /// Bytes signed for a ticket login.
 pub fn resume_transcript(nonce: &[u8; 32], user: &str, ticket: &[u8]) -> Vec<u8> {
     transcript("natter-resume-v1", &[nonce, user.as_bytes(), ticket])
@@ -582,6 +597,10 @@ pub enum RelayMsg {
     Ready { peer: String },
     /// Directory → peer: no relay for this stream; it ends.
     Refused { reason: RelayRefusal },
+    /// Instance → instance, the first frame of a stream on an instance link: the stream
+    /// is `user`'s relay stream for `token`, which the receiving instance issued; the
+    /// sending instance copies bytes between it and `user`'s own stream.
+    Forward { token: RelayToken, user: String },
 }
 
 /// Stream error code the relay resets a peer's relay stream with when the other peer's
@@ -603,6 +622,8 @@ pub enum RelayRefusal {
     TooManySessions,
     /// The other side did not come to the relay in time.
     NoAnswer,
+    /// The session lives on another instance of the directory, which cannot be reached.
+    InstanceUnreachable,
 }
 
 impl std::fmt::Display for RelayRefusal {
@@ -613,6 +634,9 @@ impl std::fmt::Display for RelayRefusal {
             RelayRefusal::UnknownToken => "unknown or expired relay token",
             RelayRefusal::TooManySessions => "too many relay sessions open",
             RelayRefusal::NoAnswer => "the other side did not come to the relay",
+            RelayRefusal::InstanceUnreachable => {
+                "the other side's directory instance cannot be reached"
+            }
         })
     }
 }

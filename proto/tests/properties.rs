@@ -154,6 +154,10 @@ fn request() -> impl Strategy<Value = Request> {
         prop::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Request::AckMail { ids }),
         Just(Request::MailReceipts),
         text().prop_map(|user| Request::Rendezvous { user }),
+        (text(), signature()).prop_map(|(instance, signature)| Request::InstanceAuth {
+            instance,
+            signature
+        }),
     ]
 }
 
@@ -376,8 +380,10 @@ fn relay_msg() -> impl Strategy<Value = RelayMsg> {
             RelayRefusal::UnknownToken,
             RelayRefusal::TooManySessions,
             RelayRefusal::NoAnswer,
+            RelayRefusal::InstanceUnreachable,
         ])
         .prop_map(|reason| RelayMsg::Refused { reason }),
+        (any::<[u8; 16]>(), text()).prop_map(|(token, user)| RelayMsg::Forward { token, user }),
     ]
 }
 
@@ -426,6 +432,7 @@ fn strategies_cover_every_variant(
         | Request::AckMail { .. }
         | Request::MailReceipts
         | Request::Rendezvous { .. }
+        | Request::InstanceAuth { .. }
         | Request::Admin(
             AdminRequest::AddUser { .. }
             | AdminRequest::ListUsers

@@ -45,8 +45,24 @@ impl TestDirectory {
         data: tempfile::TempDir,
         adjust: impl FnOnce(&mut directory::Config),
     ) -> anyhow::Result<Self> {
-        let server = directory::Directory::start(Self::config(data.path(), adjust)).await?;
-        Ok(Self { server, data })
+        let config = Self::config(data.path(), adjust);
+        // A directory stopped just before on the same port (a restart) releases its
+        // socket in its endpoint's driver task, which runs once we yield: retry while
+        // the port is still taken.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match directory::Directory::start(config.clone()).await {
+                Ok(server) => return Ok(Self { server, data }),
+                Err(e)
+                    if config.listen.port() != 0
+                        && port_taken(&e)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn config(
@@ -65,9 +81,7 @@ impl TestDirectory {
         let addr = self.server.local_addr();
         let data = self.data;
         self.server.shutdown().await;
-        let server =
-            directory::Directory::start(Self::config(data.path(), |c| c.listen = addr)).await?;
-        Ok(Self { server, data })
+        Self::start_in(data, |c| c.listen = addr).await
     }
 
     /// The address peers dial.
@@ -82,6 +96,15 @@ impl TestDirectory {
         }
         Ok(())
     }
+}
+
+/// Whether `e` says the listening address is in use.
+fn port_taken(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
 
 /// Sends every note into a channel (the test reads it).

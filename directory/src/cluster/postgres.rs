@@ -5,8 +5,9 @@
 //! it, it needs no extra ports, addresses or certificates between instances, it orders
 //! each sender's messages, and a new instance finds the others by just connecting. The
 //! cost is a few milliseconds per message and PostgreSQL's 8000-byte payload limit —
-//! fine for logins, logouts and small events. Relayed chat bytes must not go this way;
-//! see `docs/SCALE_OUT.md` for the relay plan.
+//! fine for logins, logouts and small events. Relayed chat bytes do not go this way:
+//! instances link to each other over QUIC for that ([`crate::relay::forward`]), at the
+//! `relay_address` each one records in the `instances` table.
 //!
 //! Three tasks per instance:
 //! - the **writer** takes [`Message`]s in publication order, keeps this instance's rows
@@ -21,6 +22,9 @@
 //!
 //! Times are the database's (`now()`), so the instances' clocks do not matter.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +46,7 @@ const MAX_PAYLOAD: usize = 7900;
 pub struct PgCluster {
     id: String,
     outbox: mpsc::UnboundedSender<Message>,
+    pool: Pool,
 }
 
 impl Cluster for PgCluster {
@@ -52,20 +57,39 @@ impl Cluster for PgCluster {
     fn publish(&self, message: Message) {
         let _ = self.outbox.send(message);
     }
+
+    fn relay_address(
+        &self,
+        instance: &str,
+    ) -> Pin<Box<dyn Future<Output = Option<SocketAddr>> + Send + '_>> {
+        let instance = instance.to_string();
+        Box::pin(async move {
+            let client = self.pool.get().await.ok()?;
+            let row = client
+                .query_opt(
+                    "SELECT relay_address FROM instances WHERE id = $1",
+                    &[&instance],
+                )
+                .await
+                .ok()??;
+            row.get::<_, Option<String>>(0)?.parse().ok()
+        })
+    }
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// Registers this instance in the database behind `store`, starts the writer, the
-/// heartbeat and the listener, and attaches them to `presence`. They stop when
-/// `shutdown` fires (the instance then removes itself, so its users go offline
-/// everywhere at once).
+/// Registers this instance in the database behind `store` (with `relay_address`, where
+/// the others reach it), starts the writer, the heartbeat and the listener, and attaches
+/// them to `presence`. They stop when `shutdown` fires (the instance then removes itself,
+/// so its users go offline everywhere at once).
 pub async fn start(
     store: &PostgresStore,
     presence: Presence,
     policy: ClusterPolicy,
+    relay_address: SocketAddr,
     shutdown: Shutdown,
 ) -> Result<Arc<PgCluster>, StoreError> {
     let pool = store.pool().clone();
@@ -77,8 +101,12 @@ pub async fn start(
         .get(0);
     let channel = format!("natter_{schema}");
     let id = format!("{:016x}", rand::random::<u64>());
+    let relay_address = relay_address.to_string();
     client
-        .execute("INSERT INTO instances (id) VALUES ($1)", &[&id])
+        .execute(
+            "INSERT INTO instances (id, relay_address) VALUES ($1, $2)",
+            &[&id, &relay_address],
+        )
         .await
         .map_err(backend)?;
     drop(client);
@@ -87,10 +115,12 @@ pub async fn start(
     let cluster = Arc::new(PgCluster {
         id: id.clone(),
         outbox,
+        pool: pool.clone(),
     });
     let ctx = Arc::new(Context {
         pool,
         id,
+        relay_address,
         channel,
         presence: presence.clone(),
         policy,
@@ -116,6 +146,7 @@ pub async fn start(
 struct Context {
     pool: Pool,
     id: String,
+    relay_address: String,
     channel: String,
     presence: Presence,
     policy: ClusterPolicy,
@@ -225,8 +256,9 @@ impl Context {
             tracing::warn!(instance = %self.id, "cluster: this instance had expired; rejoining");
             client
                 .execute(
-                    "INSERT INTO instances (id) VALUES ($1) ON CONFLICT DO NOTHING",
-                    &[&self.id],
+                    "INSERT INTO instances (id, relay_address) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                    &[&self.id, &self.relay_address],
                 )
                 .await
                 .map_err(backend)?;
@@ -376,5 +408,54 @@ async fn listener(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.recv() => return,
         }
+    }
+}
+
+/// The address the other instances should dial to reach this one: `configured` when
+/// given, else `listening`, with an unspecified IP (`0.0.0.0`) replaced by the one this
+/// machine uses toward the database (the instances all reach the database, so they most
+/// likely reach each other that way too; loopback for a database on this machine).
+pub async fn relay_address(
+    listening: SocketAddr,
+    configured: Option<SocketAddr>,
+    database: &tokio_postgres::Config,
+) -> SocketAddr {
+    if let Some(addr) = configured {
+        return addr;
+    }
+    if !listening.ip().is_unspecified() {
+        return listening;
+    }
+    let loopback = SocketAddr::new(
+        if listening.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        },
+        listening.port(),
+    );
+    let port = database.get_ports().first().copied().unwrap_or(5432);
+    let Some(tokio_postgres::config::Host::Tcp(host)) = database.get_hosts().first() else {
+        return loopback;
+    };
+    let Ok(mut found) = tokio::net::lookup_host((host.as_str(), port)).await else {
+        return loopback;
+    };
+    let Some(db) = found.next() else {
+        return loopback;
+    };
+    let toward = async {
+        let any: SocketAddr = if db.is_ipv4() {
+            "0.0.0.0:0".parse().expect("address")
+        } else {
+            "[::]:0".parse().expect("address")
+        };
+        let socket = tokio::net::UdpSocket::bind(any).await?;
+        socket.connect(db).await?;
+        socket.local_addr()
+    };
+    match toward.await {
+        Ok(local) => SocketAddr::new(local.ip(), listening.port()),
+        Err(_) => loopback,
     }
 }

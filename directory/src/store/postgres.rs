@@ -98,6 +98,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         since      TIMESTAMPTZ NOT NULL DEFAULT now()
     );
     CREATE INDEX presence_by_instance ON presence(instance);",
+    // 5: where each instance takes relay links from the others (crate::relay::forward).
+    "ALTER TABLE instances ADD COLUMN relay_address TEXT;",
 ];
 
 /// `mail.state` of a message waiting for its recipient.
