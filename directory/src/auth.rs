@@ -361,7 +361,13 @@ async fn grant(
     };
     let stored = match redeemed {
         None => shared.store.insert_ticket(record, now).await.map(|()| true),
-        Some(old) => shared.store.replace_ticket(old, record).await,
+        Some(old) => {
+            let grace = ticket::REDEEM_GRACE.as_secs() as i64;
+            shared
+                .store
+                .replace_ticket(old, record, now, now.saturating_add(grace))
+                .await
+        }
     };
     match stored {
         Ok(true) => {}

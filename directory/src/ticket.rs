@@ -1,15 +1,22 @@
-//! Session tickets: 32 random bytes handed out with `Granted`, redeemed once by `Resume`.
+//! Session tickets: 32 random bytes handed out with `Granted`, redeemed by `Resume` for a new one.
 //!
 //! Only the SHA-256 of a ticket is stored, so a copy of the database does not let anyone
 //! resume a session. A ticket is bound to the user and to the identity key that logged in,
 //! and a `Resume` must carry a signature by that key, so a stolen ticket alone is useless.
-//! Redeeming a ticket replaces it with a fresh one (see [`crate::store::Store::replace_ticket`]).
+//! Redeeming a ticket replaces it with a fresh one (see [`crate::store::Store::replace_ticket`]);
+//! the old one still works for [`REDEEM_GRACE`], so that a client whose reply was lost (a
+//! dropped packet, a directory that crashed right after answering) can simply try again.
 
 use proto::PublicKey;
 use sha2::{Digest, Sha256};
 
 /// Length of the tickets we issue, in bytes.
 pub const TICKET_LEN: usize = 32;
+
+/// How long a redeemed ticket still works: a `Resume` whose reply was lost can be
+/// repeated. The ticket alone is useless without the identity key's signature, so this
+/// adds nothing an attacker could use.
+pub const REDEEM_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Most live tickets kept per user (one per device or login); older ones are dropped.
 pub const MAX_TICKETS_PER_USER: usize = 16;

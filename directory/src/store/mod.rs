@@ -175,9 +175,17 @@ pub trait Store: Send + Sync + 'static {
     /// The ticket stored under `hash`, if any (expired ones too: the caller checks).
     fn ticket(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<TicketRecord>>;
 
-    /// Atomically deletes the ticket `old` and stores `new`. `false` (and nothing stored)
-    /// if `old` was already gone: a ticket is redeemed at most once.
-    fn replace_ticket(&self, old: [u8; 32], new: TicketRecord) -> StoreFuture<'_, bool>;
+    /// Redeems the ticket `old` for `new`, atomically: `old` now expires at `grace_until`
+    /// at the latest, and `new` is stored. `false` (and nothing stored) if `old` is gone
+    /// or expired at `now`. So a ticket is redeemed for good after a short grace, during
+    /// which the same `Resume` can be repeated when its reply was lost.
+    fn replace_ticket(
+        &self,
+        old: [u8; 32],
+        new: TicketRecord,
+        now: i64,
+        grace_until: i64,
+    ) -> StoreFuture<'_, bool>;
 
     /// Deletes tickets expired at `now`; returns how many.
     fn purge_expired_tickets(&self, now: i64) -> StoreFuture<'_, usize>;

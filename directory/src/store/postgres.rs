@@ -538,19 +538,29 @@ impl Store for PostgresStore {
         })
     }
 
-    fn replace_ticket(&self, old: [u8; 32], new: TicketRecord) -> StoreFuture<'_, bool> {
+    fn replace_ticket(
+        &self,
+        old: [u8; 32],
+        new: TicketRecord,
+        now: i64,
+        grace_until: i64,
+    ) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let mut client = self.conn().await?;
             let tx = client.transaction().await.map_err(backend)?;
-            // Of two instances redeeming the same ticket, one DELETE finds it.
+            // The row lock orders redemptions from every instance.
             let n = tx
-                .execute("DELETE FROM tickets WHERE hash = $1", &[&&old[..]])
+                .execute(
+                    "UPDATE tickets SET expires_at = LEAST(expires_at, $2)
+                     WHERE hash = $1 AND expires_at > $3",
+                    &[&&old[..], &grace_until, &now],
+                )
                 .await
                 .map_err(backend)?;
             if n == 0 {
                 return Ok(false);
             }
-            insert_ticket(&tx, &new, crate::clock::unix_now()).await?;
+            insert_ticket(&tx, &new, now).await?;
             tx.commit().await.map_err(backend)?;
             Ok(true)
         })

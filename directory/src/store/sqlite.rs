@@ -464,18 +464,28 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn replace_ticket(&self, old: [u8; 32], new: TicketRecord) -> StoreFuture<'_, bool> {
+    fn replace_ticket(
+        &self,
+        old: [u8; 32],
+        new: TicketRecord,
+        now: i64,
+        grace_until: i64,
+    ) -> StoreFuture<'_, bool> {
         Box::pin(self.call(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             let n = tx
-                .execute("DELETE FROM tickets WHERE hash = ?1", [old])
+                .execute(
+                    "UPDATE tickets SET expires_at = MIN(expires_at, ?2)
+                     WHERE hash = ?1 AND expires_at > ?3",
+                    params![old, grace_until, now],
+                )
                 .map_err(backend)?;
             if n == 0 {
                 return Ok(false);
             }
-            insert_ticket(&tx, &new, crate::clock::unix_now())?;
+            insert_ticket(&tx, &new, now)?;
             tx.commit().map_err(backend)?;
             Ok(true)
         }))

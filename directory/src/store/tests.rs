@@ -74,8 +74,8 @@ suite!(
     accounts_round_trip_and_survive_reopen,
     failures_lock_and_unlock,
     concurrent_failures_all_count,
-    tickets_are_redeemed_once_and_expire,
-    concurrent_redemptions_succeed_once,
+    tickets_are_redeemed_with_a_grace_and_expire,
+    concurrent_redemptions_share_one_grace,
     rooms_are_durable_and_go_with_the_account,
     mail_is_queued_in_order_within_quota_acked_once_and_expires,
     newer_prekey_replaces_older_only,
@@ -231,7 +231,7 @@ async fn concurrent_failures_all_count(f: Fixture) {
     b.close().await.unwrap();
 }
 
-async fn tickets_are_redeemed_once_and_expire(f: Fixture) {
+async fn tickets_are_redeemed_with_a_grace_and_expire(f: Fixture) {
     let store = f.open().await;
     store.create_account(account("ali")).await.unwrap();
     let key = proto::Identity::generate().public();
@@ -241,15 +241,50 @@ async fn tickets_are_redeemed_once_and_expire(f: Fixture) {
     store.insert_ticket(t1.clone(), now).await.unwrap();
     assert_eq!(store.ticket(t1.hash).await.unwrap(), Some(t1.clone()));
 
+    // Redeemed: the old ticket lives on for the grace only (never longer than it had).
     let t2 = ticket_for("ali", key, now + 100);
-    assert!(store.replace_ticket(t1.hash, t2.clone()).await.unwrap());
-    assert_eq!(store.ticket(t1.hash).await.unwrap(), None);
+    assert!(
+        store
+            .replace_ticket(t1.hash, t2.clone(), now, now + 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.ticket(t2.hash).await.unwrap(), Some(t2.clone()));
+    assert_eq!(
+        store.ticket(t1.hash).await.unwrap().unwrap().expires_at,
+        now + 30
+    );
+    // Within the grace, the same redemption can be repeated (its reply was lost)...
     let t3 = ticket_for("ali", key, now + 100);
     assert!(
-        !store.replace_ticket(t1.hash, t3.clone()).await.unwrap(),
-        "a ticket is redeemed at most once"
+        store
+            .replace_ticket(t1.hash, t3.clone(), now + 10, now + 40)
+            .await
+            .unwrap(),
+        "redeemed again within the grace"
     );
-    assert_eq!(store.ticket(t3.hash).await.unwrap(), None);
+    assert_eq!(
+        store.ticket(t1.hash).await.unwrap().unwrap().expires_at,
+        now + 30,
+        "a repeat does not extend the grace"
+    );
+    // ...after it, never.
+    let t4 = ticket_for("ali", key, now + 100);
+    assert!(
+        !store
+            .replace_ticket(t1.hash, t4.clone(), now + 30, now + 60)
+            .await
+            .unwrap(),
+        "a ticket is dead once its grace is over"
+    );
+    assert_eq!(store.ticket(t4.hash).await.unwrap(), None, "nothing stored");
+    assert!(
+        !store
+            .replace_ticket([0xEE; 32], t4.clone(), now, now + 30)
+            .await
+            .unwrap(),
+        "unknown ticket"
+    );
 
     let old = ticket_for("ali", key, now - 1);
     store.insert_ticket(old.clone(), now - 10).await.unwrap();
@@ -285,20 +320,40 @@ async fn tickets_are_redeemed_once_and_expire(f: Fixture) {
     store.close().await.unwrap();
 }
 
-/// The same ticket redeemed through two stores at once: exactly one succeeds.
-async fn concurrent_redemptions_succeed_once(f: Fixture) {
+/// The same ticket redeemed through two stores (instances) at once: both redemptions
+/// are serialised on the ticket's row, both fall in the grace, and the grace is not
+/// extended by the second.
+async fn concurrent_redemptions_share_one_grace(f: Fixture) {
     let (a, b) = (f.open().await, f.open().await);
     a.create_account(account("ali")).await.unwrap();
     let key = proto::Identity::generate().public();
     let now = crate::clock::unix_now();
-    for _ in 0..5 {
+    for i in 0..5 {
         let t = ticket_for("ali", key, now + 100);
         a.insert_ticket(t.clone(), now).await.unwrap();
-        let (x, y) = tokio::join!(
-            a.replace_ticket(t.hash, ticket_for("ali", key, now + 100)),
-            b.replace_ticket(t.hash, ticket_for("ali", key, now + 100)),
+        let (n1, n2) = (
+            ticket_for("ali", key, now + 100 + i),
+            ticket_for("ali", key, now + 100 + i),
         );
-        assert!(x.unwrap() ^ y.unwrap(), "exactly one redemption");
+        let (x, y) = tokio::join!(
+            a.replace_ticket(t.hash, n1.clone(), now, now + 30),
+            b.replace_ticket(t.hash, n2.clone(), now, now + 40),
+        );
+        assert!(x.unwrap() && y.unwrap(), "both within the grace");
+        let left = a.ticket(t.hash).await.unwrap().unwrap().expires_at;
+        assert_eq!(left, now + 30, "the earlier grace holds");
+        assert!(a.ticket(n1.hash).await.unwrap().is_some());
+        assert!(b.ticket(n2.hash).await.unwrap().is_some());
+        assert!(
+            !a.replace_ticket(
+                t.hash,
+                ticket_for("ali", key, now + 100),
+                now + 30,
+                now + 60
+            )
+            .await
+            .unwrap()
+        );
     }
     a.close().await.unwrap();
     b.close().await.unwrap();
