@@ -471,3 +471,36 @@ async fn only_holders_of_the_directory_key_link_as_instances() {
     );
     dir.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_removed_account_leaves_its_rooms_on_every_instance() {
+    let Some(url) = database().await else { return };
+    let one = instance(&url).await;
+    let two = instance_in(&url, data_sharing_key(&one)).await;
+    one.add_users(&["ali", "chloe"]).await.unwrap();
+    let (_ali_ep, ali) = logged_in(one.addr(), "ali", &Identity::generate()).await;
+    let (_chloe_ep, chloe) = logged_in(two.addr(), "chloe", &Identity::generate()).await;
+    ali.join_room("ops").await.unwrap();
+
+    let rooms_until = |want: bool| {
+        let chloe = &chloe;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let listed = chloe.rooms().await.unwrap().iter().any(|r| r.room == "ops");
+                if listed == want || tokio::time::Instant::now() > deadline {
+                    return listed;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(rooms_until(true).await, "instance 2 sees ali's room");
+    one.server.remove_user("ali").await.unwrap();
+    assert!(
+        !rooms_until(false).await,
+        "instance 2 forgot the removed account's room"
+    );
+    one.server.shutdown().await;
+    two.server.shutdown().await;
+}

@@ -560,15 +560,11 @@ mod tests {
         assert_ne!(fresh, ticket);
         assert!(session.is_some());
         drop(session);
-        // The old ticket was used up.
-        let (reply, _) = f.resume("ali", &ticket, &id).await;
-        assert!(matches!(
-            reply,
-            Reply::Refused {
-                reason: Refusal::TicketInvalid,
-                ..
-            }
-        ));
+        // The old ticket still works during the grace (the reply may have been lost);
+        // the store's tests check that it dies after it.
+        let (reply, session) = f.resume("ali", &ticket, &id).await;
+        assert!(session.is_some(), "{reply:?}");
+        drop(session);
         // The right ticket signed by another key.
         let (reply, _) = f.resume("ali", &fresh, &Identity::generate()).await;
         assert!(matches!(

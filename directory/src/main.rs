@@ -329,7 +329,12 @@ async fn user(admin: &Admin, data: &Path, action: UserAction) -> anyhow::Result<
         }
         UserAction::Remove { name } => {
             admin.remove_user(&name).await?;
-            kick(data, &name, "account removed by the operator").await;
+            // The running server forgets the account's rooms and ends its session.
+            match operator::request(data, &format!("removed {name}")).await {
+                Ok(reply) => tracing::info!("{reply}"),
+                Err(OperatorError::NotRunning(_)) => {}
+                Err(e) => eprintln!("directory: warning: could not end {name}'s session: {e}"),
+            }
             println!("removed user {name}");
         }
         UserAction::Lock { name } => {

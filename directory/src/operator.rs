@@ -13,6 +13,7 @@
 //! ```text
 //! ping                    -> ok pong
 //! logout NAME [REASON...] -> ok logged NAME out | ok NAME is not online
+//! removed NAME            -> ok forgot NAME   (the account is gone: rooms, session)
 //! shutdown                -> ok shutting down
 //! (anything else)         -> error unknown request: ...
 //! ```
@@ -40,6 +41,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_BY_OPERATOR: &str = "directory shut down by the operator";
 /// What a user is told when the operator ends their session without a reason.
 pub const LOGGED_OUT_BY_OPERATOR: &str = "logged out by the operator";
+/// Why a removed account's session ended.
+pub const ACCOUNT_REMOVED: &str = "account removed by the operator";
 
 /// The listening socket; removed from disk when stopped.
 #[derive(Debug)]
@@ -138,6 +141,14 @@ fn handle(shared: &Shared, line: &str) -> String {
             } else {
                 format!("ok {name} is not online")
             }
+        }
+        (Some("removed"), Some(name)) => {
+            shared.audit.record(AuditEvent::Operator {
+                action: "remove",
+                target: Some(name.to_string()),
+            });
+            shared.presence.account_removed(name, ACCOUNT_REMOVED);
+            format!("ok forgot {name}")
         }
         (Some("shutdown"), None) => {
             shared.audit.record(AuditEvent::Operator {

@@ -355,6 +355,19 @@ impl Presence {
         }
     }
 
+    /// `user`'s account is gone: their room memberships go (here and, through the
+    /// cluster, on every instance's cache), and their session ends wherever it is.
+    pub fn account_removed(&self, user: &str, reason: &str) {
+        for room in self.rooms.remove_user(user) {
+            self.publish(Message::Room {
+                room,
+                user: user.to_string(),
+                joined: false,
+            });
+        }
+        self.force_logout(user, reason);
+    }
+
     fn remove_if_owned(&self, user: &str, conn_id: u64) {
         let mut table = self.lock();
         if table.users.get(user).is_some_and(|e| e.conn.id == conn_id) {

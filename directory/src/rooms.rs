@@ -77,8 +77,8 @@ impl RoomIndex {
         }
     }
 
-    /// Forgets every membership of `user` (their account is gone).
-    pub fn remove_user(&self, user: &str) {
+    /// Forgets every membership of `user` (their account is gone); returns the rooms.
+    pub fn remove_user(&self, user: &str) -> Vec<String> {
         let rooms: Vec<String> = self
             .lock()
             .by_user
@@ -87,9 +87,10 @@ impl RoomIndex {
             .flatten()
             .cloned()
             .collect();
-        for room in rooms {
-            self.remove(&room, user);
+        for room in &rooms {
+            self.remove(room, user);
         }
+        rooms
     }
 
     /// Members of `room`, sorted.

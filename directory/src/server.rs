@@ -194,10 +194,9 @@ impl Directory {
     /// Deletes an account; if the user is online their session ends at once.
     pub async fn remove_user(&self, name: &str) -> anyhow::Result<()> {
         self.admin.remove_user(name).await?;
-        self.shared.rooms.remove_user(name);
         self.shared
             .presence
-            .force_logout(name, "account removed by the operator");
+            .account_removed(name, crate::operator::ACCOUNT_REMOVED);
         Ok(())
     }
 
