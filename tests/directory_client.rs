@@ -7,6 +7,7 @@ use peer::login::{self, Options};
 use peer::profile::Profile;
 use proto::Identity;
 use proto::message::Refusal;
+use zeroize::Zeroizing;
 
 fn endpoint(identity: &Identity) -> quinn::Endpoint {
     peer::endpoint::bind(identity, "127.0.0.1:0".parse().unwrap()).unwrap()
@@ -267,4 +268,71 @@ async fn ticket_resumes_after_a_directory_restart() {
         .await
         .unwrap();
     later.resume("ali", &g2.ticket, &id, vec![]).await.unwrap();
+}
+
+#[tokio::test]
+async fn passwd_changes_the_directory_password_and_the_profile_together() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let with = |password: &str| natter::options(&dir, profile.path(), "ali", password);
+    let online = login::login(&with(PASSWORD), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    online.link.logout().await;
+    drop(online);
+
+    // A wrong current password changes nothing (and counts as a failed login).
+    let new = "a brand new passphrase";
+    let e = peer::passwd::change(
+        &with("not the password"),
+        Zeroizing::new(new.into()),
+        peer::vault::VaultCost::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("password"), "{e:#}");
+    // A weak new one is refused before anything happens.
+    assert!(
+        peer::passwd::change(
+            &with(PASSWORD),
+            Zeroizing::new("short".into()),
+            peer::vault::VaultCost::default()
+        )
+        .await
+        .is_err()
+    );
+    peer::passwd::change(
+        &with(PASSWORD),
+        Zeroizing::new(new.into()),
+        peer::vault::VaultCost::default(),
+    )
+    .await
+    .unwrap();
+
+    // The new password opens the profile and logs in; the old one does neither.
+    let online = login::login(&with(new), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    online.link.logout().await;
+    assert!(
+        login::login(&with(PASSWORD), "127.0.0.1:0".parse().unwrap())
+            .await
+            .is_err()
+    );
+    let id = Identity::generate();
+    let c = DirectoryClient::connect(&endpoint(&id), dir.addr(), None)
+        .await
+        .unwrap();
+    let e = c.login("ali", PASSWORD, &id, vec![]).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Refused {
+                reason: Refusal::BadCredentials,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }

@@ -68,6 +68,14 @@ pub enum AuditEvent {
     SourceBlocked { ip: IpAddr, secs: u64 },
     /// An account's identity key was registered on its first login.
     KeyRegistered { user: String, key: PublicKey },
+    /// A user changed their password.
+    PasswordChanged { user: String, ip: IpAddr },
+    /// A password change was refused (wrong old password, weak new one, locked).
+    PasswordChangeFailed {
+        user: String,
+        ip: IpAddr,
+        reason: &'static str,
+    },
     /// A ticket login succeeded.
     Resumed { user: String, ip: IpAddr },
     /// A ticket login failed.
@@ -153,6 +161,14 @@ impl fmt::Display for AuditEvent {
                 "key_registered user={} key={}",
                 name(user),
                 key.fingerprint().short().replace(' ', "")
+            ),
+            PasswordChanged { user, ip } => {
+                write!(f, "password_changed user={} ip={ip}", name(user))
+            }
+            PasswordChangeFailed { user, ip, reason } => write!(
+                f,
+                "password_change_failed user={} ip={ip} reason={reason}",
+                name(user)
             ),
             Resumed { user, ip } => write!(f, "resume_ok user={} ip={ip}", name(user)),
             ResumeFailed { user, ip, reason } => write!(

@@ -1,5 +1,5 @@
-//! Authentication: `Register`, `Login` (password + key signature) and `Resume` (ticket +
-//! key signature), each turned into exactly one [`Reply`].
+//! Authentication: `Register`, `Login` (password + key signature), `Resume` (ticket +
+//! key signature) and `ChangePassword`, each turned into exactly one [`Reply`].
 //!
 //! Order of checks in a login, cheapest first, so that a flood costs us little:
 //! source rate limit → key signature over this connection's nonce → name and password
@@ -20,7 +20,7 @@ use crate::audit::AuditEvent;
 use crate::clock::unix_now;
 use crate::presence::{ConnHandle, Session};
 use crate::state::Shared;
-use crate::store::StoreError;
+use crate::store::{Account, StoreError};
 use crate::ticket::{self, TicketRecord};
 
 /// What authentication needs to know about the connection a request came on.
@@ -164,41 +164,8 @@ pub async fn login(
         }
         Err(e) => return (internal(e), None),
     };
-    let now = unix_now();
-    if let Some(secs) = policy.locked_for(&account.lock, now) {
-        // Locked: the password is not even checked, right or wrong.
-        fail("locked");
-        return (locked_out(secs), None);
-    }
-    match shared
-        .passwords
-        .verify(password, &account.password_hash)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            fail("bad_password");
-            note_source_failure(shared, ip);
-            let state = match shared.store.record_failure(user, now, policy).await {
-                Ok(Some(state)) => state,
-                Ok(None) => return (unknown(), None),
-                Err(e) => return (internal(e), None),
-            };
-            if let Some(secs) = policy.locked_for(&state, now) {
-                shared.audit.record(AuditEvent::AccountLocked {
-                    user: user.to_string(),
-                    ip,
-                    secs,
-                });
-            }
-            let reply = Reply::Refused {
-                reason: Refusal::BadCredentials,
-                attempts_left: Some(policy.attempts_left(&state)),
-                retry_after_secs: None,
-            };
-            return (reply, None);
-        }
-        Err(e) => return (internal(e), None),
+    if let Err(reply) = check_password(shared, ip, &account, password, fail).await {
+        return (reply, None);
     }
 
     // The password is right; now the key.
@@ -247,6 +214,111 @@ pub async fn login(
         });
     }
     outcome
+}
+
+/// Checks `password` against `account` as a login does: not at all while the account is
+/// locked, and a wrong one counts towards the lockout. `Err` holds the reply to give;
+/// `fail` audits why.
+async fn check_password(
+    shared: &Shared,
+    ip: IpAddr,
+    account: &Account,
+    password: &str,
+    fail: impl Fn(&'static str),
+) -> Result<(), Reply> {
+    let policy = shared.config.lockout;
+    let now = unix_now();
+    if let Some(secs) = policy.locked_for(&account.lock, now) {
+        // Locked: the password is not even checked, right or wrong.
+        fail("locked");
+        return Err(locked_out(secs));
+    }
+    match shared
+        .passwords
+        .verify(password, &account.password_hash)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            fail("bad_password");
+            note_source_failure(shared, ip);
+            let state = match shared
+                .store
+                .record_failure(&account.name, now, policy)
+                .await
+            {
+                Ok(Some(state)) => state,
+                Ok(None) => Default::default(),
+                Err(e) => return Err(internal(e)),
+            };
+            if let Some(secs) = policy.locked_for(&state, now) {
+                shared.audit.record(AuditEvent::AccountLocked {
+                    user: account.name.clone(),
+                    ip,
+                    secs,
+                });
+            }
+            Err(Reply::Refused {
+                reason: Refusal::BadCredentials,
+                attempts_left: Some(policy.attempts_left(&state)),
+                retry_after_secs: None,
+            })
+        }
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Handles `ChangePassword` from the logged-in `user`: the old password is checked like
+/// a login's, then the new one is hashed and stored. Tickets and the identity key are
+/// kept (sessions resume as before).
+pub async fn change_password(
+    shared: &Shared,
+    origin: Origin<'_>,
+    user: &str,
+    old: &str,
+    new: &str,
+) -> Reply {
+    let ip = origin.ip();
+    let fail = |reason: &'static str| {
+        shared.audit.record(AuditEvent::PasswordChangeFailed {
+            user: user.to_string(),
+            ip,
+            reason,
+        });
+    };
+    if names::check_new_password(new).is_err() {
+        fail("weak_new_password");
+        return refused(Refusal::Invalid);
+    }
+    if names::check_password_len(old).is_err() {
+        fail("bad_password");
+        return refused(Refusal::BadCredentials);
+    }
+    let account = match shared.store.account(user).await {
+        Ok(Some(account)) => account,
+        Ok(None) => return refused(Refusal::BadCredentials),
+        Err(e) => return internal(e),
+    };
+    if let Err(reply) = check_password(shared, ip, &account, old, fail).await {
+        return reply;
+    }
+    let hash = match shared.passwords.hash(new).await {
+        Ok(hash) => hash,
+        Err(e) => return internal(e),
+    };
+    match shared.store.set_password(user, hash).await {
+        Ok(true) => {
+            shared.audit.record(AuditEvent::PasswordChanged {
+                user: user.to_string(),
+                ip,
+            });
+            Reply::Done {
+                message: "password changed".into(),
+            }
+        }
+        Ok(false) => refused(Refusal::BadCredentials),
+        Err(e) => internal(e),
+    }
 }
 
 /// Handles `Resume`.

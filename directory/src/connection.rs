@@ -331,6 +331,18 @@ impl State {
                 instance,
                 signature,
             } => self.instance_auth(&nonce, instance, &signature),
+            Request::ChangePassword { old, new } => {
+                let (old, new) = (Zeroizing::new(old), Zeroizing::new(new));
+                Step::reply(match &self.session {
+                    Some(session) => {
+                        auth::change_password(shared, origin, session.user(), &old, &new).await
+                    }
+                    None => Reply::Error {
+                        code: ErrorCode::NotLoggedIn,
+                        message: "log in first".into(),
+                    },
+                })
+            }
             Request::Register {
                 user,
                 password,
@@ -561,6 +573,7 @@ fn request_kind(request: &Request) -> &'static str {
         Request::MailReceipts => "MailReceipts",
         Request::Rendezvous { .. } => "Rendezvous",
         Request::InstanceAuth { .. } => "InstanceAuth",
+        Request::ChangePassword { .. } => "ChangePassword",
     }
 }
 

@@ -98,10 +98,9 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         last: Option<usize>,
     },
-    /// Change the password that seals this profile's keys and history, and re-encrypt
-    /// them. The current password comes as for login; the new one from
-    /// PEER_NEW_PASSWORD or a prompt (asked twice). The directory's password is not
-    /// changed: keep the two the same (ask the operator)
+    /// Change the password, at the directory and for this profile's sealed keys and
+    /// history (re-encrypted). The current password comes as for login; the new one
+    /// from PEER_NEW_PASSWORD or a prompt (asked twice)
     Passwd,
     /// Show the profile's configuration (`config.toml` with these flags over it)
     Config {

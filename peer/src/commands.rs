@@ -64,13 +64,16 @@ async fn history(opts: &Options, name: &str, last: Option<usize>) -> anyhow::Res
     Ok(())
 }
 
-/// `peer passwd`: re-encrypts the profile under a new password.
+/// `peer passwd`: changes the password at the directory and re-encrypts the profile
+/// under it (see [`crate::passwd`]).
 async fn passwd(opts: &Options) -> anyhow::Result<()> {
     let profile = Profile::open(&opts.profile)?;
     if !profile.has_vault() {
         bail!("this profile has no sealed keys yet: log in once first");
     }
-    let old = login::password(&opts.credentials, false)?;
+    drop(profile);
+    let mut opts = opts.clone();
+    opts.credentials.password = Some(login::password(&opts.credentials, false)?);
     let new = match std::env::var("PEER_NEW_PASSWORD") {
         Ok(p) => zeroize::Zeroizing::new(p),
         Err(_) if std::io::stdin().is_terminal() => {
@@ -84,15 +87,11 @@ async fn passwd(opts: &Options) -> anyhow::Result<()> {
         }
         Err(_) => bail!("no new password: set PEER_NEW_PASSWORD"),
     };
-    proto::names::check_new_password(&new)?;
-    let dir = profile.dir().to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        crate::profile::change_password(&dir, &old, &new, crate::vault::VaultCost::default())
-    })
-    .await
-    .context("the key derivation task failed")??;
+    crate::passwd::change(&opts, new, crate::vault::VaultCost::default()).await?;
     print(&Note::Info(
-        "Password changed: the profile's keys and history are sealed with the new one".into(),
+        "Password changed at the directory, and the profile's keys and history are sealed \
+         with it"
+            .into(),
     ));
     Ok(())
 }

@@ -495,6 +495,19 @@ impl DirectoryClient {
         self.request(Request::Admin(request)).await
     }
 
+    /// Changes our password at the directory (logged in). A wrong `old` counts towards
+    /// the lockout like a failed login; a weak `new` is refused.
+    pub async fn change_password(&self, old: &str, new: &str) -> Result<(), ClientError> {
+        let request = Request::ChangePassword {
+            old: old.to_string(),
+            new: new.to_string(),
+        };
+        match self.request(request).await? {
+            Reply::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Publishes our prekey for sealed mail.
     pub async fn publish_prekey(&self, prekey: SignedPrekey) -> Result<(), ClientError> {
         match self.request(Request::PublishPrekey { prekey }).await? {

@@ -34,6 +34,7 @@ pub mod joke;
 pub mod link;
 pub mod login;
 pub mod mailbox;
+pub mod passwd;
 pub mod pins;
 pub mod profile;
 pub mod reach;

@@ -119,6 +119,10 @@ pub enum Request {
         instance: String,
         signature: Signature,
     },
+    /// Changes the logged-in user's password. `old` is checked like a login's (a wrong
+    /// one counts towards the lockout: `Refused{BadCredentials|LockedOut}`); `new` must
+    /// pass [`crate::names::check_new_password`] (`Refused{Invalid}`). `Reply::Done`.
+    ChangePassword { old: String, new: String },
 }
 
 /// Why a login or registration was refused.

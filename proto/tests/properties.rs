@@ -158,6 +158,7 @@ fn request() -> impl Strategy<Value = Request> {
             instance,
             signature
         }),
+        (text(), text()).prop_map(|(old, new)| Request::ChangePassword { old, new }),
     ]
 }
 
@@ -433,6 +434,7 @@ fn strategies_cover_every_variant(
         | Request::MailReceipts
         | Request::Rendezvous { .. }
         | Request::InstanceAuth { .. }
+        | Request::ChangePassword { .. }
         | Request::Admin(
             AdminRequest::AddUser { .. }
             | AdminRequest::ListUsers

@@ -165,6 +165,10 @@ pub trait Store: Send + Sync + 'static {
     /// Clears the failure and lockout counters after a successful login.
     fn record_success(&self, name: &str) -> StoreFuture<'_, ()>;
 
+    /// Replaces the password hash of `name` and clears its failure counters. `false` if
+    /// there was no such account.
+    fn set_password(&self, name: &str, password_hash: String) -> StoreFuture<'_, bool>;
+
     /// Lifts a lockout and clears all counters. `false` if there was no such account.
     fn unlock(&self, name: &str) -> StoreFuture<'_, bool>;
 

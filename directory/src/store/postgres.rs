@@ -497,6 +497,22 @@ impl Store for PostgresStore {
         })
     }
 
+    fn set_password(&self, name: &str, password_hash: String) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let client = self.conn().await?;
+            let n = client
+                .execute(
+                    "UPDATE accounts SET password_hash = $2, failed_attempts = 0
+                     WHERE name = $1",
+                    &[&name, &password_hash],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+    }
+
     fn unlock(&self, name: &str) -> StoreFuture<'_, bool> {
         let name = name.to_string();
         Box::pin(async move {

@@ -428,6 +428,20 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn set_password(&self, name: &str, password_hash: String) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE accounts SET password_hash = ?2, failed_attempts = 0
+                     WHERE name = ?1",
+                    params![name, password_hash],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        }))
+    }
+
     fn unlock(&self, name: &str) -> StoreFuture<'_, bool> {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {

@@ -73,6 +73,7 @@ macro_rules! suite {
 suite!(
     accounts_round_trip_and_survive_reopen,
     failures_lock_and_unlock,
+    password_is_replaced_and_failures_cleared,
     concurrent_failures_all_count,
     tickets_are_redeemed_with_a_grace_and_expire,
     concurrent_redemptions_share_one_grace,
@@ -165,6 +166,26 @@ async fn accounts_round_trip_and_survive_reopen(f: Fixture) {
     );
     assert!(store.remove_account("ali").await.unwrap());
     assert!(!store.remove_account("ali").await.unwrap());
+    store.close().await.unwrap();
+}
+
+async fn password_is_replaced_and_failures_cleared(f: Fixture) {
+    let store = f.open().await;
+    store.create_account(account("ali")).await.unwrap();
+    store
+        .record_failure("ali", 1_000, LockoutPolicy::default())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_password("ali", "$argon2id$new".into())
+            .await
+            .unwrap()
+    );
+    let stored = store.account("ali").await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, "$argon2id$new");
+    assert_eq!(stored.lock.failed_attempts, 0);
+    assert!(!store.set_password("nobody", "x".into()).await.unwrap());
     store.close().await.unwrap();
 }
 
