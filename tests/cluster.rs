@@ -160,9 +160,25 @@ async fn users_on_two_instances_find_each_other_and_chat() {
     emil.expect_message("dina", "hello from instance 2").await;
     emil.quit().await;
     dina.quit().await;
+
+    // A graceful stop takes its users off the other instances at once, not at expiry.
+    let (_ep, bianca_again) = logged_in(two.addr(), "bianca", &bianca_id).await;
+    lookup_until(&bianca_again, "chloe", wait, Option::is_some)
+        .await
+        .expect("chloe, on instance 1, visible on instance 2");
+    one.server.shutdown().await;
+    let stopped_at = std::time::Instant::now();
+    let gone = lookup_until(&bianca_again, "chloe", POLICY.expiry, Option::is_none).await;
+    assert!(
+        gone.is_none(),
+        "chloe still listed after instance 1 stopped"
+    );
+    assert!(
+        stopped_at.elapsed() < POLICY.expiry / 2,
+        "instance 1's users left only at expiry: it did not leave cleanly"
+    );
     drop(watcher);
     watch_ep.close(0u32.into(), b"bye");
-    one.server.shutdown().await;
     two.server.shutdown().await;
 }
 

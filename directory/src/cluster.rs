@@ -87,6 +87,14 @@ pub struct Envelope {
     pub message: Message,
 }
 
+/// Messages from one instance, in the order it published them (what one `NOTIFY`
+/// carries when the sender has several queued).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub from: String,
+    pub messages: Vec<Message>,
+}
+
 /// Where an instance sends its [`Message`]s. Receiving is the backend's business: it
 /// hands what arrives to [`crate::presence::Presence::apply_remote`].
 pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
@@ -96,6 +104,10 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// Queues `message` for the other instances. Never waits; messages leave in the
     /// order they were published.
     fn publish(&self, message: Message);
+
+    /// Resolves once this instance has left the others (after shutdown), so that the
+    /// store is not closed under its last words.
+    fn left(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 
     /// Where the running instance `instance` takes links from the others (for relayed
     /// sessions, see [`crate::relay::forward`]); `None` if it is not running.

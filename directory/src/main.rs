@@ -128,6 +128,9 @@ enum Command {
     /// Stop the directory running on this data directory: peers are told, storage is
     /// flushed, and it exits 0.
     Shutdown,
+    /// Print the directory's key fingerprint (for users' `--directory-fingerprint`),
+    /// creating the data directory and the key if this is the first use.
+    Fingerprint,
     /// Show the configuration.
     Config {
         #[command(subcommand)]
@@ -245,6 +248,18 @@ async fn run(command: Command, effective: config_file::Effective) -> anyhow::Res
             result
         }
         Command::Shutdown => shutdown(&effective.config.data_dir).await,
+        Command::Fingerprint => {
+            let dir = effective.config.data_dir.clone();
+            let key = effective.config.key_path();
+            let identity = tokio::task::spawn_blocking(move || {
+                directory::keys::ensure_data_dir(&dir)?;
+                directory::keys::load_or_create(&key)
+            })
+            .await
+            .context("key loading task failed")??;
+            println!("directory fingerprint: {}", identity.public().fingerprint());
+            Ok(())
+        }
         Command::Config {
             action: ConfigAction::Print(_),
         } => {

@@ -174,6 +174,14 @@ impl Presence {
         let _ = self.cluster.set(cluster);
     }
 
+    /// Waits until this instance has left the cluster after shutdown (at once without
+    /// a cluster).
+    pub async fn cluster_left(&self) {
+        if let Some(c) = self.cluster.get() {
+            c.left().await;
+        }
+    }
+
     fn publish(&self, message: Message) {
         if let Some(c) = self.cluster.get() {
             c.publish(message);

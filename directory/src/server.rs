@@ -276,6 +276,13 @@ impl Directory {
         if let Some(task) = self.maintenance_task.take() {
             let _ = task.await;
         }
+        // The other instances are told we left before the store closes.
+        if timeout(grace, self.shared.presence.cluster_left())
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not leave the other instances within {grace:?}");
+        }
         self.admin.close().await;
         if let Some(status) = self.status.take() {
             status.stop().await;

@@ -127,6 +127,13 @@ async fn user_commands_and_serve() {
         .unwrap();
     let key = Identity::from_secret_bytes(&seed).public();
     assert_eq!(fingerprint, key.fingerprint());
+    // `directory fingerprint` prints the same (the server is running; it only reads).
+    let out = directory(&data, &["fingerprint"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("directory fingerprint: {}", key.fingerprint())
+    );
 
     // The CLI works on the database while the server runs.
     let out = directory(&data, &["user", "list"], None).await;

@@ -32,7 +32,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{Cluster, ClusterPolicy, Envelope, Message};
+use super::{Batch, Cluster, ClusterPolicy, Envelope, Message};
 use crate::presence::Presence;
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
@@ -47,6 +47,8 @@ pub struct PgCluster {
     id: String,
     outbox: mpsc::UnboundedSender<Message>,
     pool: Pool,
+    /// Set once the writer has left the cluster (on shutdown).
+    left: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cluster for PgCluster {
@@ -56,6 +58,13 @@ impl Cluster for PgCluster {
 
     fn publish(&self, message: Message) {
         let _ = self.outbox.send(message);
+    }
+
+    fn left(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let mut left = self.left.subscribe();
+        Box::pin(async move {
+            let _ = left.wait_for(|done| *done).await;
+        })
     }
 
     fn relay_address(
@@ -116,6 +125,7 @@ pub async fn start(
         id: id.clone(),
         outbox,
         pool: pool.clone(),
+        left: tokio::sync::watch::Sender::new(false),
     });
     let ctx = Arc::new(Context {
         pool,
@@ -175,14 +185,17 @@ impl Context {
         Ok(())
     }
 
-    /// Records `message` in the presence table (logins, logouts), then sends it.
-    async fn write(&self, message: Message) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(backend)?;
-        match &message {
-            Message::Online { info, conn } => {
-                let json = serde_json::to_string(info).map_err(backend)?;
-                client
-                    .execute(
+    /// Records a batch of messages in the presence table (logins, logouts) and sends
+    /// them, in one transaction: one commit for the lot, and the notifications leave
+    /// when it commits, in order, packed into as few payloads as fit.
+    async fn write(&self, batch: Vec<Message>) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        for message in &batch {
+            match message {
+                Message::Online { info, conn } => {
+                    let json = serde_json::to_string(info).map_err(backend)?;
+                    tx.execute(
                         "INSERT INTO presence (username, instance, conn, info) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (username) DO UPDATE SET instance = excluded.instance,
                              conn = excluded.conn, info = excluded.info, since = now()",
@@ -190,20 +203,24 @@ impl Context {
                     )
                     .await
                     .map_err(backend)?;
-            }
-            Message::Offline { user, conn } => {
-                client
-                    .execute(
+                }
+                Message::Offline { user, conn } => {
+                    tx.execute(
                         "DELETE FROM presence WHERE username = $1 AND instance = $2 AND conn = $3",
                         &[user, &self.id, &(*conn as i64)],
                     )
                     .await
                     .map_err(backend)?;
+                }
+                _ => {}
             }
-            _ => {}
         }
-        drop(client);
-        self.notify(message).await
+        for payload in payloads(&self.id, batch)? {
+            tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
     }
 
     /// Re-reads every other instance's presence rows.
@@ -312,16 +329,60 @@ impl Context {
     }
 }
 
+/// `messages` as `NOTIFY` payloads of at most [`MAX_PAYLOAD`] bytes, in order. A
+/// message too large to send alone is dropped (logged).
+fn payloads(from: &str, messages: Vec<Message>) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut pending: Vec<String> = Vec::new();
+    let mut size = 0;
+    let wrap = |items: &[String]| {
+        format!(
+            "{{\"from\":{},\"messages\":[{}]}}",
+            serde_json::Value::String(from.to_string()),
+            items.join(",")
+        )
+    };
+    let overhead = wrap(&[]).len();
+    for message in messages {
+        let json = serde_json::to_string(&message).map_err(backend)?;
+        if overhead + json.len() > MAX_PAYLOAD {
+            tracing::warn!(
+                "cluster message of {} bytes is too large; dropped",
+                json.len()
+            );
+            continue;
+        }
+        if overhead + size + json.len() + 1 > MAX_PAYLOAD {
+            out.push(wrap(&pending));
+            pending.clear();
+            size = 0;
+        }
+        size += json.len() + 1;
+        pending.push(json);
+    }
+    if !pending.is_empty() {
+        out.push(wrap(&pending));
+    }
+    Ok(out)
+}
+
+/// Most messages written in one transaction.
+const MAX_BATCH: usize = 512;
+
 async fn writer(
     ctx: Arc<Context>,
     mut inbox: mpsc::UnboundedReceiver<Message>,
     mut shutdown: Shutdown,
 ) {
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
-            message = inbox.recv() => {
-                let Some(message) = message else { break };
-                if let Err(e) = ctx.write(message).await {
+            n = inbox.recv_many(&mut batch, MAX_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                // Whatever queued while the last batch was written goes in this one.
+                if let Err(e) = ctx.write(std::mem::take(&mut batch)).await {
                     tracing::warn!("cluster: cannot publish: {e}");
                 }
             }
@@ -329,6 +390,7 @@ async fn writer(
         }
     }
     ctx.leave().await;
+    ctx.cluster.left.send_replace(true);
 }
 
 async fn heartbeat(ctx: Arc<Context>, mut shutdown: Shutdown) {
@@ -386,10 +448,19 @@ async fn listener(
                 ctx.resync().await;
             }
             while let Some(payload) = rx.recv().await {
-                match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(env) if env.from == ctx.id => {}
-                    Ok(env) => ctx.presence.apply_remote(&env.from, env.message),
-                    Err(e) => tracing::warn!("cluster: undecodable message: {e}"),
+                match serde_json::from_str::<Batch>(&payload) {
+                    Ok(batch) if batch.from == ctx.id => {}
+                    Ok(batch) => {
+                        for message in batch.messages {
+                            ctx.presence.apply_remote(&batch.from, message);
+                        }
+                    }
+                    // One message alone (`leave`, and instances of earlier versions).
+                    Err(_) => match serde_json::from_str::<Envelope>(&payload) {
+                        Ok(env) if env.from == ctx.id => {}
+                        Ok(env) => ctx.presence.apply_remote(&env.from, env.message),
+                        Err(e) => tracing::warn!("cluster: undecodable message: {e}"),
+                    },
                 }
             }
             drop(client);
@@ -457,5 +528,38 @@ pub async fn relay_address(
     match toward.await {
         Ok(local) => SocketAddr::new(local.ip(), listening.port()),
         Err(_) => loopback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_fit_notify_payloads_in_order() {
+        let messages: Vec<Message> = (0..500)
+            .map(|i| Message::Kick {
+                user: format!("user-{i}"),
+                reason: "x".repeat(40),
+            })
+            .collect();
+        let out = payloads("0123456789abcdef", messages.clone()).unwrap();
+        assert!(out.len() > 1, "split into several payloads");
+        let mut back = Vec::new();
+        for p in &out {
+            assert!(p.len() <= MAX_PAYLOAD, "{}", p.len());
+            let batch: Batch = serde_json::from_str(p).unwrap();
+            assert_eq!(batch.from, "0123456789abcdef");
+            back.extend(batch.messages);
+        }
+        assert_eq!(back, messages);
+        let huge = Message::Kick {
+            user: "ali".into(),
+            reason: "x".repeat(MAX_PAYLOAD),
+        };
+        assert!(
+            payloads("a", vec![huge]).unwrap().is_empty(),
+            "too large: dropped"
+        );
     }
 }
