@@ -90,7 +90,7 @@ pub async fn run(
     let idle_rss_kib = dir.stats().rss_kib;
 
     let max = plan.steps.iter().copied().max().unwrap_or(0);
-    let mut swarm = Swarm::new(0, max, PEERS_PER_ENDPOINT, addr, key)?;
+    let mut swarm = Swarm::new(0, max, PEERS_PER_ENDPOINT, &[addr], key)?;
     let mut steps = Vec::new();
     let mut online = 0;
     for &n in &plan.steps {

@@ -1,9 +1,14 @@
 //! Natter's benchmark suite: speed, scale and memory, side by side with ngircd.
 //!
 //! ```text
-//! cargo run --release --example bench -- --out BENCHMARKS.md     # about 4 minutes
+//! cargo run --release --example bench -- --out BENCHMARKS.md     # about 5 minutes
 //! cargo run --release --example bench -- --quick                 # under a minute (CI)
 //! ```
+//!
+//! With a PostgreSQL database (`--database URL`, `NATTER_BENCH_POSTGRES` or
+//! `NATTER_TEST_POSTGRES`), the report also compares logins/s and lookups/s on SQLite
+//! with one and two directory instances on PostgreSQL (scale-out); without one, that
+//! section says it was skipped.
 //!
 //! Everything runs on this machine over 127.0.0.1 with real endpoints: a directory child
 //! process (see `examples/loadgen/server.rs`), peers on their own tokio runtimes, and,
@@ -11,13 +16,14 @@
 //! report (Markdown) says which machine, which commit and which command produced it.
 //!
 //! Exit status: 0 when every scenario ran without error; 1 when one failed or a check
-//! found a wrong answer, or when ngircd is missing and `NATTER_REQUIRE_EXTRAS=1`; 2 for
-//! usage errors.
+//! found a wrong answer, or when ngircd or the database is missing and
+//! `NATTER_REQUIRE_EXTRAS=1`; 2 for usage errors.
 //!
 //! # Layout
 //! - `p2p.rs`: scenarios 1–3 (one chat: connect, round trip, throughput).
 //! - `dirload.rs`: scenarios 4–5 (the directory with 100 to 10,000 peers; the storm).
 //! - `rooms.rs`: scenario 6 (a message fanned out to a room of 10 or 50 apps).
+//! - `scaleout.rs`: SQLite against one and two instances on PostgreSQL.
 //! - `irc.rs`: ngircd and the minimal IRC client that drives it.
 //! - `report.rs`: the Markdown report and the targets.
 //! - the load generator's modules (`examples/loadgen/`): accounts, the directory
@@ -27,6 +33,9 @@
 mod accounts;
 #[path = "../loadgen/chatpeer.rs"]
 mod chatpeer;
+#[path = "../loadgen/deployment.rs"]
+#[allow(dead_code)] // restarting and describing are the load generator's
+mod deployment;
 mod dirload;
 mod irc;
 mod p2p;
@@ -34,6 +43,7 @@ mod p2p;
 mod procfs;
 mod report;
 mod rooms;
+mod scaleout;
 #[path = "../loadgen/server.rs"]
 #[allow(dead_code)] // `--directory-bin` is the load generator's
 mod server;
@@ -65,6 +75,11 @@ pub struct Options {
     /// Leave out the ngircd comparison.
     #[arg(long)]
     no_irc: bool,
+    /// PostgreSQL database for the scale-out comparison (`postgres://user:pass@host/db`;
+    /// each set-up uses a scratch schema of its own). Default: `NATTER_BENCH_POSTGRES`,
+    /// else `NATTER_TEST_POSTGRES`; with none, the comparison is skipped.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 }
 
 /// Members of the rooms of scenario 6.
@@ -83,6 +98,7 @@ pub struct Sizes {
     pub dir: dirload::Plan,
     pub irc_conns: usize,
     pub room_samples: usize,
+    pub scale: scaleout::Plan,
 }
 
 impl Sizes {
@@ -110,6 +126,12 @@ impl Sizes {
             },
             irc_conns: pick(10_000, 1_000),
             room_samples: pick(50, 5),
+            // 5,000 rather than 10,000: three set-ups, each logging the crowd in anew.
+            scale: scaleout::Plan {
+                peers: pick(5_000, 1_000),
+                lookup_time: secs(5, 1),
+                lookup_window: 32,
+            },
         }
     }
 }
@@ -161,6 +183,7 @@ pub struct Results {
     pub rooms: Vec<RoomRun>,
     pub steps: Vec<dirload::Step>,
     pub storm: dirload::Storm,
+    pub scale: scaleout::Outcome,
     pub irc: Result<IrcResults, String>,
     pub elapsed: Duration,
     /// The 1-minute load average when the run started.
@@ -291,6 +314,17 @@ async fn run(o: Options) -> anyhow::Result<bool> {
     let (steps, storm, dir) = dirload::run(dir, &sizes.dir).await?;
     tokio::task::spawn_blocking(move || dir.stop()).await??;
 
+    let scale = match scaleout::database(o.database.as_deref()) {
+        Ok((url, source)) => {
+            eprintln!("scale-out: SQLite, then PostgreSQL with 1 and 2 instances...");
+            scaleout::run(&template, &url, source, &sizes.scale).await
+        }
+        Err(why) => {
+            eprintln!("bench: skipping the scale-out comparison: {why}");
+            scaleout::Outcome::Skipped(why)
+        }
+    };
+
     let irc = if o.no_irc {
         Err("left out (--no-irc)".to_string())
     } else {
@@ -316,6 +350,7 @@ async fn run(o: Options) -> anyhow::Result<bool> {
         rooms: room_runs,
         steps,
         storm,
+        scale,
         irc,
         elapsed: started.elapsed(),
         load_before,
@@ -339,6 +374,19 @@ async fn run(o: Options) -> anyhow::Result<bool> {
     if let (Err(why), true, false) = (&results.irc, extras_required, o.no_irc) {
         eprintln!("bench: NATTER_REQUIRE_EXTRAS=1 but the ngircd comparison was skipped: {why}");
         return Ok(false);
+    }
+    match &results.scale {
+        scaleout::Outcome::Failed(e) => {
+            eprintln!("bench: the scale-out comparison failed: {e}");
+            return Ok(false);
+        }
+        scaleout::Outcome::Skipped(why) if extras_required => {
+            eprintln!(
+                "bench: NATTER_REQUIRE_EXTRAS=1 but the scale-out comparison was skipped: {why}"
+            );
+            return Ok(false);
+        }
+        _ => {}
     }
     Ok(errors == 0)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::dirload::Step;
 use crate::procfs::Usage;
+use crate::scaleout::Outcome;
 use crate::stats::{Summary, fmt_count, fmt_duration, fmt_kib};
 use crate::{Latencies, Options, Rates, Results};
 
@@ -36,6 +37,13 @@ pub fn missing(r: &Results) -> Vec<String> {
         );
     }
     need("reconnect storm".into(), r.storm.phase.samples.len());
+    if let Outcome::Ran { rows, .. } = &r.scale {
+        for row in rows {
+            let setup = format!("{}, {} instance(s)", row.backend, row.instances);
+            need(format!("logins on {setup}"), row.logins.samples.len());
+            need(format!("lookups on {setup}"), row.lookups.samples.len());
+        }
+    }
     if let Ok(irc) = &r.irc {
         need("ngircd round trip".into(), irc.rtt.samples.len());
         need("ngircd throughput".into(), irc.tput.per_tick.len());
@@ -51,6 +59,10 @@ pub fn errors(r: &Results) -> u64 {
         .map(|s| s.grow.errors + s.lookups.errors + s.real_logins.errors)
         .sum::<u64>()
         + r.storm.phase.errors
+        + match &r.scale {
+            Outcome::Ran { rows, .. } => rows.iter().map(|row| row.errors()).sum(),
+            _ => 0,
+        }
 }
 
 fn summary(samples: &[Duration]) -> Summary {
@@ -270,7 +282,7 @@ const WHY_STORM: &str = "each re-login is a new QUIC connection with a full TLS 
 /// The whole report.
 pub fn render(o: &Options, r: &Results) -> String {
     let mut out = String::new();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = redacted_args();
     let command = format!("cargo run --release --example bench -- {}", args.join(" "));
     let _ = writeln!(out, "# Natter benchmarks\n");
     let _ = writeln!(
@@ -476,6 +488,7 @@ pub fn render(o: &Options, r: &Results) -> String {
         "\n| relayed vs direct throughput | not yet implemented (no relay yet) |\n|---|---|"
     );
 
+    render_scale_out(&mut out, r);
     render_irc(&mut out, r);
 
     let _ = writeln!(out, "\n## Errors\n");
@@ -491,10 +504,23 @@ pub fn render(o: &Options, r: &Results) -> String {
             ]
         })
         .chain([("storm", &r.storm.phase)])
+        .chain(scale_phases(r))
     {
         for e in &p.first_errors {
             any = true;
             let _ = writeln!(out, "- {what}: {e}");
+        }
+    }
+    if let Outcome::Ran { rows, .. } = &r.scale {
+        for row in rows {
+            if let Err(e) = &row.settled {
+                any = true;
+                let _ = writeln!(
+                    out,
+                    "- scale-out, {} with {} instances: announcing the logins: {e}",
+                    row.backend, row.instances
+                );
+            }
         }
     }
     let _ = writeln!(
@@ -507,6 +533,131 @@ pub fn render(o: &Options, r: &Results) -> String {
         }
     );
     out
+}
+
+/// The command line, with a `--database` URL replaced by `URL` (it may hold a password).
+fn redacted_args() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for arg in std::env::args().skip(1) {
+        if out.last().is_some_and(|prev| prev == "--database") {
+            out.push("URL".into());
+        } else if arg.starts_with("--database=") {
+            out.push("--database=URL".into());
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+/// The scale-out rows' phases, named for the Errors section.
+fn scale_phases(r: &Results) -> Vec<(&'static str, &crate::swarm::Phase)> {
+    match &r.scale {
+        Outcome::Ran { rows, .. } => rows
+            .iter()
+            .flat_map(|row| {
+                [
+                    ("scale-out login", &row.logins),
+                    ("scale-out lookup", &row.lookups),
+                ]
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn render_scale_out(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "\n## Scale-out: PostgreSQL\n");
+    let (source, settings, rows) = match &r.scale {
+        Outcome::Skipped(why) => {
+            let _ = writeln!(out, "Skipped: {why}.");
+            return;
+        }
+        Outcome::Failed(e) => {
+            let _ = writeln!(out, "**Failed:** {e}");
+            return;
+        }
+        Outcome::Ran {
+            source,
+            settings,
+            rows,
+        } => (source, settings, rows),
+    };
+    let plan = &r.sizes.scale;
+    let (version, durability) = match settings {
+        Some((version, durability)) => (format!(" {version}"), format!("; {durability}")),
+        None => Default::default(),
+    };
+    let _ = writeln!(
+        out,
+        "The same crowd against three set-ups of the directory service, each started from \
+         scratch: SQLite (one instance), then PostgreSQL{version} with one instance and \
+         with two on the same database (one directory key; each instance learns of the \
+         other's logins through `LISTEN/NOTIFY`). {} peers ({} per client UDP socket) log \
+         in with their password (cheap hashes, as above), {} at a time, peer i to instance \
+         i mod N. Once every login has been announced (see below), lookups run for {} s, {} \
+         in flight, each from a random peer about another, every answer checked: with two \
+         instances about half ask one instance about a user connected to the other, which \
+         it answers from its copy of the other's presence. The database ({source}{durability}; \
+         a scratch schema per set-up) runs on the same cores; its CPU is not in the \
+         directory column.\n",
+        fmt_count(plan.peers as f64),
+        crate::scaleout::PEERS_PER_ENDPOINT,
+        crate::scaleout::LOGIN_CONCURRENCY,
+        plan.lookup_time.as_secs(),
+        plan.lookup_window
+    );
+    let _ = writeln!(
+        out,
+        "| set-up | logins/s | login median | p99 | lookups/s | lookup median | p99 | \
+         directory CPU per lookup | logins announced after | errors |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let l = summary(&row.logins.samples);
+        let k = summary(&row.lookups.samples);
+        let settled = match (&row.settled, row.copied) {
+            (_, None) => "–".to_string(),
+            (Ok(d), _) => fmt_duration(*d),
+            (Err(_), _) => format!(
+                "**not within {} s**",
+                crate::scaleout::SETTLE_WITHIN.as_secs()
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "| {}, {} instance{} | {} | {} | {} | {} | {} | {} | {:.1} µs | {} | {} |",
+            row.backend,
+            row.instances,
+            if row.instances == 1 { "" } else { "s" },
+            fmt_count(row.logins.rate()),
+            fmt_duration(l.median),
+            fmt_duration(l.p99),
+            fmt_count(row.lookups.rate()),
+            fmt_duration(k.median),
+            fmt_duration(k.p99),
+            row.lookup_cpu.as_secs_f64() * 1e6 / k.count.max(1) as f64,
+            settled,
+            row.errors()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n\"Logins announced after\": an instance on PostgreSQL grants a login, then one \
+         task per instance writes it to the `presence` table and notifies the other \
+         instances, in batches (one transaction each); this is how long after the last login was \
+         granted the table held every peer and, with two instances, a lookup of every peer \
+         from the other instance found it. The lookups start only then."
+    );
+    if let Some((n, took)) = rows.iter().find_map(|row| row.copied) {
+        let _ = writeln!(
+            out,
+            "Copying the {} cached accounts (hashes and keys as they are) into a scratch \
+             schema took {:.1} s per PostgreSQL set-up, before any measurement.",
+            fmt_count(n as f64),
+            took.as_secs_f64()
+        );
+    }
 }
 
 fn render_irc(out: &mut String, r: &Results) {

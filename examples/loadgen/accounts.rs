@@ -14,6 +14,10 @@
 //! The cache is a complete data directory (database, directory key, audit log) built by
 //! the directory's own library calls ([`Admin::add_user`], [`Store::set_identity_if_unset`]),
 //! never by writing SQL. The directory key in it stays the same from run to run.
+//!
+//! A run on PostgreSQL copies the cached accounts, hashes and keys as they are, into its
+//! database ([`copy_accounts`]) and the key into each instance's data directory
+//! ([`copy_key_into`]): nothing is hashed twice.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,6 +126,55 @@ pub fn copy_into(template: &Path, dest: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Copies only the template's directory key into `dest` (created): the data directory
+/// of an instance whose accounts live in PostgreSQL. Every instance of one service
+/// serves with this same key (peers pin one).
+pub fn copy_key_into(template: &Path, dest: &Path) -> anyhow::Result<()> {
+    directory::keys::ensure_data_dir(dest)?;
+    let from = Config::new(template).key_path();
+    let to = Config::new(dest).key_path();
+    std::fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+    Ok(())
+}
+
+/// Copies every account of the template (password hash, identity key, flags) into
+/// `store` through the store API ([`Store::list_accounts`], [`Store::create_account`]),
+/// `concurrency` at a time. Returns how many.
+pub async fn copy_accounts(
+    template: &Path,
+    store: Arc<dyn Store>,
+    concurrency: usize,
+) -> anyhow::Result<usize> {
+    // Read from a copy: opening the cached database would write next to it.
+    let scratch = tempfile::tempdir()?;
+    copy_into(template, scratch.path())?;
+    let sqlite = SqliteStore::open(Config::new(scratch.path()).database_path()).await?;
+    let accounts = sqlite.list_accounts().await?;
+    sqlite.close().await?;
+    let count = accounts.len();
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut jobs = JoinSet::new();
+    for account in accounts {
+        let permit = slots.clone().acquire_owned().await?;
+        let store = store.clone();
+        jobs.spawn(async move {
+            let _permit = permit;
+            let name = account.name.clone();
+            store
+                .create_account(account)
+                .await
+                .with_context(|| format!("cannot copy the account {name}"))
+        });
+        while let Some(done) = jobs.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = jobs.join_next().await {
+        done??;
+    }
+    Ok(count)
 }
 
 /// Creates `plan`'s accounts in the data directory `data` (which a directory may be

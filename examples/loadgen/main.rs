@@ -14,8 +14,21 @@
 //! `server.rs`) on a fresh copy of a cached data directory, unless `--directory ADDR`
 //! names one that is already running.
 //!
+//! Scale-out: `--database postgres://...` keeps the accounts in PostgreSQL instead (a
+//! scratch schema of the run's own, dropped at the end), and `--instances N` starts N
+//! directories on it, with one key, peer `i` logging in to instance `i % N`, so that
+//! lookups cross instances:
+//!
+//! ```text
+//! eval "$(bash .ci/postgres start)"     # a throwaway PostgreSQL; exports NATTER_TEST_POSTGRES
+//! cargo run --release --example loadgen -- --peers 5000 \
+//!     --database "$NATTER_TEST_POSTGRES" --instances 2
+//! ```
+//!
 //! # Layout
 //! - `accounts.rs`: the generated accounts and their cache under `target/`.
+//! - `deployment.rs`: the directory service under load: one instance on SQLite, or N
+//!   on a scratch schema of a PostgreSQL database.
 //! - `server.rs`: the directory child process (start, restart, stop, `/proc` figures).
 //! - `swarm.rs`: the crowd of simulated peers and the checked operations they run.
 //! - `chatpeer.rs`: peers that open real chats with each other.
@@ -26,6 +39,8 @@
 #[allow(dead_code)] // shared with examples/bench, which uses the rest
 mod accounts;
 mod chatpeer;
+#[allow(dead_code)]
+mod deployment;
 #[allow(dead_code)]
 mod procfs;
 mod server;
@@ -39,12 +54,16 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
+use crate::deployment::Deployment;
 use crate::procfs::Meter;
-use crate::server::{DirectoryProcess, Program, ServeArgs};
+use crate::server::Program;
 use crate::stats::{Summary, fmt_count, fmt_duration, fmt_kib};
 use crate::swarm::{Phase, Swarm};
+
+/// How long the instances may take to announce the logins after the login phase.
+const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 
 /// Drive N simulated peers against a Natter directory on loopback and report what it
 /// sustained. Exit status: 0 if every operation succeeded, 1 if any failed, 2 on usage
@@ -92,6 +111,34 @@ struct Options {
     /// executable (its CLI keeps the default limit of 100 requests/s per connection).
     #[arg(long, value_name = "PATH", conflicts_with = "directory")]
     directory_bin: Option<PathBuf>,
+    /// Keep the accounts in this PostgreSQL database (`postgres://user:pass@host/db`),
+    /// in a scratch schema made for the run and dropped after it, instead of SQLite.
+    #[arg(long, value_name = "URL", conflicts_with = "directory")]
+    database: Option<String>,
+    /// Directory instances serving together on the `--database` (peer i logs in to
+    /// instance i % N). More than one needs `--database`.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        conflicts_with = "directory"
+    )]
+    instances: usize,
+}
+
+impl Options {
+    /// What clap cannot check by itself.
+    fn check(&self) -> Result<(), &'static str> {
+        if self.instances == 0 {
+            return Err("--instances must be at least 1");
+        }
+        if self.instances > 1 && self.database.is_none() {
+            return Err(
+                "--instances above 1 needs --database (instances share a PostgreSQL database)",
+            );
+        }
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
@@ -99,6 +146,11 @@ fn main() -> ExitCode {
         return code;
     }
     let options = Options::parse();
+    if let Err(e) = options.check() {
+        Options::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .exit();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -124,9 +176,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The directory under load: a child we started, or one that was already running.
+/// The directory under load: instances we started, or one that was already running.
 enum Target {
-    Child(DirectoryProcess),
+    Local(Box<Deployment>),
     External {
         addr: SocketAddr,
         key: proto::PublicKey,
@@ -134,24 +186,41 @@ enum Target {
 }
 
 impl Target {
-    fn addr_key(&self) -> (SocketAddr, proto::PublicKey) {
+    fn addrs_key(&self) -> (Vec<SocketAddr>, proto::PublicKey) {
         match self {
-            Target::Child(p) => (p.addr, p.key),
-            Target::External { addr, key } => (*addr, *key),
+            Target::Local(d) => (d.addrs(), d.key),
+            Target::External { addr, key } => (vec![*addr], *key),
         }
     }
 
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Target::Child(p) => Some(p.pid()),
-            Target::External { .. } => None,
-        }
-    }
-
+    /// RSS of every instance, added up.
     fn rss_kib(&self) -> Option<u64> {
         match self {
-            Target::Child(p) => Some(p.stats().rss_kib),
+            Target::Local(d) => Some(d.rss_kib()),
             Target::External { .. } => None,
+        }
+    }
+
+    /// CPU time of every instance so far, added up.
+    fn cpu(&self) -> Option<Duration> {
+        match self {
+            Target::Local(d) => Some(d.cpu()),
+            Target::External { .. } => None,
+        }
+    }
+
+    /// Which store and how many instances, in a few words.
+    fn summary(&self) -> String {
+        match self {
+            Target::Local(d) => {
+                let n = d.instances.len();
+                format!(
+                    "{}, {n} instance{}",
+                    d.backend(),
+                    if n == 1 { "" } else { "s" }
+                )
+            }
+            Target::External { .. } => "external directory".into(),
         }
     }
 }
@@ -162,7 +231,6 @@ async fn run(o: Options) -> anyhow::Result<u64> {
         real: 0,
         app: 0,
     };
-    let _data_holder;
     let mut target = match (&o.directory, &o.directory_data) {
         (Some(addr), Some(data)) => {
             accounts::create_in(data, plan).await?;
@@ -174,39 +242,68 @@ async fn run(o: Options) -> anyhow::Result<u64> {
         }
         _ => {
             let template = accounts::cached(plan).await?;
-            let data = tempfile::tempdir()?;
-            accounts::copy_into(&template, data.path())?;
             let program = match &o.directory_bin {
                 Some(bin) => Program::Binary(bin.clone()),
                 None => Program::SelfExec,
             };
-            let args = ServeArgs::try_parse_from(["--data", &data.path().display().to_string()])?;
-            _data_holder = data;
-            Target::Child(DirectoryProcess::start(&program, args)?)
+            Target::Local(Box::new(
+                Deployment::start(&program, &template, o.database.as_deref(), o.instances).await?,
+            ))
         }
     };
-    let (addr, key) = target.addr_key();
+    let (addrs, key) = target.addrs_key();
+    let list = |items: Vec<String>| items.join(", ");
     println!(
-        "loadgen: {} peers ({} per endpoint) against the directory at {addr}{}",
+        "loadgen: {} peers ({} per endpoint) against {}",
         o.peers,
         o.peers_per_endpoint,
         match &target {
-            Target::Child(p) => format!(" (child process {})", p.pid()),
-            Target::External { .. } => " (external)".into(),
+            Target::Local(d) => format!(
+                "{} at {} (child process{} {})",
+                d.describe(),
+                list(addrs.iter().map(ToString::to_string).collect()),
+                if addrs.len() == 1 { "" } else { "es" },
+                list(d.pids().iter().map(ToString::to_string).collect())
+            ),
+            Target::External { addr, .. } => format!("the directory at {addr} (external)"),
         }
     );
+    if let Target::Local(d) = &target
+        && let Some((version, durability)) = d.database_settings().await
+    {
+        println!("database: PostgreSQL {version}, {durability}");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = target.rss_kib();
     let mut rows: Vec<(String, Phase)> = Vec::new();
 
-    let mut swarm = Swarm::new(0, o.peers, o.peers_per_endpoint, addr, key)?;
+    let mut swarm = Swarm::new(0, o.peers, o.peers_per_endpoint, &addrs, key)?;
     let login = swarm.login(0..o.peers, o.login_concurrency).await;
+    let login_rate = login.rate();
     rows.push(("login (password)".into(), login));
     let online_rss = target.rss_kib();
+    let mut presence = Phase::default();
+    if let Target::Local(d) = &target {
+        match d.settle(&swarm, SETTLE_WITHIN).await {
+            Ok(after) if d.backend() == "PostgreSQL" => println!(
+                "every login announced{} {} after the login phase",
+                if addrs.len() > 1 {
+                    " and known to every instance"
+                } else {
+                    ""
+                },
+                fmt_duration(after)
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                presence.errors += 1;
+                presence.first_errors.push(format!("presence: {e}"));
+            }
+        }
+    }
 
-    let meters = target
-        .pid()
-        .map(|pid| (Meter::start(pid), Meter::start(std::process::id())));
+    let dir_cpu = target.cpu();
+    let me = Meter::start(std::process::id());
     let lookups = swarm
         .lookups(
             Duration::from_secs_f64(o.lookup_secs),
@@ -214,14 +311,20 @@ async fn run(o: Options) -> anyhow::Result<u64> {
             usize::MAX,
         )
         .await;
-    if let Some((dir, me)) = meters {
+    if let (Some(before), Some(after)) = (dir_cpu, target.cpu()) {
         let n = lookups.samples.len().max(1) as f64;
         println!(
-            "CPU per lookup: directory {:.1} µs, load generator {:.1} µs",
-            dir.stop().cpu.as_secs_f64() * 1e6 / n,
+            "CPU per lookup: directory {:.1} µs{}, load generator {:.1} µs",
+            after.saturating_sub(before).as_secs_f64() * 1e6 / n,
+            if addrs.len() > 1 {
+                " (all instances)"
+            } else {
+                ""
+            },
             me.stop().cpu.as_secs_f64() * 1e6 / n
         );
     }
+    let lookup_rate = lookups.rate();
     rows.push(("lookup".into(), lookups));
     // `Who` lists at most `MAX_WHO_USERS` users (the first by name): more would not fit
     // in one frame.
@@ -229,7 +332,7 @@ async fn run(o: Options) -> anyhow::Result<u64> {
     let who = swarm.who(o.who, listed).await;
     rows.push(("who".into(), who));
 
-    let chats = chat_phase(&o, addr, key).await;
+    let chats = chat_phase(&o, &addrs, key).await;
     rows.push(("chat message (send → ack)".into(), chats));
 
     let held = Instant::now();
@@ -244,24 +347,23 @@ async fn run(o: Options) -> anyhow::Result<u64> {
             o.peers
         ));
     }
-    if let Target::Child(p) = &target
-        && p.stats().rss_kib == 0
+    if let Target::Local(d) = &target
+        && d.any_gone()
     {
         hold.errors += 1;
-        hold.first_errors
-            .push("the directory process is gone".into());
+        hold.first_errors.push("a directory process is gone".into());
     }
     hold.elapsed = held.elapsed();
     let held_rss = target.rss_kib();
 
     if o.storm {
-        if let Target::Child(p) = target {
+        if let Target::Local(d) = target {
             swarm.disconnect_all();
-            let p = p.restart().context("restarting the directory")?;
+            let d = Box::new(d.restart().await.context("restarting the directory")?);
             let (storm, retries) = swarm.resume_all(None).await;
             println!("reconnect storm: {retries} connection attempts had to be retried");
             rows.push(("reconnect storm (ticket)".into(), storm));
-            target = Target::Child(p);
+            target = Target::Local(d);
         } else {
             println!("(no storm: the directory is external; it cannot be restarted from here)");
         }
@@ -271,35 +373,52 @@ async fn run(o: Options) -> anyhow::Result<u64> {
     if let (Some(idle), Some(online)) = (idle_rss, online_rss.max(held_rss)) {
         let per = online.saturating_sub(idle) as f64 / o.peers.max(1) as f64;
         println!(
-            "directory RSS: {} idle, {} with {} peers logged in → {} per connected peer",
+            "directory RSS{}: {} idle, {} with {} peers logged in → {} per connected peer",
+            if addrs.len() > 1 {
+                " (all instances)"
+            } else {
+                ""
+            },
             fmt_kib(idle as f64),
             fmt_kib(online as f64),
             fmt_count(o.peers as f64),
             fmt_kib(per)
         );
     }
-    let mut errors = hold.errors;
-    for e in &hold.first_errors {
-        println!("  error: {e}");
+    let mut errors = 0;
+    for p in [&presence, &hold] {
+        errors += p.errors;
+        for e in &p.first_errors {
+            println!("  error: {e}");
+        }
     }
     for (_, p) in &rows {
         errors += p.errors;
     }
     println!("errors: {errors}");
+    println!(
+        "summary: {}: {} logins/s, {} lookups/s",
+        target.summary(),
+        fmt_count(login_rate),
+        fmt_count(lookup_rate)
+    );
     swarm.close().await;
-    if let Target::Child(p) = target {
-        p.stop()?;
+    if let Target::Local(d) = target {
+        d.stop().await?;
     }
     Ok(errors)
 }
 
 /// `chat_pairs` pairs of peers, each initiator sending `messages` messages one at a
-/// time and waiting for each acknowledgement.
-async fn chat_phase(o: &Options, addr: SocketAddr, key: proto::PublicKey) -> Phase {
+/// time and waiting for each acknowledgement. Both peers of pair `p` log in to instance
+/// `p % N` (so that the initiator's lookup never races the other's presence).
+async fn chat_phase(o: &Options, addrs: &[SocketAddr], key: proto::PublicKey) -> Phase {
     let first = o.peers;
-    let pairs: Vec<usize> = (0..o.chat_pairs).collect();
+    let pairs: Vec<(usize, SocketAddr)> = (0..o.chat_pairs)
+        .map(|p| (p, addrs[p % addrs.len()]))
+        .collect();
     let messages = o.messages;
-    let (mut phase, results) = swarm::bounded(pairs, None, move |pair| async move {
+    let (mut phase, results) = swarm::bounded(pairs, None, move |(pair, addr)| async move {
         let run = async {
             let a = chatpeer::ChatPeer::login(first + 2 * pair, addr, key).await?;
             let b = chatpeer::ChatPeer::login(first + 2 * pair + 1, addr, key).await?;

@@ -10,6 +10,12 @@
 //!
 //! The child prints `directory fingerprint: ...` and `listening on ...` like
 //! `directory serve`, and stops cleanly on SIGTERM.
+//!
+//! With [`ServeArgs::database`] set, the child keeps its accounts in that PostgreSQL
+//! database (and joins the other instances on it) instead of SQLite in its data
+//! directory. The URL reaches the child in the `NATTER_DATABASE` environment variable,
+//! as the `directory` binary reads it, never in its arguments (those show in `ps`, and
+//! the URL may hold a password).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -19,12 +25,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use directory::config::Secret;
 use proto::PublicKey;
 
 use crate::procfs;
 
 /// First argument that turns this executable into the directory child.
 pub const SERVE_ARG: &str = "__directory";
+
+/// The environment variable that hands the child its database URL (the same one the
+/// `directory` binary reads).
+pub const DATABASE_ENV: &str = "NATTER_DATABASE";
 
 /// How the child directory is configured (a subset of [`directory::Config`]).
 #[derive(Debug, Clone, Parser)]
@@ -45,6 +56,10 @@ pub struct ServeArgs {
     /// Request burst per connection (the default config says 200).
     #[arg(long, default_value_t = 100_000)]
     pub request_burst: u32,
+    /// PostgreSQL URL of the shared store, or `None` for SQLite in `data`. Not an
+    /// argument: passed in [`DATABASE_ENV`].
+    #[arg(skip)]
+    pub database: Option<Secret>,
 }
 
 impl ServeArgs {
@@ -107,6 +122,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // otherwise be what a login burst or a reconnect storm measures.
     config.handshake_burst = Some(u32::try_from(args.max_connections).unwrap_or(u32::MAX));
     config.handshakes_per_sec = Some(1_000_000);
+    config.database = std::env::var(DATABASE_ENV)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .map(Secret);
     let dir = directory::Directory::start(config).await?;
     println!("directory fingerprint: {}", dir.fingerprint());
     println!("listening on {}", dir.local_addr());
@@ -161,6 +180,12 @@ impl DirectoryProcess {
                     );
                 c
             }
+        };
+        // Never inherited: a NATTER_DATABASE in the caller's environment must not turn
+        // an SQLite run into one on that database.
+        match &args.database {
+            Some(url) => cmd.env(DATABASE_ENV, &url.0),
+            None => cmd.env_remove(DATABASE_ENV),
         };
         let mut child = cmd
             .stdin(Stdio::null())

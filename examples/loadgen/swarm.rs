@@ -7,6 +7,11 @@
 //! must return that peer's name, key and the address its connection comes from; `Who`
 //! must list online users only, sorted, as many as the directory lists at most. Anything
 //! else counts as an error.
+//!
+//! Against several directory instances (one service on a shared database), peer `i`
+//! logs in to instance `i % N`, so most lookups ask one instance about a user connected
+//! to another. [`Swarm::await_presence`] waits until the instances know of each other's
+//! users before anything is measured.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +33,9 @@ const KEEP_ERRORS: usize = 5;
 
 /// How long a peer keeps trying to log back in during a reconnect storm.
 const STORM_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Lookups in flight while [`Swarm::await_presence`] checks every peer.
+const PRESENCE_WINDOW: usize = 32;
 
 /// What one phase of load achieved.
 #[derive(Debug, Default)]
@@ -71,6 +79,8 @@ pub struct SimPeer {
     pub name: String,
     pub identity: Arc<Identity>,
     endpoint: usize,
+    /// Index of the directory instance this peer logs in to.
+    instance: usize,
     client: Option<Arc<DirectoryClient>>,
     ticket: Option<Zeroizing<Vec<u8>>>,
 }
@@ -79,19 +89,22 @@ pub struct SimPeer {
 pub struct Swarm {
     endpoints: Vec<quinn::Endpoint>,
     peers: Vec<SimPeer>,
-    directory: SocketAddr,
+    /// The instances' addresses (all of them serve with the same key).
+    directories: Arc<[SocketAddr]>,
     key: PublicKey,
 }
 
 impl Swarm {
-    /// Bulk users `first..first + n` on fresh client endpoints, none logged in yet.
+    /// Bulk users `first..first + n` on fresh client endpoints, none logged in yet. Peer
+    /// `i` will log in to `directories[i % directories.len()]`.
     pub fn new(
         first: usize,
         n: usize,
         peers_per_endpoint: usize,
-        directory: SocketAddr,
+        directories: &[SocketAddr],
         key: PublicKey,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!directories.is_empty(), "no directory to log in to");
         let per = peers_per_endpoint.max(1);
         let endpoints = (0..n.div_ceil(per))
             .map(|_| client_endpoint())
@@ -101,6 +114,7 @@ impl Swarm {
                 name: accounts::bulk_name(first + i),
                 identity: Arc::new(accounts::bulk_identity(first + i)),
                 endpoint: i / per,
+                instance: i % directories.len(),
                 client: None,
                 ticket: None,
             })
@@ -108,7 +122,7 @@ impl Swarm {
         Ok(Self {
             endpoints,
             peers,
-            directory,
+            directories: directories.into(),
             key,
         })
     }
@@ -130,16 +144,17 @@ impl Swarm {
                 (
                     i,
                     self.endpoints[p.endpoint].clone(),
+                    self.directories[p.instance],
                     p.name.clone(),
                     p.identity.clone(),
                 )
             })
             .collect();
-        let (directory, key) = (self.directory, self.key);
+        let key = self.key;
         let (phase, results) = bounded(
             jobs,
             Some(concurrency),
-            move |(i, ep, name, id)| async move {
+            move |(i, ep, directory, name, id)| async move {
                 let client = DirectoryClient::connect(&ep, directory, Some(key))
                     .await
                     .map_err(|e| format!("{name}: connect: {e}"))?;
@@ -156,6 +171,65 @@ impl Swarm {
             self.peers[i].ticket = Some(ticket);
         }
         phase
+    }
+
+    /// Waits until every instance knows of the users logged in to the others, for at
+    /// most `within`; returns how long that took (nothing to wait for with one instance).
+    ///
+    /// An instance announces a login to the others through the database a few
+    /// milliseconds after granting it, so a lookup right after the login phase could
+    /// still miss a user on another instance. This looks every online peer up from a
+    /// peer on the next instance ([`PRESENCE_WINDOW`] at a time), then again those not
+    /// found yet, until none is left.
+    pub async fn await_presence(&self, within: Duration) -> Result<Duration, String> {
+        let n = self.directories.len();
+        let start = Instant::now();
+        if n < 2 {
+            return Ok(Duration::ZERO);
+        }
+        let online = |k: usize| {
+            self.peers
+                .iter()
+                .filter(move |p| p.instance == k)
+                .filter_map(|p| Some((p.client.clone().filter(|c| !c.is_closed())?, p)))
+        };
+        let mut pending = Vec::new();
+        for k in 0..n {
+            let next = (k + 1) % n;
+            let Some((asker, _)) = online(next).next() else {
+                return Err(format!("no peer online on instance {next} to ask"));
+            };
+            pending.extend(online(k).map(|(_, p)| (asker.clone(), p.name.clone())));
+        }
+        loop {
+            let (phase, found) =
+                bounded(pending, Some(PRESENCE_WINDOW), |(asker, name)| async move {
+                    match asker.lookup(&name).await {
+                        Ok(found) => Ok((asker, name, found.is_some())),
+                        Err(e) => Err(format!("looking up {name} on another instance: {e}")),
+                    }
+                })
+                .await;
+            if let Some(e) = phase.first_errors.into_iter().next() {
+                return Err(e);
+            }
+            pending = found
+                .into_iter()
+                .filter(|(_, _, found)| !found)
+                .map(|(asker, name, _)| (asker, name))
+                .collect();
+            if pending.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                return Err(format!(
+                    "{} users (e.g. {}) still unknown to the next instance after {within:?}",
+                    pending.len(),
+                    pending[0].1
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Drops every directory connection (as a directory restart would) but keeps the
@@ -184,46 +258,54 @@ impl Swarm {
                 Some((
                     i,
                     self.endpoints[p.endpoint].clone(),
+                    self.directories[p.instance],
                     p.name.clone(),
                     p.identity.clone(),
                     ticket,
                 ))
             })
             .collect();
-        let (directory, key) = (self.directory, self.key);
+        let key = self.key;
         let start = Instant::now();
         let retries = Arc::new(AtomicU64::new(0));
         let counter = retries.clone();
-        let (mut phase, results) = bounded(jobs, concurrency, move |(i, ep, name, id, ticket)| {
-            let retries = counter.clone();
-            async move {
-                let mut backoff = Duration::from_millis(250);
-                loop {
-                    let attempt = async {
-                        let client = DirectoryClient::connect(&ep, directory, Some(key)).await?;
-                        let grant = client.resume(&name, &ticket, &id, Vec::new()).await?;
-                        Ok::<_, ClientError>((client, grant))
-                    };
-                    match attempt.await {
-                        Ok((client, grant)) => {
-                            return Ok((i, client, grant.ticket, start.elapsed()));
-                        }
-                        Err(e @ ClientError::Refused { .. }) => {
-                            return Err(format!("{name}: resume refused: {e}"));
-                        }
-                        Err(e) if start.elapsed() > STORM_DEADLINE => {
-                            return Err(format!("{name}: not back after {STORM_DEADLINE:?}: {e}"));
-                        }
-                        Err(_) => {
-                            retries.fetch_add(1, Ordering::Relaxed);
-                            let jitter = rand::random::<f64>() + 0.5;
-                            tokio::time::sleep(backoff.mul_f64(jitter)).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(4));
+        let (mut phase, results) = bounded(
+            jobs,
+            concurrency,
+            move |(i, ep, directory, name, id, ticket)| {
+                let retries = counter.clone();
+                async move {
+                    let mut backoff = Duration::from_millis(250);
+                    loop {
+                        let attempt = async {
+                            let client =
+                                DirectoryClient::connect(&ep, directory, Some(key)).await?;
+                            let grant = client.resume(&name, &ticket, &id, Vec::new()).await?;
+                            Ok::<_, ClientError>((client, grant))
+                        };
+                        match attempt.await {
+                            Ok((client, grant)) => {
+                                return Ok((i, client, grant.ticket, start.elapsed()));
+                            }
+                            Err(e @ ClientError::Refused { .. }) => {
+                                return Err(format!("{name}: resume refused: {e}"));
+                            }
+                            Err(e) if start.elapsed() > STORM_DEADLINE => {
+                                return Err(format!(
+                                    "{name}: not back after {STORM_DEADLINE:?}: {e}"
+                                ));
+                            }
+                            Err(_) => {
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                let jitter = rand::random::<f64>() + 0.5;
+                                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                                backoff = (backoff * 2).min(Duration::from_secs(4));
+                            }
                         }
                     }
                 }
-            }
-        })
+            },
+        )
         .await;
         phase.samples.clear();
         for (i, client, ticket, since_start) in results {
