@@ -520,3 +520,47 @@ async fn a_removed_account_leaves_its_rooms_on_every_instance() {
     one.server.shutdown().await;
     two.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_status_page_lists_the_instances() {
+    let Some(url) = database().await else { return };
+    let one = instance_with(&url, tempfile::tempdir().unwrap(), |c| {
+        c.status = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let two = instance_in(&url, data_sharing_key(&one)).await;
+    one.add_users(&["ali"]).await.unwrap();
+    let (_ep, _ali) = logged_in(two.addr(), "ali", &Identity::generate()).await;
+    let status = one.server.status_addr().unwrap();
+
+    // Both instances, ali counted on instance 2, and the gauge for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let snapshot = loop {
+        let (code, body) = natter::http_get(status, "/status.json", &[]).await;
+        assert_eq!(code, 200, "{body}");
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let instances = s["cluster"]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let users: u64 = instances.iter().filter_map(|i| i["users"].as_u64()).sum();
+        if (instances.len() == 2 && users == 1) || tokio::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let instances = snapshot["cluster"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{snapshot}");
+    let addr_two = two.addr().to_string();
+    let two_row = instances
+        .iter()
+        .find(|i| i["relay_address"] == addr_two.as_str())
+        .expect("instance 2 listed with its address");
+    assert_eq!(two_row["users"], 1, "{snapshot}");
+    let (_, metrics) = natter::http_get(status, "/metrics", &[]).await;
+    assert!(metrics.contains("\nnatter_instances 2\n"), "{metrics}");
+    let (_, page) = natter::http_get(status, "/", &[]).await;
+    assert!(page.contains(&addr_two), "the page names instance 2");
+    one.server.shutdown().await;
+    two.server.shutdown().await;
+}

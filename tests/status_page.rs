@@ -15,38 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use natter::{PASSWORD, TestDirectory, TestPeer};
+use natter::{PASSWORD, TestDirectory, TestPeer, http_get};
 use peer::app::Start;
 use peer::ui::Note;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// One HTTP/1.0 GET (the server closes after answering): status and body.
-async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    timeout(natter::WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("the status page did not answer")
-        .unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_string())
-}
 
 /// Parses the Prometheus text exposition format strictly enough to catch a malformed
 /// line: every sample named and typed, every value a number. Returns name → value
@@ -111,7 +86,7 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
 }
 
 async fn metrics(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, body) = get(addr, "/metrics", &[]).await;
+    let (status, body) = http_get(addr, "/metrics", &[]).await;
     assert_eq!(status, 200, "{body}");
     parse_prometheus(&body)
 }
@@ -196,7 +171,7 @@ async fn the_status_page_shows_the_directory_at_work() {
     let status = dir.server.status_addr().expect("status page on");
     assert_eq!(dir.server.status_token(), None, "loopback: no token");
 
-    let (code, body) = get(status, "/healthz", &[]).await;
+    let (code, body) = http_get(status, "/healthz", &[]).await;
     assert_eq!((code, body.as_str()), (200, "ok\n"));
     let before = metrics(status).await;
     assert_eq!(before["natter_users_online"], 0.0);
@@ -254,7 +229,7 @@ async fn the_status_page_shows_the_directory_at_work() {
     assert!(later["natter_uptime_seconds"] >= 0.0);
 
     // The JSON behind the page.
-    let (code, json) = get(status, "/status.json", &[]).await;
+    let (code, json) = http_get(status, "/status.json", &[]).await;
     assert_eq!(code, 200);
     let snapshot: serde_json::Value = serde_json::from_str(&json).unwrap();
     let online: Vec<&str> = snapshot["online"]
@@ -333,9 +308,9 @@ async fn the_status_page_shows_the_directory_at_work() {
     tokio::time::timeout(natter::WAIT, dir.server.stopped())
         .await
         .unwrap();
-    let (code, _) = get(status, "/healthz", &[]).await;
+    let (code, _) = http_get(status, "/healthz", &[]).await;
     assert_eq!(code, 503);
-    let (_, json) = get(status, "/status.json", &[]).await;
+    let (_, json) = http_get(status, "/status.json", &[]).await;
     assert!(json.contains("\"listening\":false"), "{json}");
     dir.server.shutdown().await;
     assert!(
@@ -359,18 +334,18 @@ async fn a_token_is_required_when_one_is_set() {
     let status = dir.server.status_addr().unwrap();
     assert_eq!(dir.server.status_token(), Some(TOKEN));
     for path in ["/", "/status.json", "/metrics"] {
-        let (code, body) = get(status, path, &[]).await;
+        let (code, body) = http_get(status, path, &[]).await;
         assert_eq!(code, 401, "{path} without a token");
         assert!(body.contains("token"), "{body}");
-        let (code, _) = get(status, &format!("{path}?token=wrong-token-0000000"), &[]).await;
+        let (code, _) = http_get(status, &format!("{path}?token=wrong-token-0000000"), &[]).await;
         assert_eq!(code, 401, "{path} with a wrong token");
-        let (code, _) = get(status, &format!("{path}?token={TOKEN}"), &[]).await;
+        let (code, _) = http_get(status, &format!("{path}?token={TOKEN}"), &[]).await;
         assert_eq!(code, 200, "{path} with ?token=");
         let bearer = format!("Bearer {TOKEN}");
-        let (code, _) = get(status, path, &[("Authorization", &bearer)]).await;
+        let (code, _) = http_get(status, path, &[("Authorization", &bearer)]).await;
         assert_eq!(code, 200, "{path} with a bearer token");
     }
-    let (code, _) = get(status, "/healthz", &[]).await;
+    let (code, _) = http_get(status, "/healthz", &[]).await;
     assert_eq!(code, 200, "health needs no token");
     dir.server.shutdown().await;
 }

@@ -59,6 +59,18 @@ impl ClusterPolicy {
     }
 }
 
+/// One running instance, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceStatus {
+    pub id: String,
+    /// Where the others link to it for relayed sessions.
+    pub relay_address: Option<String>,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_secs: f64,
+    /// Users logged in through it.
+    pub users: u64,
+}
+
 /// What one instance tells the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -108,6 +120,10 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// Resolves once this instance has left the others (after shutdown), so that the
     /// store is not closed under its last words.
     fn left(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// The running instances (this one included), by id; empty if the database cannot
+    /// be read.
+    fn instances(&self) -> Pin<Box<dyn Future<Output = Vec<InstanceStatus>> + Send + '_>>;
 
     /// Where the running instance `instance` takes links from the others (for relayed
     /// sessions, see [`crate::relay::forward`]); `None` if it is not running.

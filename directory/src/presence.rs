@@ -174,6 +174,11 @@ impl Presence {
         let _ = self.cluster.set(cluster);
     }
 
+    /// The other instances' link, when there are several.
+    pub fn cluster(&self) -> Option<Arc<dyn Cluster>> {
+        self.cluster.get().cloned()
+    }
+
     /// Waits until this instance has left the cluster after shutdown (at once without
     /// a cluster).
     pub async fn cluster_left(&self) {

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::ADMIN_LOCK_THRESHOLD;
 use crate::clock::{format_utc, unix_now};
+use crate::cluster::InstanceStatus;
 use crate::limits::ConnLimits;
 use crate::metrics::Metrics;
 use crate::state::Shared;
@@ -184,6 +185,16 @@ pub struct Snapshot {
     pub relay_bytes: u64,
     /// Whether the QUIC listener runs (false once shutdown has begun).
     pub listening: bool,
+    /// With several instances on one database: this one, and all that run.
+    pub cluster: Option<ClusterSnapshot>,
+}
+
+/// The instances of the service, as this one sees them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSnapshot {
+    /// This instance's id.
+    pub instance: String,
+    pub instances: Vec<InstanceStatus>,
 }
 
 impl Page {
@@ -213,6 +224,13 @@ impl Page {
             }
         };
         let online = shared.presence.list();
+        let cluster = match shared.presence.cluster() {
+            Some(c) => Some(ClusterSnapshot {
+                instance: c.instance().to_string(),
+                instances: c.instances().await,
+            }),
+            None => None,
+        };
         Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             started_at: m.started_unix(),
@@ -230,6 +248,7 @@ impl Page {
             relay_sessions: Metrics::get(&m.relay_sessions),
             relay_bytes: Metrics::get(&m.relay_bytes),
             listening: !shared.shutdown.is_signalled(),
+            cluster,
         }
     }
 
@@ -372,6 +391,15 @@ pub fn render_prometheus(s: &Snapshot, m: &Metrics) -> String {
         "gauge",
         "Users logged in now.",
         s.online_count.to_string(),
+    );
+    metric(
+        "natter_instances",
+        "gauge",
+        "Directory instances running on the shared database (1: this one, alone).",
+        s.cluster
+            .as_ref()
+            .map_or(1, |c| c.instances.len())
+            .to_string(),
     );
     metric(
         "natter_connections_open",
@@ -564,7 +592,31 @@ fn render_html(s: &Snapshot) -> String {
             .map(|l| format!("<li>{}</li>", esc(&locked_label(l))))
             .collect()
     };
+    let (instances_count, instances_note, instances) = match &s.cluster {
+        Some(c) => (
+            c.instances.len(),
+            "sharing one database",
+            c.instances
+                .iter()
+                .map(|i| {
+                    let name = i.relay_address.as_deref().unwrap_or(&i.id);
+                    let this = if i.id == c.instance { "this one " } else { "" };
+                    format!(
+                        "<li><span class=\"name\">{}{}</span> <span class=\"since\">{} online · heartbeat {:.1} s ago</span></li>",
+                        this,
+                        esc(name),
+                        i.users,
+                        i.heartbeat_age_secs
+                    )
+                })
+                .collect(),
+        ),
+        None => (1, "this one alone (SQLite)", String::new()),
+    };
     PAGE.replace("{{version}}", &esc(s.version))
+        .replace("{{instances_count}}", &instances_count.to_string())
+        .replace("{{instances_note}}", instances_note)
+        .replace("{{instances}}", &instances)
         .replace("{{started}}", &esc(&s.started_at_utc))
         .replace("{{uptime}}", &esc(&human_secs(s.uptime_secs)))
         .replace("{{online_count}}", &s.online_count.to_string())
@@ -653,6 +705,12 @@ const PAGE: &str = r#"<!doctype html>
     <div class="big" id="relay-sessions">{{relay_sessions}}</div>
     <div class="sub">sessions · <span id="relay-bytes">{{relay_bytes}}</span> relayed</div>
   </section>
+  <section>
+    <h2>Instances</h2>
+    <div class="big" id="instances-count">{{instances_count}}</div>
+    <div class="sub" id="instances-note">{{instances_note}}</div>
+    <ul id="instances">{{instances}}</ul>
+  </section>
 </main>
 <script>
 "use strict";
@@ -695,6 +753,13 @@ const PAGE: &str = r#"<!doctype html>
       list($("locked"), s.locked_accounts.map((l) => [l.name, l.by_admin ? "by an administrator" : "for " + human(l.secs_left)]), "none");
       $("relay-sessions").textContent = s.relay_sessions;
       $("relay-bytes").textContent = bytes(s.relay_bytes);
+      if (s.cluster) {
+        $("instances-count").textContent = s.cluster.instances.length;
+        $("instances-note").textContent = "sharing one database";
+        list($("instances"), s.cluster.instances.map((i) => [
+          (i.id === s.cluster.instance ? "this one " : "") + (i.relay_address || i.id),
+          i.users + " online · heartbeat " + i.heartbeat_age_secs.toFixed(1) + " s ago"]), "none");
+      }
       $("live").textContent = "live · updated " + new Date().toLocaleTimeString();
       $("live").classList.remove("stale");
     } catch (e) {

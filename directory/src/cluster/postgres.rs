@@ -32,7 +32,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{Batch, Cluster, ClusterPolicy, Envelope, Message};
+use super::{Batch, Cluster, ClusterPolicy, Envelope, InstanceStatus, Message};
 use crate::presence::Presence;
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
@@ -64,6 +64,39 @@ impl Cluster for PgCluster {
         let mut left = self.left.subscribe();
         Box::pin(async move {
             let _ = left.wait_for(|done| *done).await;
+        })
+    }
+
+    fn instances(&self) -> Pin<Box<dyn Future<Output = Vec<InstanceStatus>> + Send + '_>> {
+        Box::pin(async move {
+            let rows = async {
+                let client = self.pool.get().await.map_err(backend)?;
+                client
+                    .query(
+                        "SELECT i.id, i.relay_address,
+                                EXTRACT(EPOCH FROM now() - i.heartbeat_at)::float8,
+                                (SELECT count(*) FROM presence p WHERE p.instance = i.id)
+                         FROM instances i ORDER BY i.id",
+                        &[],
+                    )
+                    .await
+                    .map_err(backend)
+            };
+            match rows.await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| InstanceStatus {
+                        id: r.get(0),
+                        relay_address: r.get(1),
+                        heartbeat_age_secs: r.get::<_, f64>(2).max(0.0),
+                        users: r.get::<_, i64>(3).max(0) as u64,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("cluster: cannot list instances: {e}");
+                    Vec::new()
+                }
+            }
         })
     }
 
