@@ -310,6 +310,7 @@ async fn users_given_both_addresses_log_back_in_to_the_other_instance() {
 
     one.kill();
     let killed_at = std::time::Instant::now();
+    let two_addr = two.addr();
     ali.expect(
         "lost the directory",
         |n| matches!(n, Note::Warning(w) if w.starts_with("lost the directory")),
@@ -317,7 +318,7 @@ async fn users_given_both_addresses_log_back_in_to_the_other_instance() {
     .await;
     ali.expect(
         "logged back in",
-        |n| matches!(n, Note::Info(i) if i == "logged back in to the directory"),
+        |n| matches!(n, Note::Info(i) if *i == format!("logged back in to the directory at {two_addr}")),
     )
     .await;
     // Back on instance 2: still found once instance 1's users have certainly expired

@@ -596,8 +596,10 @@ impl App {
             LinkEvent::Lost { reason } => self.show(Note::Warning(format!(
                 "lost the directory ({reason}); logging back in. Open chats go on."
             ))),
-            LinkEvent::Restored => {
-                self.show(Note::Info("logged back in to the directory".into()));
+            LinkEvent::Restored { addr } => {
+                self.show(Note::Info(format!(
+                    "logged back in to the directory at {addr}"
+                )));
                 if let Some(inbox) = &self.inbox {
                     inbox.wake();
                 }

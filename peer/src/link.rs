@@ -34,8 +34,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub enum LinkEvent {
     /// The connection broke; logging back in.
     Lost { reason: String },
-    /// Logged back in.
-    Restored,
+    /// Logged back in, to the directory (instance) at this address.
+    Restored { addr: SocketAddr },
     /// Cannot log back in without the user (ticket refused, key changed, forced out).
     GaveUp { reason: String },
     /// The directory said something (shutdown notice, forced logout).
@@ -216,7 +216,8 @@ impl Link {
             let _ = events.send(LinkEvent::Lost { reason }).await;
             match self.relogin().await {
                 Ok(()) => {
-                    let _ = events.send(LinkEvent::Restored).await;
+                    let addr = *self.addr.lock().expect("link lock");
+                    let _ = events.send(LinkEvent::Restored { addr }).await;
                 }
                 Err(e) => {
                     let _ = events

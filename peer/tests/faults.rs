@@ -1,7 +1,7 @@
 //! The directory dies under two chatting `peer` processes: the real `directory` binary is
 //! killed with SIGKILL, the chat goes on without it, and when it is started again on the
 //! same data directory and port both peers log back in by themselves (session ticket,
-//! back-off with jitter) and say so: `info text=logged back in to the directory`.
+//! back-off with jitter) and say so: `info text=logged back in to the directory at ADDR`.
 //!
 //! The `directory` binary belongs to another package, so Cargo does not build it for this
 //! one's tests: [`directory_binary`] asks Cargo for it (a no-op when it is up to date),
