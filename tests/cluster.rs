@@ -388,8 +388,14 @@ async fn peers_on_two_instances_chat_through_the_relay() {
             |n| matches!(n, Note::Ended { peer, clean: true, .. } if peer == "ali"),
         )
         .await;
+    // A second chat goes over the same link between the instances.
+    ali.say("/connect bianca").await;
+    ali.expect("relayed again", relayed("bianca")).await;
+    bianca.expect("relayed again", relayed("ali")).await;
+    ali.say("second relayed chat").await;
+    bianca.expect_message("ali", "second relayed chat").await;
 
-    // Instance 1 issued the token and spliced; instance 2 forwarded bianca's stream to
+    // Instance 1 issued the tokens and spliced; instance 2 forwarded bianca's stream to
     // it. Both copied the chat, neither saw plaintext.
     for (name, tap) in [("instance 1", &tap_one), ("instance 2", &tap_two)] {
         let bytes = tap.bytes();

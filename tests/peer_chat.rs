@@ -92,6 +92,35 @@ async fn chat_both_ways_with_acks_then_ctrl_c_and_a_second_chat() {
 }
 
 #[tokio::test]
+async fn connect_right_after_ctrl_c_opens_a_fresh_chat() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali", "bianca"]).await.unwrap();
+    let mut bianca = TestPeer::start(&dir, "bianca", Start::Idle).await.unwrap();
+    let mut ali = TestPeer::start(&dir, "ali", Start::Connect("bianca".into()))
+        .await
+        .unwrap();
+    ali.expect("connected", connected("bianca")).await;
+    bianca.expect("connected", connected("ali")).await;
+
+    // Ctrl-C, and at once (before the chat has wound down) /connect again: a new chat,
+    // not a switch back to the one that is ending.
+    ali.interrupt().await;
+    ali.say("/connect bianca").await;
+    ali.expect("ended", ended("bianca")).await;
+    ali.expect("connected again", connected("bianca")).await;
+    assert!(
+        !ali.seen.iter().any(|n| matches!(n, Note::Switched { .. })),
+        "switched to the chat being ended: {:#?}",
+        ali.seen
+    );
+    bianca.expect("connected again", connected("ali")).await;
+    ali.say("still here").await;
+    bianca.expect_message("ali", "still here").await;
+    ali.quit().await;
+    bianca.quit().await;
+}
+
+#[tokio::test]
 async fn two_callers_at_once_both_get_through_and_switch_works() {
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali", "bianca", "chloe"]).await.unwrap();

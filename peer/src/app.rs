@@ -108,6 +108,9 @@ struct OpenChat {
     handle: ChatHandle,
     /// Our messages not yet acknowledged: id → text as shown to the user.
     unacked: BTreeMap<u64, String>,
+    /// We ended it and it is winding down: nothing new goes to it, and `/connect`
+    /// opens a fresh chat instead of switching back to it.
+    closing: bool,
 }
 
 /// A message waiting for a session to open.

@@ -129,8 +129,12 @@ pub struct Links {
     identity: Arc<Identity>,
     client: quinn::ClientConfig,
     cluster: Arc<dyn Cluster>,
-    open: tokio::sync::Mutex<HashMap<String, Link>>,
+    /// One slot per instance linked to: a slow or dead instance holds up only its own.
+    open: Mutex<HashMap<String, Slot>>,
 }
+
+/// The link to one instance, if open; locked while it is (re)opened.
+type Slot = Arc<tokio::sync::Mutex<Option<Link>>>;
 
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,24 +175,42 @@ impl Links {
 
     /// A new stream to `instance`, on its link (opened first if needed).
     async fn stream(&self, instance: &str) -> Result<(SendStream, RecvStream), LinkError> {
-        let mut open = self.open.lock().await;
-        if let Some(link) = open.get(instance) {
-            match link.conn.open_bi().await {
+        let slot = self.slot(instance);
+        let mut link = slot.lock().await;
+        if let Some(open) = link.as_ref() {
+            match open.conn.open_bi().await {
                 Ok(stream) => return Ok(stream),
                 Err(e) => {
                     tracing::debug!(instance, "link lost ({e}); reconnecting");
-                    open.remove(instance);
+                    *link = None;
                 }
             }
         }
-        let link = self.connect(instance).await?;
-        let stream = link
+        let opened = self.connect(instance).await?;
+        let stream = opened
             .conn
             .open_bi()
             .await
             .map_err(|e| LinkError::Lost(e.to_string()))?;
-        open.insert(instance.to_string(), link);
+        *link = Some(opened);
         Ok(stream)
+    }
+
+    /// `instance`'s slot. Slots of links that are gone (instances that stopped) are
+    /// dropped as new ones come, so the map holds about one per running instance.
+    fn slot(&self, instance: &str) -> Slot {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = open.get(instance) {
+            return slot.clone();
+        }
+        open.retain(|_, slot| {
+            Arc::strong_count(slot) > 1
+                || slot.try_lock().map_or(true, |link| {
+                    link.as_ref()
+                        .is_some_and(|l| l.conn.close_reason().is_none())
+                })
+        });
+        open.entry(instance.to_string()).or_default().clone()
     }
 
     /// Dials `instance` and proves we are an instance of the same service.

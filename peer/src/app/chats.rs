@@ -280,6 +280,7 @@ impl App {
             OpenChat {
                 handle,
                 unacked: BTreeMap::new(),
+                closing: false,
             },
         );
         let tx = self.tx.clone();
@@ -351,7 +352,7 @@ impl App {
     /// oldest open one (which then stays the route).
     fn route_to(&mut self, peer: &str) -> Option<u64> {
         if let Some(id) = self.route.get(peer)
-            && self.chats.contains_key(id)
+            && self.chats.get(id).is_some_and(|c| !c.closing)
         {
             return Some(*id);
         }
@@ -404,8 +405,9 @@ impl App {
     /// (it may wait for the other side); the chat's `Ended` event follows.
     pub(super) fn end_current(&mut self) {
         if let Some(id) = self.current.take()
-            && let Some(chat) = self.chats.get(&id)
+            && let Some(chat) = self.chats.get_mut(&id)
         {
+            chat.closing = true;
             let handle = chat.handle.clone();
             tokio::spawn(async move { handle.close().await });
         }
@@ -490,11 +492,11 @@ impl App {
         self.room = None;
     }
 
-    /// An open session with `peer`, if any (the oldest).
+    /// An open session with `peer` that we are not closing, if any (the oldest).
     pub(super) fn find(&self, peer: &str) -> Option<u64> {
         self.chats
             .iter()
-            .find(|(_, c)| c.handle.peer() == peer)
+            .find(|(_, c)| c.handle.peer() == peer && !c.closing)
             .map(|(id, _)| *id)
     }
 }
