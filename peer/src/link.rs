@@ -6,6 +6,9 @@
 //! jitter so that thousands of peers do not all return in the same millisecond. The
 //! password is never kept: it is used once at [`Link::login`] and dropped.
 //!
+//! With several directory instances (`--directory a,b`), logging back in tries the
+//! instance we were on first, then the others ([`DirectoryClient::connect_any`]).
+//!
 //! Direct chats in progress do not depend on the link: they run between the peers. A
 //! relayed chat runs on the directory connection, and ends when that connection breaks.
 
@@ -231,6 +234,17 @@ impl Link {
         }
     }
 
+    /// The instance we were on, then the directory's other addresses (resolved again
+    /// each time: DNS may have moved them).
+    async fn addresses_to_try(&self) -> Vec<SocketAddr> {
+        let last = *self.addr.lock().expect("link lock");
+        let mut addrs = vec![last];
+        if let Ok(all) = crate::login::resolve_all(&self.directories).await {
+            addrs.extend(all.into_iter().filter(|a| *a != last));
+        }
+        addrs
+    }
+
     /// Reconnects and resumes with the ticket, retrying with back-off while the
     /// directory is unreachable. Gives up on refusals (they will not change by retrying).
     async fn relogin(&self) -> Result<(), ClientError> {
@@ -273,19 +287,6 @@ impl Link {
                 Err(e) => tracing::debug!(error = %e, "resume failed; retrying"),
             }
         }
-    }
-}
-
-impl Link {
-    /// The instance we were on, then the directory's other addresses (resolved again
-    /// each time: DNS may have moved them).
-    async fn addresses_to_try(&self) -> Vec<SocketAddr> {
-        let last = *self.addr.lock().expect("link lock");
-        let mut addrs = vec![last];
-        if let Ok(all) = crate::login::resolve_all(&self.directories).await {
-            addrs.extend(all.into_iter().filter(|a| *a != last));
-        }
-        addrs
     }
 }
 
