@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use directory::cluster::ClusterPolicy;
 use directory::config::Secret;
+use directory::metrics::Metrics;
 use directory::relay::RelayTap;
 use directory::store::postgres;
 use natter::{PASSWORD, TestDirectory, TestPeer};
@@ -372,6 +373,10 @@ async fn peers_on_two_instances_chat_through_the_relay() {
     ali.expect("relayed chat with bianca", relayed("bianca"))
         .await;
     bianca.expect("relayed chat with ali", relayed("ali")).await;
+    // Spliced on instance 1, forwarded by instance 2: each counts it.
+    for dir in [&one, &two] {
+        assert_eq!(Metrics::get(&dir.server.metrics().relay_sessions), 1);
+    }
 
     const MARKER: &str = "PLAINTEXT-MARKER-c1u5t3r";
     ali.say(&format!("{MARKER} from instance 1")).await;

@@ -30,7 +30,7 @@
 //! ones: the target's instance then forwards its stream to the instance that issued the
 //! token, over a link between the two ([`forward`]).
 //!
-//! Counters: [`Metrics::relay_sessions`] (spliced sessions open now) and
+//! Counters: [`Metrics::relay_sessions`] (sessions spliced or forwarded here, open now) and
 //! [`Metrics::relay_bytes`] (bytes copied); the status page and `/metrics` show both.
 //! [`RelayTap`] is a test hook that records the bytes copied, so tests can check that
 //! only ciphertext went through.

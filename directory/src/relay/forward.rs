@@ -31,6 +31,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -307,10 +308,12 @@ pub(super) async fn forward(
     let bucket = relay.bucket(&user);
     let tap = relay.policy.tap.clone();
     // The issuing instance limits the other direction (its user's bucket).
+    relay.metrics.relay_sessions.fetch_add(1, Ordering::Relaxed);
     tokio::join!(
         pump(recv, link_send, Some(bucket), &relay.metrics, tap.as_ref()),
         pump(link_recv, send, None, &relay.metrics, tap.as_ref()),
     );
+    relay.metrics.relay_sessions.fetch_sub(1, Ordering::Relaxed);
     drop(admitted);
 }
 
