@@ -2,42 +2,18 @@
 //! `user list/unlock/remove` (also while the server runs), `serve` printing its
 //! fingerprint and address, SIGTERM ending it with status 0, the same key after a restart.
 
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
+use proto::Identity;
 use proto::message::{Reply, Request, ServerMsg};
-use proto::{Fingerprint, Identity};
 use quinn::crypto::rustls::QuicClientConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::timeout;
 
-const BIN: &str = env!("CARGO_BIN_EXE_directory");
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-async fn directory(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("--data") // global flag after the subcommand
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    timeout(WAIT, child.wait_with_output())
-        .await
-        .expect("directory command hung")
-        .unwrap()
-}
+use common::{WAIT, run};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -45,40 +21,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Starts `directory serve` and reads the two lines it promises on stdout.
-async fn serve(data: &Path) -> (Child, Fingerprint, std::net::SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--data"])
-        .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = async || {
-        timeout(WAIT, lines.next_line())
-            .await
-            .expect("serve printed nothing")
-            .unwrap()
-            .expect("serve closed stdout")
-    };
-    let first = next().await;
-    let fingerprint = first
-        .strip_prefix("directory fingerprint: ")
-        .and_then(Fingerprint::parse)
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    let second = next().await;
-    let addr = second
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected second line {second:?}"));
-    (child, fingerprint, addr)
 }
 
 async fn terminate(mut child: Child) {
@@ -97,14 +39,14 @@ async fn user_commands_and_serve() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("natter");
 
-    let out = directory(
+    let out = run(
         &data,
         &["user", "add", "ali", "--admin", "--password-stdin"],
         Some("secret-ali\n"),
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = directory(
+    let out = run(
         &data,
         &["user", "add", "ali", "--password-stdin"],
         Some("secret-ali\n"),
@@ -116,10 +58,14 @@ async fn user_commands_and_serve() {
         err.contains("already exists") && err.trim().lines().count() == 1,
         "{err}"
     );
-    let out = directory(&data, &["user", "add", "bob", "--password-stdin"], Some("")).await;
+    let out = run(&data, &["user", "add", "bob", "--password-stdin"], Some("")).await;
     assert!(!out.status.success());
 
-    let (server, fingerprint, addr) = serve(&data).await;
+    let common::Serving {
+        child: server,
+        fingerprint,
+        addr,
+    } = common::serve(&data, &["--listen", "127.0.0.1:0"], Stdio::inherit()).await;
     // The printed fingerprint is the key file's.
     let seed: [u8; 32] = std::fs::read(data.join("directory.key"))
         .unwrap()
@@ -128,7 +74,7 @@ async fn user_commands_and_serve() {
     let key = Identity::from_secret_bytes(&seed).public();
     assert_eq!(fingerprint, key.fingerprint());
     // `directory fingerprint` prints the same (the server is running; it only reads).
-    let out = directory(&data, &["fingerprint"], None).await;
+    let out = run(&data, &["fingerprint"], None).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
@@ -136,7 +82,7 @@ async fn user_commands_and_serve() {
     );
 
     // The CLI works on the database while the server runs.
-    let out = directory(&data, &["user", "list"], None).await;
+    let out = run(&data, &["user", "list"], None).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let listed = stdout(&out);
     assert!(
@@ -145,9 +91,9 @@ async fn user_commands_and_serve() {
             .any(|l| l.starts_with("ali ") && l.contains("yes")),
         "{listed}"
     );
-    let out = directory(&data, &["user", "unlock", "ali"], None).await;
+    let out = run(&data, &["user", "unlock", "ali"], None).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = directory(&data, &["user", "remove", "nobody"], None).await;
+    let out = run(&data, &["user", "remove", "nobody"], None).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no such user"), "{}", stderr(&out));
 
@@ -187,11 +133,15 @@ async fn user_commands_and_serve() {
     terminate(server).await;
 
     // Same data directory, same fingerprint.
-    let (server, again, _) = serve(&data).await;
+    let common::Serving {
+        child: server,
+        fingerprint: again,
+        ..
+    } = common::serve(&data, &["--listen", "127.0.0.1:0"], Stdio::inherit()).await;
     assert_eq!(again, fingerprint);
     terminate(server).await;
 
-    let out = directory(&data, &["user", "remove", "ali"], None).await;
+    let out = run(&data, &["user", "remove", "ali"], None).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let audit = std::fs::read_to_string(data.join("audit.log")).unwrap();
     assert!(audit.contains("admin action=add_admin user=ali"), "{audit}");

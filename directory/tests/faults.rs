@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,11 +22,11 @@ use proto::message::{
     ErrorCode, Refusal, Reply, Request, ServerMsg, login_transcript, resume_transcript,
 };
 use quinn::crypto::rustls::QuicClientConfig;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::timeout;
 
-const BIN: &str = env!("CARGO_BIN_EXE_directory");
+mod common;
+
 const WAIT: Duration = Duration::from_secs(15);
 const PASSWORD: &str = "correct horse battery";
 
@@ -55,31 +54,11 @@ impl Server {
             .append(true)
             .open(log)
             .unwrap();
-        let mut child = Command::new(BIN)
-            .arg("--data")
-            .arg(data)
-            .args(["serve", "--open-registration", "--listen"])
-            .arg(listen.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let line = timeout(WAIT, lines.next_line())
-                .await
-                .expect("serve printed nothing")
-                .unwrap()
-                .expect("serve exited before listening");
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                return Server {
-                    child,
-                    addr: addr.parse().unwrap(),
-                };
-            }
+        let listen = listen.to_string();
+        let serving = common::serve(data, &["--open-registration", "--listen", &listen], log).await;
+        Server {
+            child: serving.child,
+            addr: serving.addr,
         }
     }
 

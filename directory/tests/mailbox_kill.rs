@@ -9,80 +9,33 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use proto::Identity;
 use proto::message::{Reply, Request, ServerMsg, login_transcript};
 use proto::sealed::{self, SignedPrekey, StaticSecret};
 use quinn::crypto::rustls::QuicClientConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::timeout;
 
-const BIN: &str = env!("CARGO_BIN_EXE_directory");
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
+
+use common::{WAIT, serve_cheap as serve};
 const PASSWORD: &str = "correct horse battery";
 const MARKER: &str = "KILL-NINE-MARKER-51c2";
 
 async fn add_user(data: &Path, name: &str) {
-    let mut child = Command::new(BIN)
-        .arg("--data")
-        .arg(data)
-        .args(["user", "add", name, "--password-stdin"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(input);
-    let out = timeout(WAIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = common::run(
+        data,
+        &["user", "add", name, "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Starts `directory serve` on a fresh port and reads the address it prints.
-async fn serve(data: &Path) -> (Child, SocketAddr) {
-    std::fs::write(
-        data.join("directory.toml"),
-        "[password_cost]\nmemory_kib = 8\niterations = 1\nparallelism = 1\n",
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--data")
-        .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = timeout(WAIT, lines.next_line())
-            .await
-            .expect("serve printed nothing")
-            .unwrap()
-            .expect("serve closed stdout");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            return (child, addr.parse().unwrap());
-        }
-    }
 }
 
 /// SIGKILL: no shutdown, no flush, no checkpoint.

@@ -5,43 +5,18 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use proto::Identity;
 use proto::message::{AdminRequest, ErrorCode, Event, Reply, Request, ServerMsg, login_transcript};
 use quinn::crypto::rustls::QuicClientConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::timeout;
 
-const BIN: &str = env!("CARGO_BIN_EXE_directory");
-const WAIT: Duration = Duration::from_secs(20);
-const PASSWORD: &str = "correct horse battery";
+mod common;
 
-/// Runs a one-shot `directory` command.
-async fn directory(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    timeout(WAIT, child.wait_with_output())
-        .await
-        .expect("directory command hung")
-        .unwrap()
-}
+use common::{WAIT, run, serve_cheap as serve};
+const PASSWORD: &str = "correct horse battery";
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -54,44 +29,9 @@ async fn accounts(data: &Path) {
         if admin {
             args.push("--admin");
         }
-        let out = directory(data, &args, Some(&format!("{PASSWORD}\n"))).await;
+        let out = run(data, &args, Some(&format!("{PASSWORD}\n"))).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
-}
-
-/// Starts `directory serve` (cheap password hashing from a configuration file) and reads
-/// the address it prints.
-async fn serve(data: &Path) -> (Child, SocketAddr) {
-    let config = data.join("directory.toml");
-    std::fs::write(
-        &config,
-        "[password_cost]\nmemory_kib = 8\niterations = 1\nparallelism = 1\n",
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--data")
-        .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addr = None;
-    while addr.is_none() {
-        let line = timeout(WAIT, lines.next_line())
-            .await
-            .expect("serve printed nothing")
-            .unwrap()
-            .expect("serve closed stdout");
-        addr = line
-            .strip_prefix("listening on ")
-            .map(|a| a.parse().unwrap());
-    }
-    (child, addr.unwrap())
 }
 
 /// The same identity key for the same user every time (a user keeps their key).
@@ -198,7 +138,7 @@ async fn opens_clean(data: &Path) {
         .unwrap();
     assert_eq!(check, "ok");
     drop(db);
-    let out = directory(data, &["user", "list"], None).await;
+    let out = run(data, &["user", "list"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listed = text(&out.stdout);
     for name in ["root", "bianca"] {
@@ -262,7 +202,7 @@ async fn operator_commands_reach_the_running_server() {
 
     // `user logout` ends a session; the peer is told why.
     let mut bianca = Client::login(addr, "bianca").await;
-    let out = directory(&data, &["user", "logout", "bianca"], None).await;
+    let out = run(&data, &["user", "logout", "bianca"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("logged bianca out"));
     assert_eq!(
@@ -274,7 +214,7 @@ async fn operator_commands_reach_the_running_server() {
 
     // `user lock` locks the account and ends its session.
     let mut bianca = Client::login(addr, "bianca").await;
-    let out = directory(&data, &["user", "lock", "bianca"], None).await;
+    let out = run(&data, &["user", "lock", "bianca"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         bianca.event().await,
@@ -282,7 +222,7 @@ async fn operator_commands_reach_the_running_server() {
             reason: "account locked by the operator".into()
         }
     );
-    let out = directory(&data, &["user", "list"], None).await;
+    let out = run(&data, &["user", "list"], None).await;
     assert!(
         text(&out.stdout)
             .lines()
@@ -290,13 +230,13 @@ async fn operator_commands_reach_the_running_server() {
         "{}",
         text(&out.stdout)
     );
-    let out = directory(&data, &["user", "unlock", "bianca"], None).await;
+    let out = run(&data, &["user", "unlock", "bianca"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut bianca = Client::login(addr, "bianca").await;
     let _root = Client::login(addr, "root").await;
 
     // `directory shutdown` stops it; it exits 0 once storage is flushed.
-    let out = directory(&data, &["shutdown"], None).await;
+    let out = run(&data, &["shutdown"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("directory stopped"));
     assert_eq!(
@@ -310,7 +250,7 @@ async fn operator_commands_reach_the_running_server() {
 
     // Nothing runs any more: the commands that need the server say so in one line.
     for args in [&["shutdown"][..], &["user", "logout", "bianca"][..]] {
-        let out = directory(&data, args, None).await;
+        let out = run(&data, args, None).await;
         assert!(!out.status.success());
         let err = text(&out.stderr);
         assert!(
