@@ -9,18 +9,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use proto::Identity;
-use proto::message::{Reply, Request, ServerMsg, login_transcript};
+use proto::message::{Reply, Request};
 use proto::sealed::{self, SignedPrekey, StaticSecret};
-use quinn::crypto::rustls::QuicClientConfig;
 use tokio::process::Child;
-use tokio::time::timeout;
 
 mod common;
 
-use common::{WAIT, serve_cheap as serve};
+use common::{Client, serve_cheap as serve};
 const PASSWORD: &str = "correct horse battery";
 const MARKER: &str = "KILL-NINE-MARKER-51c2";
 
@@ -52,73 +49,9 @@ fn identity(user: &str) -> Identity {
     Identity::from_secret_bytes(&seed)
 }
 
-struct Client {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    _conn: quinn::Connection,
-    _endpoint: quinn::Endpoint,
-}
-
-impl Client {
-    async fn login(addr: SocketAddr, user: &str) -> Self {
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let tls = proto::verify::client_config(None, None, proto::ALPN_DIRECTORY).unwrap();
-        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-        let conn = timeout(WAIT, endpoint.connect_with(config, addr, "natter").unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let (send, recv) = conn.open_bi().await.unwrap();
-        let mut client = Self {
-            send,
-            recv,
-            _conn: conn,
-            _endpoint: endpoint,
-        };
-        let Reply::Welcome { nonce, .. } = client
-            .request(Request::Hello {
-                version: proto::PROTOCOL_VERSION,
-                software: "mailbox-kill-test".into(),
-            })
-            .await
-        else {
-            panic!("no welcome")
-        };
-        let id = identity(user);
-        let key = id.public();
-        let reply = client
-            .request(Request::Login {
-                user: user.into(),
-                password: PASSWORD.into(),
-                identity: key,
-                signature: id.sign(&login_transcript(&nonce, user, &key)),
-                addresses: vec![],
-            })
-            .await;
-        assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
-        client
-    }
-
-    /// Sends a request and returns its reply, skipping events pushed meanwhile.
-    async fn request(&mut self, request: Request) -> Reply {
-        proto::frame::write_frame(&mut self.send, &request)
-            .await
-            .unwrap();
-        loop {
-            let msg = timeout(
-                WAIT,
-                proto::frame::read_frame::<_, ServerMsg>(&mut self.recv),
-            )
-            .await
-            .expect("the directory said nothing")
-            .unwrap();
-            match msg {
-                Some(ServerMsg::Reply(reply)) => return reply,
-                Some(ServerMsg::Event(_)) => continue,
-                None => panic!("the directory closed the stream"),
-            }
-        }
-    }
+/// `user`, logged in with their key and the password every test user has.
+async fn login(addr: SocketAddr, user: &str) -> Client {
+    Client::login(addr, user, &identity(user), PASSWORD).await
 }
 
 fn database_has(data: &Path, needle: &str) -> bool {
@@ -144,25 +77,23 @@ async fn sealed_mail_survives_kill_9_and_is_delivered_once() {
     // bianca logs in once and publishes her prekey.
     let prekey = StaticSecret::random();
     let bianca_id = identity("bianca");
-    let mut bianca = Client::login(addr, "bianca").await;
+    let mut bianca = login(addr, "bianca").await;
     let signed = SignedPrekey::sign(&bianca_id, "bianca", &prekey, 1_700_000_000);
     assert_eq!(
-        bianca
-            .request(Request::PublishPrekey { prekey: signed })
-            .await,
+        bianca.call(Request::PublishPrekey { prekey: signed }).await,
         Reply::PrekeyPublished
     );
-    assert_eq!(bianca.request(Request::Logout).await, Reply::LoggedOut);
+    assert_eq!(bianca.call(Request::Logout).await, Reply::LoggedOut);
     drop(bianca);
 
     // ali seals three messages to her and deposits them.
-    let mut ali = Client::login(addr, "ali").await;
+    let mut ali = login(addr, "ali").await;
     let Reply::Prekey {
         identity: key,
         prekey: Some(published),
         ..
     } = ali
-        .request(Request::FetchPrekey {
+        .call(Request::FetchPrekey {
             user: "bianca".into(),
         })
         .await
@@ -176,7 +107,7 @@ async fn sealed_mail_survives_kill_9_and_is_delivered_once() {
         let (blob, _) =
             sealed::seal(&identity("ali"), "ali", "bianca", &key, &published, text, 1).unwrap();
         match ali
-            .request(Request::Deposit {
+            .call(Request::Deposit {
                 to: "bianca".into(),
                 blob,
             })
@@ -194,8 +125,8 @@ async fn sealed_mail_survives_kill_9_and_is_delivered_once() {
     let (server, addr) = serve(&data).await;
 
     // bianca gets all three, in order, and acknowledges them.
-    let mut bianca = Client::login(addr, "bianca").await;
-    let Reply::Mail { items, more: false } = bianca.request(Request::FetchMail).await else {
+    let mut bianca = login(addr, "bianca").await;
+    let Reply::Mail { items, more: false } = bianca.call(Request::FetchMail).await else {
         panic!("no mail")
     };
     assert_eq!(items.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
@@ -209,7 +140,7 @@ async fn sealed_mail_survives_kill_9_and_is_delivered_once() {
         .collect();
     assert_eq!(opened, texts);
     assert_eq!(
-        bianca.request(Request::AckMail { ids: ids.clone() }).await,
+        bianca.call(Request::AckMail { ids: ids.clone() }).await,
         Reply::MailAcked { count: 3 }
     );
     drop(bianca);
@@ -217,17 +148,17 @@ async fn sealed_mail_survives_kill_9_and_is_delivered_once() {
     // kill -9 right after the acknowledgement: nothing comes back.
     kill_9(server).await;
     let (server, addr) = serve(&data).await;
-    let mut bianca = Client::login(addr, "bianca").await;
+    let mut bianca = login(addr, "bianca").await;
     assert_eq!(
-        bianca.request(Request::FetchMail).await,
+        bianca.call(Request::FetchMail).await,
         Reply::Mail {
             items: vec![],
             more: false
         },
         "delivered once"
     );
-    let mut ali = Client::login(addr, "ali").await;
-    let Reply::Receipts { receipts } = ali.request(Request::MailReceipts).await else {
+    let mut ali = login(addr, "ali").await;
+    let Reply::Receipts { receipts } = ali.call(Request::MailReceipts).await else {
         panic!("no receipts")
     };
     assert_eq!(receipts.iter().map(|r| r.id).collect::<Vec<_>>(), ids);

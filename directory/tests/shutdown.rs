@@ -5,17 +5,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use proto::Identity;
-use proto::message::{AdminRequest, ErrorCode, Event, Reply, Request, ServerMsg, login_transcript};
-use quinn::crypto::rustls::QuicClientConfig;
+use proto::message::{AdminRequest, ErrorCode, Event, Reply, Request};
 use tokio::process::Child;
 use tokio::time::timeout;
 
 mod common;
 
-use common::{WAIT, run, serve_cheap as serve};
+use common::{Client, WAIT, run, serve_cheap as serve};
 const PASSWORD: &str = "correct horse battery";
 
 fn text(bytes: &[u8]) -> String {
@@ -41,79 +39,9 @@ fn identity(user: &str) -> Identity {
     Identity::from_secret_bytes(&seed)
 }
 
-/// A raw protocol client, logged in.
-struct Client {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    _conn: quinn::Connection,
-    _endpoint: quinn::Endpoint,
-}
-
-impl Client {
-    async fn login(addr: SocketAddr, user: &str) -> Self {
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let tls = proto::verify::client_config(None, None, proto::ALPN_DIRECTORY).unwrap();
-        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-        let conn = timeout(WAIT, endpoint.connect_with(config, addr, "natter").unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let (send, recv) = conn.open_bi().await.unwrap();
-        let mut client = Self {
-            send,
-            recv,
-            _conn: conn,
-            _endpoint: endpoint,
-        };
-        let nonce = match client
-            .request(Request::Hello {
-                version: proto::PROTOCOL_VERSION,
-                software: "shutdown-test".into(),
-            })
-            .await
-        {
-            Reply::Welcome { nonce, .. } => nonce,
-            other => panic!("{other:?}"),
-        };
-        let identity = identity(user);
-        let key = identity.public();
-        let reply = client
-            .request(Request::Login {
-                user: user.into(),
-                password: PASSWORD.into(),
-                identity: key,
-                signature: identity.sign(&login_transcript(&nonce, user, &key)),
-                addresses: vec![],
-            })
-            .await;
-        assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
-        client
-    }
-
-    async fn request(&mut self, request: Request) -> Reply {
-        proto::frame::write_frame(&mut self.send, &request)
-            .await
-            .unwrap();
-        match self.next().await {
-            Some(ServerMsg::Reply(reply)) => reply,
-            other => panic!("expected a reply, got {other:?}"),
-        }
-    }
-
-    async fn next(&mut self) -> Option<ServerMsg> {
-        timeout(WAIT, proto::frame::read_frame(&mut self.recv))
-            .await
-            .expect("the directory said nothing")
-            .unwrap()
-    }
-
-    /// Waits for the event the directory pushes.
-    async fn event(&mut self) -> Event {
-        match self.next().await {
-            Some(ServerMsg::Event(e)) => e,
-            other => panic!("expected an event, got {other:?}"),
-        }
-    }
+/// `user`, logged in with their key and the password every test user has.
+async fn login(addr: SocketAddr, user: &str) -> Client {
+    Client::login(addr, user, &identity(user), PASSWORD).await
 }
 
 async fn exits_zero(mut child: Child) {
@@ -159,8 +87,8 @@ async fn an_administrators_shutdown_tells_every_peer_and_exits_zero() {
     let data = tmp.path().join("natter");
     accounts(&data).await;
     let (server, addr) = serve(&data).await;
-    let mut root = Client::login(addr, "root").await;
-    let mut bianca = Client::login(addr, "bianca").await;
+    let mut root = login(addr, "root").await;
+    let mut bianca = login(addr, "bianca").await;
 
     // A plain user may not.
     let reply = bianca.request(Request::Admin(AdminRequest::Shutdown)).await;
@@ -201,7 +129,7 @@ async fn operator_commands_reach_the_running_server() {
     let (server, addr) = serve(&data).await;
 
     // `user logout` ends a session; the peer is told why.
-    let mut bianca = Client::login(addr, "bianca").await;
+    let mut bianca = login(addr, "bianca").await;
     let out = run(&data, &["user", "logout", "bianca"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("logged bianca out"));
@@ -213,7 +141,7 @@ async fn operator_commands_reach_the_running_server() {
     );
 
     // `user lock` locks the account and ends its session.
-    let mut bianca = Client::login(addr, "bianca").await;
+    let mut bianca = login(addr, "bianca").await;
     let out = run(&data, &["user", "lock", "bianca"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
@@ -232,8 +160,8 @@ async fn operator_commands_reach_the_running_server() {
     );
     let out = run(&data, &["user", "unlock", "bianca"], None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let mut bianca = Client::login(addr, "bianca").await;
-    let _root = Client::login(addr, "root").await;
+    let mut bianca = login(addr, "bianca").await;
+    let _root = login(addr, "root").await;
 
     // `directory shutdown` stops it; it exits 0 once storage is flushed.
     let out = run(&data, &["shutdown"], None).await;
@@ -273,8 +201,8 @@ async fn sigterm_and_ctrl_c_tell_every_peer_and_exit_zero() {
         let data = tmp.path().join("natter");
         accounts(&data).await;
         let (server, addr) = serve(&data).await;
-        let mut root = Client::login(addr, "root").await;
-        let mut bianca = Client::login(addr, "bianca").await;
+        let mut root = login(addr, "root").await;
+        let mut bianca = login(addr, "bianca").await;
         let pid = server.id().unwrap() as libc::pid_t;
         // SAFETY: sending a signal to a child process we started and have not reaped.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
