@@ -40,7 +40,13 @@ struct Cli {
     /// Data directory (database, identity key, audit log, control socket).
     /// Default: `data` in the configuration file, else the platform data directory's
     /// `natter` folder.
-    #[arg(long, global = true, value_name = "DIR", env = "NATTER_DIRECTORY_DATA")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "NATTER_DIRECTORY_DATA",
+        hide_env_values = true
+    )]
     data: Option<PathBuf>,
 
     /// Configuration file (TOML). Default: `directory.toml` in the data directory, if
@@ -49,7 +55,8 @@ struct Cli {
         long,
         global = true,
         value_name = "FILE",
-        env = "NATTER_DIRECTORY_CONFIG"
+        env = "NATTER_DIRECTORY_CONFIG",
+        hide_env_values = true
     )]
     config: Option<PathBuf>,
 
@@ -414,11 +421,18 @@ fn password_from_stdin() -> anyhow::Result<Zeroizing<String>> {
     Ok(password)
 }
 
-/// Asks twice without echo.
+/// Asks without echo until the password meets the rules (said at once, not after it
+/// was typed twice), then asks for it again.
 fn password_from_prompt() -> anyhow::Result<Zeroizing<String>> {
-    let first = Zeroizing::new(
-        rpassword::prompt_password("Password: ").context("cannot read the password")?,
-    );
+    let first = loop {
+        let first = Zeroizing::new(
+            rpassword::prompt_password("Password: ").context("cannot read the password")?,
+        );
+        match proto::names::check_new_password(&first) {
+            Ok(()) => break first,
+            Err(e) => eprintln!("{e}; try again"),
+        }
+    };
     let second = Zeroizing::new(
         rpassword::prompt_password("Password again: ").context("cannot read the password")?,
     );

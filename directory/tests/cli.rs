@@ -148,3 +148,19 @@ async fn user_commands_and_serve() {
     assert!(audit.contains("admin action=remove user=ali"), "{audit}");
     assert!(!audit.contains("secret-ali"));
 }
+
+#[test]
+fn help_names_environment_variables_without_showing_an_empty_value() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_directory"))
+        .arg("--help")
+        .env_remove("NATTER_DIRECTORY_DATA")
+        .env_remove("NATTER_DIRECTORY_CONFIG")
+        .output()
+        .expect("directory --help runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for var in ["NATTER_DIRECTORY_DATA", "NATTER_DIRECTORY_CONFIG"] {
+        assert!(help.contains(&format!("[env: {var}]")), "{help}");
+    }
+    assert!(!help.contains("=]"), "{help}");
+}

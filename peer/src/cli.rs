@@ -22,7 +22,13 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     /// Profile directory (identity key, pinned keys, settings) [default: the platform
     /// config dir's natter/profile]
-    #[arg(long, global = true, value_name = "DIR", env = "PEER_PROFILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "PEER_PROFILE",
+        hide_env_values = true
+    )]
     pub profile: Option<PathBuf>,
 
     /// Directory address (remembered in the profile after the first use); several
@@ -31,7 +37,8 @@ pub struct Cli {
         long,
         global = true,
         value_name = "HOST:PORT[,...]",
-        env = "PEER_DIRECTORY"
+        env = "PEER_DIRECTORY",
+        hide_env_values = true
     )]
     pub directory: Option<String>,
 
@@ -40,7 +47,13 @@ pub struct Cli {
     pub directory_fingerprint: Option<String>,
 
     /// User name to log in as (remembered in the profile after the first login)
-    #[arg(long, global = true, value_name = "NAME", env = "PEER_USER")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "PEER_USER",
+        hide_env_values = true
+    )]
     pub user: Option<String>,
 
     /// Read the password from the first line of FILE instead of PEER_PASSWORD or a prompt

@@ -902,3 +902,20 @@ async fn a_received_message_cannot_forge_output_lines() {
     b.expect("ended peer=mallory ").await;
     b.quit().await;
 }
+
+#[test]
+fn help_names_environment_variables_without_showing_an_empty_value() {
+    let out = std::process::Command::new(PEER)
+        .arg("--help")
+        .env_remove("PEER_PROFILE")
+        .env_remove("PEER_DIRECTORY")
+        .env_remove("PEER_USER")
+        .output()
+        .expect("peer --help runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for var in ["PEER_PROFILE", "PEER_DIRECTORY", "PEER_USER"] {
+        assert!(help.contains(&format!("[env: {var}]")), "{help}");
+    }
+    assert!(!help.contains("=]"), "{help}");
+}
