@@ -93,7 +93,10 @@ pub enum Request {
     ListRooms,
     /// Asks for `Event::Presence` about these users (replacing an earlier list), or about
     /// everyone. Room-mates are always reported.
-    Watch { users: Vec<UserName>, everyone: bool },
+    Watch {
+        users: Vec<UserName>,
+        everyone: bool,
+    },
     /// An administrator's action (see [`AdminRequest`]). Refused with
     /// `Error{NotPermitted}` unless the logged-in user is an administrator.
     Admin(AdminRequest),

@@ -240,8 +240,18 @@ mod tests {
         assert_eq!(ali.to_string(), "ali");
         // Same bytes on the wire as the plain string.
         assert_eq!(encode(&ali).unwrap(), encode(&"ali".to_string()).unwrap());
-        assert_eq!(decode::<UserName>(&encode(&ali).unwrap()[4..]).unwrap(), ali);
-        for bad in ["", "zzz 00\nali", "ali\n", "al\u{202e}i", "Ali", "ali\u{200b}"] {
+        assert_eq!(
+            decode::<UserName>(&encode(&ali).unwrap()[4..]).unwrap(),
+            ali
+        );
+        for bad in [
+            "",
+            "zzz 00\nali",
+            "ali\n",
+            "al\u{202e}i",
+            "Ali",
+            "ali\u{200b}",
+        ] {
             let bytes = encode(&bad.to_string()).unwrap();
             assert!(decode::<UserName>(&bytes[4..]).is_err(), "{bad:?}");
             assert!(decode::<RoomName>(&bytes[4..]).is_err(), "{bad:?}");

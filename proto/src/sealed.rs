@@ -484,7 +484,12 @@ mod tests {
         let secret = StaticSecret::random();
         let ephemeral = XPublic::from(&secret).to_bytes();
         let shared = secret.diffie_hellman(&XPublic::from(to.signed.key));
-        let key = mail_key(shared.as_bytes(), &ephemeral, &to.signed.key, &to.id.public());
+        let key = mail_key(
+            shared.as_bytes(),
+            &ephemeral,
+            &to.signed.key,
+            &to.id.public(),
+        );
         let ciphertext = ChaCha20Poly1305::new(&Key::from(*key))
             .encrypt(
                 &Nonce::from([0u8; 12]),
