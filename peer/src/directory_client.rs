@@ -18,7 +18,7 @@ use proto::message::{
     Request, RoomInfo, RoomMember, ServerMsg, login_transcript, resume_transcript,
 };
 use proto::message::{RelayMsg, RelayRefusal, RelayToken};
-use proto::names::NameError;
+use proto::names::{NameError, RoomName, UserName};
 use proto::sealed::SignedPrekey;
 use proto::{Fingerprint, Identity, PublicKey};
 use tokio::sync::{mpsc, oneshot};
@@ -106,7 +106,7 @@ fn refusal_text(reason: &Refusal, attempts_left: &Option<u32>, retry: &Option<u6
 #[derive(Clone)]
 pub struct Grant {
     /// The user name logged in.
-    pub user: String,
+    pub user: UserName,
     /// Ticket for a later password-less [`DirectoryClient::resume`]. Kept in memory only.
     pub ticket: Zeroizing<Vec<u8>>,
     /// How long the ticket stays valid.
@@ -345,7 +345,7 @@ impl DirectoryClient {
         let signature = identity.sign(&login_transcript(&self.nonce, user, &key));
         let reply = self
             .request(Request::Login {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
                 password: password.to_string(),
                 identity: key,
                 signature,
@@ -366,7 +366,7 @@ impl DirectoryClient {
         let signature = identity.sign(&resume_transcript(&self.nonce, user, ticket));
         let reply = self
             .request(Request::Resume {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
                 ticket: ticket.to_vec(),
                 signature,
                 addresses,
@@ -379,7 +379,7 @@ impl DirectoryClient {
     pub async fn lookup(&self, user: &str) -> Result<Option<PeerInfo>, ClientError> {
         match self
             .request(Request::Lookup {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
             })
             .await?
         {
@@ -395,7 +395,7 @@ impl DirectoryClient {
     pub async fn rendezvous(&self, user: &str) -> Result<Option<Rendezvous>, ClientError> {
         match self
             .request(Request::Rendezvous {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
             })
             .await?
         {
@@ -448,10 +448,9 @@ impl DirectoryClient {
 
     /// Joins `room`; returns its members.
     pub async fn join_room(&self, room: &str) -> Result<Vec<RoomMember>, ClientError> {
-        proto::names::check_room(room)?;
         match self
             .request(Request::JoinRoom {
-                room: room.to_string(),
+                room: RoomName::parse(room)?,
             })
             .await?
         {
@@ -464,7 +463,7 @@ impl DirectoryClient {
     pub async fn leave_room(&self, room: &str) -> Result<Vec<RoomMember>, ClientError> {
         match self
             .request(Request::LeaveRoom {
-                room: room.to_string(),
+                room: RoomName::parse(room)?,
             })
             .await?
         {
@@ -482,7 +481,7 @@ impl DirectoryClient {
     }
 
     /// Asks to be told when these users (or everyone) come online or go offline.
-    pub async fn watch(&self, users: Vec<String>, everyone: bool) -> Result<(), ClientError> {
+    pub async fn watch(&self, users: Vec<UserName>, everyone: bool) -> Result<(), ClientError> {
         match self.request(Request::Watch { users, everyone }).await? {
             Reply::Watching => Ok(()),
             other => Err(unexpected(other)),
@@ -524,7 +523,7 @@ impl DirectoryClient {
     ) -> Result<Option<(PublicKey, Option<SignedPrekey>)>, ClientError> {
         match self
             .request(Request::FetchPrekey {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
             })
             .await?
         {
@@ -547,7 +546,7 @@ impl DirectoryClient {
     ) -> Result<Option<(u64, Duration)>, ClientError> {
         match self
             .request(Request::Deposit {
-                to: to.to_string(),
+                to: UserName::parse(to)?,
                 blob,
             })
             .await?

@@ -1,17 +1,92 @@
 //! Keys pinned on first contact (trust on first use), like SSH's `known_hosts`.
 //!
-//! One small text file per kind of thing pinned: `known_peers` (user name → identity key)
-//! and `known_directories` (directory address → directory key). Each line is
-//! `NAME HEXKEY`. A changed key is never overwritten silently: [`Pins::check`] reports
-//! it and only an explicit [`Pins::pin`] (the user's `peer trust NAME`) replaces it.
-//! Writes go to a temporary file that is renamed over the old one, so a crash never
-//! leaves a half-written file.
+//! One small text file per kind of thing pinned: `known_peers` (user name → identity key,
+//! keyed by [`UserName`]) and `known_directories` (directory address → directory key,
+//! keyed by [`DirectoryAddr`]). Each record is one line, `NAME HEXKEY`: the name, one
+//! space, the key's 64 hex digits. Blank lines and lines starting with `#` are ignored.
+//!
+//! The format cannot be broken by any value: a key type holds only names without white
+//! space or control characters, so whatever is pinned is written back as exactly one
+//! line. Reading is strict ([`parse`]): a line that is not one record, a name that breaks
+//! its rules, or a name given twice is an error naming the file and line — never "the
+//! last one wins", which would let an injected line replace a pin.
+//!
+//! A changed key is never overwritten silently: [`Pins::check`] reports it and only an
+//! explicit [`Pins::pin`] (the user's `peer trust NAME`) replaces it. Writes go to a
+//! temporary file (mode 0600) that is renamed over the old one, so a crash never leaves a
+//! half-written file.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use proto::PublicKey;
+use proto::names::UserName;
+
+/// What can name a pin: parsed from and printed as one word of a pin file line.
+pub trait PinName: Ord + Clone + FromStr + AsRef<str> + std::fmt::Display {}
+
+impl PinName for UserName {}
+impl PinName for DirectoryAddr {}
+
+/// Longest directory address in a pin file, in bytes (a DNS name is at most 253).
+pub const MAX_DIRECTORY_ADDR: usize = 300;
+
+/// A directory's address as the user wrote it (`host`, `host:port`, `[v6]:port`): what
+/// `known_directories` is keyed by. 1 to [`MAX_DIRECTORY_ADDR`] bytes with no white space
+/// or control characters, not starting with `#`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DirectoryAddr(String);
+
+/// A directory address that cannot be a pin file key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "directory address must be 1 to {MAX_DIRECTORY_ADDR} bytes without spaces or control characters"
+)]
+pub struct BadDirectoryAddr;
+
+impl DirectoryAddr {
+    /// Checks `addr` and wraps it.
+    pub fn parse(addr: &str) -> Result<Self, BadDirectoryAddr> {
+        let ok = !addr.is_empty()
+            && addr.len() <= MAX_DIRECTORY_ADDR
+            && !addr.starts_with('#')
+            && !addr
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || crate::ui::is_invisible(c));
+        if ok {
+            Ok(Self(addr.to_string()))
+        } else {
+            Err(BadDirectoryAddr)
+        }
+    }
+}
+
+impl FromStr for DirectoryAddr {
+    type Err = BadDirectoryAddr;
+    fn from_str(addr: &str) -> Result<Self, BadDirectoryAddr> {
+        Self::parse(addr)
+    }
+}
+
+impl AsRef<str> for DirectoryAddr {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for DirectoryAddr {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DirectoryAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The outcome of comparing a presented key with the pinned one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +97,21 @@ pub enum PinCheck {
     Match,
     /// A different key is pinned: refuse until the user trusts the new one.
     Changed { pinned: PublicKey },
+}
+
+/// Why the text of a pin file was refused ([`parse`]); lines count from 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("line {line}: not `NAME HEXKEY` (a name, one space, 64 hex digits)")]
+    Malformed { line: usize },
+    #[error("line {line}: the name breaks the rules for a pinned name")]
+    BadName { line: usize },
+    #[error("line {line}: {name} is pinned twice (first on line {first})")]
+    Duplicate {
+        line: usize,
+        first: usize,
+        name: String,
+    },
 }
 
 /// A pin file could not be read or written.
@@ -39,16 +129,62 @@ pub enum PinError {
     },
     #[error("{path} line {line}: not `NAME HEXKEY`")]
     Malformed { path: PathBuf, line: usize },
+    #[error("{path} {source}; fix or remove that line (nothing was pinned from this file)")]
+    Refused { path: PathBuf, source: ParseError },
+}
+
+/// Parses the text of a pin file, strictly (see the module docs). Pure: the fuzz target
+/// `pin_file` calls it directly.
+pub fn parse<K: PinName>(text: &str) -> Result<BTreeMap<K, PublicKey>, ParseError> {
+    let mut keys = BTreeMap::new();
+    let mut first_line = BTreeMap::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let line_no = i + 1;
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, key)) = line.split_once(' ') else {
+            return Err(ParseError::Malformed { line: line_no });
+        };
+        let key = PublicKey::from_hex(key)
+            .ok()
+            .filter(|k| k.to_hex() == key)
+            .ok_or(ParseError::Malformed { line: line_no })?;
+        let name: K = name
+            .parse()
+            .map_err(|_| ParseError::BadName { line: line_no })?;
+        if let Some(first) = first_line.insert(name.clone(), line_no) {
+            return Err(ParseError::Duplicate {
+                line: line_no,
+                first,
+                name: name.to_string(),
+            });
+        }
+        keys.insert(name, key);
+    }
+    Ok(keys)
+}
+
+/// Writes pins as [`parse`] reads them: one `NAME HEXKEY` line each, sorted by name.
+pub fn format<K: PinName>(keys: &BTreeMap<K, PublicKey>) -> String {
+    let mut text = String::new();
+    for (name, key) in keys {
+        text.push_str(name.as_ref());
+        text.push(' ');
+        text.push_str(&key.to_hex());
+        text.push('\n');
+    }
+    text
 }
 
 /// A set of pinned keys backed by one file.
 #[derive(Debug, Clone)]
-pub struct Pins {
+pub struct Pins<K: PinName = UserName> {
     path: PathBuf,
-    keys: BTreeMap<String, PublicKey>,
+    keys: BTreeMap<K, PublicKey>,
 }
 
-impl Pins {
+impl<K: PinName> Pins<K> {
     /// Loads the pins in `path` (a missing file is an empty set).
     pub fn load(path: impl Into<PathBuf>) -> Result<Self, PinError> {
         let path = path.into();
@@ -57,27 +193,18 @@ impl Pins {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => return Err(PinError::Read { path, source }),
         };
-        let mut keys = BTreeMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut parts = line.split_whitespace();
-            let (Some(name), Some(key), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(PinError::Malformed { path, line: i + 1 });
-            };
-            let key = PublicKey::from_hex(key).map_err(|_| PinError::Malformed {
-                path: path.clone(),
-                line: i + 1,
-            })?;
-            keys.insert(name.to_string(), key);
+        match parse(&text) {
+            Ok(keys) => Ok(Self { path, keys }),
+            Err(ParseError::Malformed { line }) => Err(PinError::Malformed { path, line }),
+            Err(source) => Err(PinError::Refused { path, source }),
         }
-        Ok(Self { path, keys })
     }
 
     /// Compares `key` with what is pinned for `name`.
-    pub fn check(&self, name: &str, key: &PublicKey) -> PinCheck {
+    pub fn check(&self, name: &str, key: &PublicKey) -> PinCheck
+    where
+        K: std::borrow::Borrow<str>,
+    {
         match self.keys.get(name) {
             None => PinCheck::New,
             Some(pinned) if pinned == key => PinCheck::Match,
@@ -86,26 +213,32 @@ impl Pins {
     }
 
     /// The key pinned for `name`, if any.
-    pub fn get(&self, name: &str) -> Option<PublicKey> {
+    pub fn get(&self, name: &str) -> Option<PublicKey>
+    where
+        K: std::borrow::Borrow<str>,
+    {
         self.keys.get(name).copied()
     }
 
     /// Every pinned name, sorted.
-    pub fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<K> {
         self.keys.keys().cloned().collect()
     }
 
     /// Pins `key` for `name` (replacing any earlier pin) and saves the file.
-    pub fn pin(&mut self, name: &str, key: PublicKey) -> Result<(), PinError> {
+    pub fn pin(&mut self, name: &K, key: PublicKey) -> Result<(), PinError> {
         if self.keys.get(name) == Some(&key) {
             return Ok(());
         }
-        self.keys.insert(name.to_string(), key);
+        self.keys.insert(name.clone(), key);
         self.save()
     }
 
     /// Removes the pin for `name` and saves the file.
-    pub fn forget(&mut self, name: &str) -> Result<bool, PinError> {
+    pub fn forget(&mut self, name: &str) -> Result<bool, PinError>
+    where
+        K: std::borrow::Borrow<str>,
+    {
         let had = self.keys.remove(name).is_some();
         if had {
             self.save()?;
@@ -114,13 +247,11 @@ impl Pins {
     }
 
     fn save(&self) -> Result<(), PinError> {
-        let mut text = String::new();
-        for (name, key) in &self.keys {
-            text.push_str(&format!("{name} {}\n", key.to_hex()));
-        }
-        write_private(&self.path, text.as_bytes()).map_err(|source| PinError::Write {
-            path: self.path.clone(),
-            source,
+        write_private(&self.path, format(&self.keys).as_bytes()).map_err(|source| {
+            PinError::Write {
+                path: self.path.clone(),
+                source,
+            }
         })
     }
 }

@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use proto::names::UserName;
 use proto::message::{ErrorCode, PeerInfo};
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
@@ -188,7 +189,7 @@ pub async fn open(
     link: &Link,
     endpoint: &quinn::Endpoint,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     rv: &Rendezvous,
     background: bool,
     punches: &Punches,

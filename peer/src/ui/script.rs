@@ -93,7 +93,7 @@ fn member_list(members: &[proto::message::RoomMember]) -> String {
         .iter()
         .map(|m| {
             if m.online {
-                m.user.clone()
+                m.user.to_string()
             } else {
                 format!("{}(off)", m.user)
             }
