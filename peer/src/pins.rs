@@ -277,18 +277,22 @@ mod tests {
     use super::*;
     use proto::Identity;
 
+    fn name(n: &str) -> UserName {
+        n.parse().unwrap()
+    }
+
     #[test]
     fn pin_check_change_and_reload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_peers");
         let a = Identity::generate().public();
         let b = Identity::generate().public();
-        let mut pins = Pins::load(&path).unwrap();
+        let mut pins = Pins::<UserName>::load(&path).unwrap();
         assert_eq!(pins.check("ali", &a), PinCheck::New);
-        pins.pin("ali", a).unwrap();
+        pins.pin(&name("ali"), a).unwrap();
         assert_eq!(pins.check("ali", &a), PinCheck::Match);
         assert_eq!(pins.check("ali", &b), PinCheck::Changed { pinned: a });
-        let reloaded = Pins::load(&path).unwrap();
+        let reloaded = Pins::<UserName>::load(&path).unwrap();
         assert_eq!(reloaded.check("ali", &a), PinCheck::Match);
         #[cfg(unix)]
         {
@@ -298,7 +302,10 @@ mod tests {
         }
         let mut reloaded = reloaded;
         assert!(reloaded.forget("ali").unwrap());
-        assert_eq!(Pins::load(&path).unwrap().check("ali", &a), PinCheck::New);
+        assert_eq!(
+            Pins::<UserName>::load(&path).unwrap().check("ali", &a),
+            PinCheck::New
+        );
     }
 
     #[test]
@@ -307,8 +314,96 @@ mod tests {
         let path = dir.path().join("known_peers");
         std::fs::write(&path, "ali nothex\n").unwrap();
         assert!(matches!(
-            Pins::load(&path),
+            Pins::<UserName>::load(&path),
             Err(PinError::Malformed { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn parsing_is_strict() {
+        let a = Identity::generate().public().to_hex();
+        let b = Identity::generate().public().to_hex();
+        let parse = |text: &str| parse::<UserName>(text);
+        // What `format` writes, comments and blank lines: fine.
+        let ok = format!("# contacts\n\nali {a}\nbianca {b}\n");
+        assert_eq!(parse(&ok).unwrap().len(), 2);
+        assert_eq!(parse(&format!("ali {a}")).unwrap().len(), 1);
+        // A name given twice is an error, never "the last one wins".
+        assert_eq!(
+            parse(&format!("ali {a}\nbianca {b}\nali {b}\n")),
+            Err(ParseError::Duplicate {
+                line: 3,
+                first: 1,
+                name: "ali".into()
+            })
+        );
+        for (text, line) in [
+            (format!("ali  {a}"), 1),
+            (format!(" ali {a}"), 1),
+            (format!("ali {a} "), 1),
+            (format!("ali {a}\r\n"), 1),
+            (format!("ali\t{a}"), 1),
+            (format!("ali {a} extra"), 1),
+            (format!("ali {}", a.to_uppercase()), 1),
+            (format!("ali {}", &a[..62]), 1),
+            ("ali".to_string(), 1),
+            (format!("bianca {b}\nali"), 2),
+        ] {
+            assert_eq!(parse(&text), Err(ParseError::Malformed { line }), "{text:?}");
+        }
+        for text in [format!("Ali {a}"), format!("al\u{202e}i {a}"), format!("zzz\u{85}ali {a}")] {
+            assert_eq!(parse(&text), Err(ParseError::BadName { line: 1 }), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn whatever_is_pinned_reads_back_as_pinned() {
+        // The attack: a name that would add a second `ali` line if written as is. It
+        // cannot even be made into a key: only valid names are pinned.
+        let mallory = Identity::generate().public();
+        assert!(format!("zzz {}\nali", mallory.to_hex()).parse::<UserName>().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_peers");
+        let ali = Identity::generate().public();
+        let mut pins = Pins::<UserName>::load(&path).unwrap();
+        pins.pin(&name("ali"), ali).unwrap();
+        pins.pin(&name("zzz"), mallory).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let again = Pins::<UserName>::load(&path).unwrap();
+        assert_eq!(again.get("ali"), Some(ali));
+        assert_eq!(again.get("zzz"), Some(mallory));
+    }
+
+    #[test]
+    fn a_duplicate_in_the_file_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_peers");
+        let a = Identity::generate().public().to_hex();
+        let b = Identity::generate().public().to_hex();
+        std::fs::write(&path, format!("ali {a}\nali {b}\n")).unwrap();
+        let err = Pins::<UserName>::load(&path).unwrap_err();
+        assert!(matches!(
+            err,
+            PinError::Refused {
+                source: ParseError::Duplicate { line: 2, .. },
+                ..
+            }
+        ));
+        let shown = err.to_string();
+        assert!(shown.contains("known_peers") && shown.contains("pinned twice"), "{shown}");
+    }
+
+    #[test]
+    fn directory_addresses_are_validated_keys() {
+        for ok in ["dir.example.org", "dir.example.org:4433", "127.0.0.1:9", "[::1]:4433"] {
+            DirectoryAddr::parse(ok).unwrap();
+        }
+        for bad in ["", "a b", "a\nb", "#x", "a\u{202e}b", &"x".repeat(301)] {
+            assert!(DirectoryAddr::parse(bad).is_err(), "{bad:?}");
+        }
+        let key = Identity::generate().public().to_hex();
+        assert!(parse::<DirectoryAddr>(&format!("dir:1 {key}\ndir:1 {key}")).is_err());
+        assert_eq!(parse::<DirectoryAddr>(&format!("dir:1 {key}")).unwrap().len(), 1);
     }
 }

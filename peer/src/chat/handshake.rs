@@ -595,7 +595,7 @@ mod tests {
 
     fn info(user: &str, key: PublicKey, observed: &str, reported: &[&str]) -> PeerInfo {
         PeerInfo {
-            user: user.into(),
+            user: user.parse().unwrap(),
             identity: key,
             observed: observed.parse().unwrap(),
             addresses: reported.iter().map(|a| a.parse().unwrap()).collect(),

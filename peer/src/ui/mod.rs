@@ -104,6 +104,16 @@ pub fn is_invisible(c: char) -> bool {
     )
 }
 
+/// The most columns `c` may take on a terminal: a tab 8, printable ASCII 1, anything
+/// else 2 (wide characters; an over-estimate for the rest, which only wraps earlier).
+fn columns(c: char) -> usize {
+    match c {
+        '\t' => 8,
+        ' '..='~' => 1,
+        _ => 2,
+    }
+}
+
 /// Marks the start of a screen line that continues the line above it.
 pub const CONTINUATION: &str = "  \u{2502} ";
 
@@ -116,8 +126,9 @@ pub const CONTINUATION: &str = "  \u{2502} ";
 /// Widths are counted conservatively (a tab as 8 columns, anything outside ASCII as 2),
 /// so a line may wrap a little early, never late.
 pub fn screen_lines(text: &str, width: usize) -> String {
+    let marker: usize = CONTINUATION.chars().map(columns).sum();
     // Room for the marker and at least a few characters of text.
-    let width = width.max(CONTINUATION.chars().count() + 8);
+    let width = width.max(marker + 8);
     let mut out = String::with_capacity(text.len() + 16);
     for (i, line) in text.split('\n').enumerate() {
         if i > 0 {
@@ -125,15 +136,11 @@ pub fn screen_lines(text: &str, width: usize) -> String {
         }
         let mut used = 0;
         for c in line.chars() {
-            let w = match c {
-                '\t' => 8,
-                ' '..='~' => 1,
-                _ => 2,
-            };
+            let w = columns(c);
             if used + w > width {
                 out.push('\n');
                 out.push_str(CONTINUATION);
-                used = CONTINUATION.chars().count();
+                used = marker;
             }
             out.push(c);
             used += w;
@@ -384,15 +391,8 @@ mod tests {
         for width in [20, 40, 80, 132] {
             let shown = super::screen_lines(&format!("ali: {}", "é\tx你🙂 ".repeat(50)), width);
             for line in shown.split('\n') {
-                let cols: usize = line
-                    .chars()
-                    .map(|c| match c {
-                        '\t' => 8,
-                        ' '..='~' => 1,
-                        _ => 2,
-                    })
-                    .sum();
-                assert!(cols <= width.max(super::CONTINUATION.chars().count() + 8), "{line:?}");
+                let cols: usize = line.chars().map(super::columns).sum();
+                assert!(cols <= width, "{line:?}");
             }
         }
         // Our own line breaks stay lines of their own; short lines are untouched.

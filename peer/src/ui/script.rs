@@ -351,7 +351,7 @@ mod tests {
     fn accounts_render_one_line_each_then_a_count() {
         let key = proto::Identity::generate().public();
         let account = |name: &str| AccountInfo {
-            name: name.into(),
+            name: name.parse().unwrap(),
             admin: false,
             online: false,
             locked_by_admin: false,
