@@ -147,7 +147,7 @@ impl Raw {
     ) -> Reply {
         let signature = id.sign(&login_transcript(nonce, user, &id.public()));
         self.call(Request::Login {
-            user: user.into(),
+            user: user.parse().unwrap(),
             password: password.into(),
             identity: id.public(),
             signature,
@@ -246,7 +246,7 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     let (mut bianca, _) = Raw::logged_in(&dir, "bianca", "secret-bianca", &bianca_id).await;
     match ali
         .call(Request::Lookup {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
         })
         .await
     {
@@ -314,7 +314,7 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     // A request before Hello.
     {
         let mut raw = Raw::to(&dir).await;
-        let reply = raw.call(Request::Lookup { user: "ali".into() }).await;
+        let reply = raw.call(Request::Lookup { user: "ali".parse().unwrap() }).await;
         assert_eq!(error_code(&reply), ErrorCode::ProtocolViolation);
         assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
     }
@@ -335,7 +335,7 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     // The well-behaved clients did not notice any of it.
     match ali
         .call(Request::Lookup {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
         })
         .await
     {
@@ -413,8 +413,8 @@ async fn key_mismatch_replay_and_lookup_rules() {
     let anon_nonce = anon.hello().await;
     let (_ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
     assert_eq!(
-        anon.call(Request::Lookup { user: "ali".into() }).await,
-        Reply::NotFound { user: "ali".into() }
+        anon.call(Request::Lookup { user: "ali".parse().unwrap() }).await,
+        Reply::NotFound { user: "ali".parse().unwrap() }
     );
     assert_eq!(
         error_code(&anon.call(Request::Who).await),
@@ -442,7 +442,7 @@ async fn key_mismatch_replay_and_lookup_rules() {
     assert_ne!(attacker_nonce, victim_nonce);
     let reply = attacker
         .call(Request::Login {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
             password: "secret-bianca".into(),
             identity: bianca_id.public(),
             signature: stolen,
@@ -453,7 +453,7 @@ async fn key_mismatch_replay_and_lookup_rules() {
     // ... while on its own connection the same signature works.
     let reply = victim
         .call(Request::Login {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
             password: "secret-bianca".into(),
             identity: bianca_id.public(),
             signature: stolen,
@@ -463,7 +463,7 @@ async fn key_mismatch_replay_and_lookup_rules() {
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
     match victim
         .call(Request::Lookup {
-            user: "nobody".into(),
+            user: "nobody".parse().unwrap(),
         })
         .await
     {
@@ -474,8 +474,8 @@ async fn key_mismatch_replay_and_lookup_rules() {
     // Logout leaves the connection usable but removes the user from presence.
     assert_eq!(victim.call(Request::Logout).await, Reply::LoggedOut);
     assert_eq!(
-        victim.call(Request::Lookup { user: "ali".into() }).await,
-        Reply::NotFound { user: "ali".into() }
+        victim.call(Request::Lookup { user: "ali".parse().unwrap() }).await,
+        Reply::NotFound { user: "ali".parse().unwrap() }
     );
     assert_eq!(dir.online_count(), 1);
     dir.shutdown().await;
@@ -508,7 +508,7 @@ async fn second_login_replaces_first_and_dropped_connections_leave() {
 
     let (mut watcher, _) =
         Raw::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
-    match watcher.call(Request::Lookup { user: "ali".into() }).await {
+    match watcher.call(Request::Lookup { user: "ali".parse().unwrap() }).await {
         Reply::Found(info) => assert_eq!(info.identity, id.public()),
         other => panic!("expected Found, got {other:?}"),
     }
@@ -519,8 +519,8 @@ async fn second_login_replaces_first_and_dropped_connections_leave() {
     })
     .await;
     assert_eq!(
-        watcher.call(Request::Lookup { user: "ali".into() }).await,
-        Reply::NotFound { user: "ali".into() }
+        watcher.call(Request::Lookup { user: "ali".parse().unwrap() }).await,
+        Reply::NotFound { user: "ali".parse().unwrap() }
     );
     dir.shutdown().await;
 }
@@ -546,7 +546,7 @@ async fn restart_keeps_key_accounts_and_tickets() {
     let nonce = raw.hello().await;
     let reply = raw
         .call(Request::Resume {
-            user: "ali".into(),
+            user: "ali".parse().unwrap(),
             ticket: ticket.clone(),
             signature: id.sign(&resume_transcript(&nonce, "ali", &ticket)),
             addresses: vec![],
@@ -606,14 +606,14 @@ async fn open_registration_and_shutdown_notice() {
         other => panic!("expected Welcome, got {other:?}"),
     };
     let register = |user: &str, password: &str| Request::Register {
-        user: user.into(),
+        user: user.parse().unwrap(),
         password: password.into(),
         identity: id.public(),
     };
     assert_eq!(
         raw.call(register("carla", "secret-carla")).await,
         Reply::Registered {
-            user: "carla".into()
+            user: "carla".parse().unwrap()
         }
     );
     assert_eq!(
@@ -648,7 +648,7 @@ async fn registration_is_closed_by_default() {
     raw.hello().await;
     let reply = raw
         .call(Request::Register {
-            user: "eve".into(),
+            user: "eve".parse().unwrap(),
             password: "secret-eve".into(),
             identity: Identity::generate().public(),
         })
@@ -741,7 +741,7 @@ async fn operator_actions_end_sessions() {
     let nonce = raw.hello().await;
     let reply = raw
         .call(Request::Resume {
-            user: "ali".into(),
+            user: "ali".parse().unwrap(),
             ticket: ticket.clone(),
             signature: id.sign(&resume_transcript(&nonce, "ali", &ticket)),
             addresses: vec![],

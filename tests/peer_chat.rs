@@ -180,7 +180,7 @@ async fn impersonation_is_refused_at_the_acceptor() {
     )
     .await
     .unwrap();
-    let err = peer::chat::initiate(conn, mallory.profile.identity(), "ali", &info)
+    let err = peer::chat::initiate(conn, mallory.profile.identity(), &"ali".parse().unwrap(), &info)
         .await
         .expect_err("impersonation must be refused");
     assert_eq!(
