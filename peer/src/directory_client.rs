@@ -251,6 +251,7 @@ impl DirectoryClient {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let forced_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::spawn(read_loop(
+            conn.clone(),
             recv,
             pending.clone(),
             events_tx,
@@ -291,7 +292,13 @@ impl DirectoryClient {
 
     /// Waits until the connection to the directory is gone, and says why.
     pub async fn closed(&self) -> String {
-        self.conn.closed().await.to_string()
+        let err = self.conn.closed().await;
+        // We closed it because of what the directory sent: say that, not just "closed".
+        let ours = self.pending.lock().ok().and_then(|p| p.closed.clone());
+        match (err, ours) {
+            (quinn::ConnectionError::LocallyClosed, Some(reason)) => reason,
+            (err, _) => err.to_string(),
+        }
     }
 
     /// Whether the connection is gone.
@@ -663,9 +670,16 @@ fn unexpected(reply: Reply) -> ClientError {
     ClientError::Unexpected(format!("{reply:?}"))
 }
 
+/// Close code when the directory sent a frame that does not decode (the directory's
+/// own code for a bad frame).
+pub const CLOSE_BAD_FRAME: u32 = 2;
+
 /// Routes everything the directory sends: replies to their waiting callers, events to
-/// the event queue. On the stream's end every waiting caller is told why.
+/// the event queue. On the stream's end every waiting caller is told why. A frame that
+/// does not decode (for example a name that breaks the rules, which no
+/// [`proto::names::UserName`] can hold) closes the connection: nothing in it is used.
 async fn read_loop(
+    conn: quinn::Connection,
     mut recv: quinn::RecvStream,
     pending: Arc<Mutex<Pending>>,
     events: mpsc::Sender<Event>,
@@ -691,6 +705,17 @@ async fn read_loop(
                 }
             }
             Ok(None) => break "the directory closed the connection".to_string(),
+            Err(
+                e @ (FrameError::Malformed(_) | FrameError::Trailing(_) | FrameError::TooLarge { .. }),
+            ) => {
+                let reason = format!("refused a message from the directory: {e}");
+                tracing::warn!(%reason, "closing the directory connection");
+                if let Ok(mut p) = pending.lock() {
+                    p.closed = Some(reason.clone());
+                }
+                conn.close(CLOSE_BAD_FRAME.into(), b"bad frame");
+                break reason;
+            }
             Err(e) => break e.to_string(),
         }
     };
