@@ -132,6 +132,18 @@ pub struct MailContent {
     pub signature: Signature,
 }
 
+/// [`MailContent`] as it is decoded by [`open`], before the names are checked.
+#[derive(Deserialize)]
+struct WireContent {
+    from: String,
+    from_key: PublicKey,
+    to: String,
+    id: [u8; 16],
+    text: String,
+    sent_at_ms: u64,
+    signature: Signature,
+}
+
 /// A message as the sender wrote it, before sealing, and as the recipient gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Letter {
@@ -161,6 +173,8 @@ pub enum SealError {
     WrongRecipient,
     #[error("the sender's signature inside the sealed message does not verify")]
     BadSignature,
+    #[error("the sealed message names its sender with a name that breaks the user name rules")]
+    BadSender,
 }
 
 /// Bytes the sender signs inside a sealed message.
@@ -312,16 +326,19 @@ pub fn open(
             )
             .map_err(|_| SealError::Tampered)?,
     );
-    let content: MailContent =
+    // Decoded with plain-string names first, so that a bad sender name is reported as
+    // such; it never leaves this function.
+    let content: WireContent =
         crate::frame::decode(&plaintext).map_err(|_| SealError::Malformed)?;
     if content.to != me {
         return Err(SealError::WrongRecipient);
     }
+    let from = UserName::try_from(content.from).map_err(|_| SealError::BadSender)?;
     content
         .from_key
         .verify(
             &mail_transcript(
-                &content.from,
+                &from,
                 &content.from_key,
                 me,
                 my_key,
@@ -333,7 +350,7 @@ pub fn open(
         )
         .map_err(|_| SealError::BadSignature)?;
     Ok(Letter {
-        from: content.from,
+        from,
         from_key: content.from_key,
         id: content.id,
         text: content.text,
@@ -544,7 +561,7 @@ mod tests {
         let blob = seal_by_hand(&content, &bianca);
         assert_eq!(
             open(&blob, "bianca", &to_key, &bianca.prekey),
-            Err(SealError::Malformed)
+            Err(SealError::BadSender)
         );
         // The same content with a valid name opens: the name was the only fault.
         let content = RawContent {
