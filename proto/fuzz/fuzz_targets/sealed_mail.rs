@@ -55,8 +55,8 @@ fn fixture() -> &'static Fixture {
         let text = "meet at noon";
         let (blob, _) = sealed::seal(
             &ali,
-            "ali",
-            "bianca",
+            &"ali".parse().expect("a valid name"),
+            &"bianca".parse().expect("a valid name"),
             &bianca.public(),
             &signed,
             text,
