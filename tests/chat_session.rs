@@ -73,7 +73,9 @@ async fn dial(from: &Peer, to: &Peer, claim: &str) -> Result<Chat, ChatError> {
     let conn = endpoint::dial_peer(&from.endpoint, &from.identity, to.addr(), to.key())
         .await
         .expect("TLS handshake");
-    let claim = claim.parse().expect("a valid name (a bad one cannot be sent)");
+    let claim = claim
+        .parse()
+        .expect("a valid name (a bad one cannot be sent)");
     chat::initiate(conn, &from.identity, &claim, &to.info()).await
 }
 
@@ -90,7 +92,14 @@ where
     let conn = incoming.await.expect("TLS handshake");
     let dir = dir.clone();
     let lookup = async move |name: &str| Ok(dir.get(name).cloned());
-    chat::accept(conn, &at.identity, &at.name.parse().unwrap(), lookup, pin_check).await
+    chat::accept(
+        conn,
+        &at.identity,
+        &at.name.parse().unwrap(),
+        lookup,
+        pin_check,
+    )
+    .await
 }
 
 /// `from` dials `to` under its own name; both sides' chats.
@@ -152,7 +161,10 @@ async fn messages_flow_both_ways_and_close_ends_both_sides() {
     let dir = directory(&[&ali, &bianca]);
     let (mut a, mut b) = connect(&ali, &bianca, &dir).await;
 
-    assert_eq!((a.0.peer().as_str(), b.0.peer().as_str()), ("bianca", "ali"));
+    assert_eq!(
+        (a.0.peer().as_str(), b.0.peer().as_str()),
+        ("bianca", "ali")
+    );
     assert_eq!((a.0.peer_key(), b.0.peer_key()), (bianca.key(), ali.key()));
     assert_eq!((a.0.role(), b.0.role()), (Role::Initiator, Role::Acceptor));
     assert_eq!(a.0.session_id(), b.0.session_id());
@@ -361,7 +373,14 @@ async fn directory_failure_refuses_with_directory_unavailable() {
     let accept = async {
         let conn = bianca.endpoint.accept().await.unwrap().await.unwrap();
         let lookup = async |_: &str| Err("directory connection lost".to_string());
-        chat::accept(conn, &bianca.identity, &"bianca".parse().unwrap(), lookup, |_, _| Ok(())).await
+        chat::accept(
+            conn,
+            &bianca.identity,
+            &"bianca".parse().unwrap(),
+            lookup,
+            |_, _| Ok(()),
+        )
+        .await
     };
     let (dialed, accepted) = tokio::join!(dial(&ali, &bianca, "ali"), accept);
     assert!(
@@ -512,9 +531,15 @@ async fn two_callers_at_once_both_get_through() {
             tokio::spawn(async move {
                 let conn = incoming.await.unwrap();
                 let lookup = async move |name: &str| Ok(table.get(name).cloned());
-                let chat = chat::accept(conn, &identity, &"bianca".parse().unwrap(), lookup, |_, _| Ok(()))
-                    .await
-                    .unwrap();
+                let chat = chat::accept(
+                    conn,
+                    &identity,
+                    &"bianca".parse().unwrap(),
+                    lookup,
+                    |_, _| Ok(()),
+                )
+                .await
+                .unwrap();
                 tx.send(chat).await.unwrap();
             });
         }
@@ -576,9 +601,10 @@ async fn killed_peer_is_noticed_and_the_endpoint_keeps_accepting() {
             )
             .await
             .unwrap();
-            let (handle, mut events) = chat::initiate(conn, &ali.identity, &"ali".parse().unwrap(), &bianca_info)
-                .await
-                .unwrap();
+            let (handle, mut events) =
+                chat::initiate(conn, &ali.identity, &"ali".parse().unwrap(), &bianca_info)
+                    .await
+                    .unwrap();
             let id = handle.send("still here").await.unwrap();
             expect_delivered(&mut events, id).await;
             ready_tx.send(()).unwrap();

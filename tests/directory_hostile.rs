@@ -314,7 +314,11 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     // A request before Hello.
     {
         let mut raw = Raw::to(&dir).await;
-        let reply = raw.call(Request::Lookup { user: "ali".parse().unwrap() }).await;
+        let reply = raw
+            .call(Request::Lookup {
+                user: "ali".parse().unwrap(),
+            })
+            .await;
         assert_eq!(error_code(&reply), ErrorCode::ProtocolViolation);
         assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
     }
@@ -413,8 +417,13 @@ async fn key_mismatch_replay_and_lookup_rules() {
     let anon_nonce = anon.hello().await;
     let (_ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
     assert_eq!(
-        anon.call(Request::Lookup { user: "ali".parse().unwrap() }).await,
-        Reply::NotFound { user: "ali".parse().unwrap() }
+        anon.call(Request::Lookup {
+            user: "ali".parse().unwrap()
+        })
+        .await,
+        Reply::NotFound {
+            user: "ali".parse().unwrap()
+        }
     );
     assert_eq!(
         error_code(&anon.call(Request::Who).await),
@@ -474,8 +483,14 @@ async fn key_mismatch_replay_and_lookup_rules() {
     // Logout leaves the connection usable but removes the user from presence.
     assert_eq!(victim.call(Request::Logout).await, Reply::LoggedOut);
     assert_eq!(
-        victim.call(Request::Lookup { user: "ali".parse().unwrap() }).await,
-        Reply::NotFound { user: "ali".parse().unwrap() }
+        victim
+            .call(Request::Lookup {
+                user: "ali".parse().unwrap()
+            })
+            .await,
+        Reply::NotFound {
+            user: "ali".parse().unwrap()
+        }
     );
     assert_eq!(dir.online_count(), 1);
     dir.shutdown().await;
@@ -508,7 +523,12 @@ async fn second_login_replaces_first_and_dropped_connections_leave() {
 
     let (mut watcher, _) =
         Raw::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
-    match watcher.call(Request::Lookup { user: "ali".parse().unwrap() }).await {
+    match watcher
+        .call(Request::Lookup {
+            user: "ali".parse().unwrap(),
+        })
+        .await
+    {
         Reply::Found(info) => assert_eq!(info.identity, id.public()),
         other => panic!("expected Found, got {other:?}"),
     }
@@ -519,8 +539,14 @@ async fn second_login_replaces_first_and_dropped_connections_leave() {
     })
     .await;
     assert_eq!(
-        watcher.call(Request::Lookup { user: "ali".parse().unwrap() }).await,
-        Reply::NotFound { user: "ali".parse().unwrap() }
+        watcher
+            .call(Request::Lookup {
+                user: "ali".parse().unwrap()
+            })
+            .await,
+        Reply::NotFound {
+            user: "ali".parse().unwrap()
+        }
     );
     dir.shutdown().await;
 }

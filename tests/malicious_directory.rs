@@ -162,9 +162,7 @@ fn seal_as(
 ) -> Vec<u8> {
     let id = [7u8; 16];
     let from_key = sender.public();
-    let signature = sender.sign(&mail_transcript(
-        from, &from_key, to, to_key, &id, text, 1,
-    ));
+    let signature = sender.sign(&mail_transcript(from, &from_key, to, to_key, &id, text, 1));
     let content = FakeContent {
         from,
         from_key,
@@ -413,17 +411,27 @@ async fn lying_directory_cannot_inject_a_pin_or_a_name() {
 
     // The mail with the injected sender name is refused, and bianca is told.
     let refused = bianca
-        .expect("the forged mail refused", |n| {
-            matches!(n, Note::Warning(w) if w.contains("offline message was dropped"))
-        })
+        .expect(
+            "the forged mail refused",
+            |n| matches!(n, Note::Warning(w) if w.contains("offline message was dropped")),
+        )
         .await;
     let Note::Warning(why) = refused else {
         unreachable!()
     };
-    assert!(why.contains("names its sender with a name that breaks"), "{why}");
+    assert!(
+        why.contains("names its sender with a name that breaks"),
+        "{why}"
+    );
     // Nobody asked the directory for that name's key, so nothing could be pinned.
-    assert_eq!(fake.attack.lock().unwrap().prekey_asked, Vec::<String>::new());
-    assert_eq!(pin_lines(&dir, "alice"), [format!("alice {}", alice.to_hex())]);
+    assert_eq!(
+        fake.attack.lock().unwrap().prekey_asked,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        pin_lines(&dir, "alice"),
+        [format!("alice {}", alice.to_hex())]
+    );
     assert!(pin_lines(&dir, "zzz").is_empty());
 
     // A presence event with a terminal escape and a line break in the name: refused.
@@ -431,9 +439,10 @@ async fn lying_directory_cannot_inject_a_pin_or_a_name() {
         .expect("the presence event refused", refused_by_the_peer)
         .await;
     bianca
-        .expect("logged back in", |n| {
-            matches!(n, Note::Info(i) if i.contains("logged back in"))
-        })
+        .expect(
+            "logged back in",
+            |n| matches!(n, Note::Info(i) if i.contains("logged back in")),
+        )
         .await;
 
     // A room member list with a right-to-left override: refused.
@@ -444,7 +453,9 @@ async fn lying_directory_cannot_inject_a_pin_or_a_name() {
 
     // A who list with a line separator: refused.
     bianca.say("/who").await;
-    bianca.expect("the who list refused", refused_by_the_peer).await;
+    bianca
+        .expect("the who list refused", refused_by_the_peer)
+        .await;
 
     assert!(
         !bianca.seen.iter().any(shows_hostile_name),

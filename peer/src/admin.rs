@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use proto::names::UserName;
 use proto::message::{AdminRequest, ErrorCode, Reply};
+use proto::names::UserName;
 use zeroize::Zeroizing;
 
 use crate::directory_client::ClientError;

@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::names::UserName;
 use proto::Identity;
 use proto::message::{Event, RoomTag};
+use proto::names::UserName;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -665,10 +665,7 @@ impl App {
                     .pins
                     .lock()
                     .map_err(|_| "pin store poisoned".to_string())
-                    .and_then(|mut p| {
-                        p.pin(&info.user, info.identity)
-                            .map_err(|e| e.to_string())
-                    });
+                    .and_then(|mut p| p.pin(&info.user, info.identity).map_err(|e| e.to_string()));
                 match result {
                     Ok(()) => self.show(Note::Info(format!(
                         "now trusting {peer}'s key {} (safety number {})",

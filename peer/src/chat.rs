@@ -54,8 +54,8 @@ use std::time::Duration;
 
 use proto::PublicKey;
 use proto::message::{ConnectRefusal, RoomTag};
-use proto::names::UserName;
 use proto::names::NameError;
+use proto::names::UserName;
 use proto::session::{Role, SessionError};
 use quinn::VarInt;
 use tokio::sync::{mpsc, watch};

@@ -706,7 +706,9 @@ async fn read_loop(
             }
             Ok(None) => break "the directory closed the connection".to_string(),
             Err(
-                e @ (FrameError::Malformed(_) | FrameError::Trailing(_) | FrameError::TooLarge { .. }),
+                e @ (FrameError::Malformed(_)
+                | FrameError::Trailing(_)
+                | FrameError::TooLarge { .. }),
             ) => {
                 let reason = format!("refused a message from the directory: {e}");
                 tracing::warn!(%reason, "closing the directory connection");

@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::names::UserName;
 use proto::message::{
     Event, MailItem, MailReceipt, OnlineUser, PeerInfo, RelayToken, RoomInfo, RoomMember,
 };
+use proto::names::UserName;
 use proto::sealed::SignedPrekey;
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;

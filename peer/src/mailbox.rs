@@ -27,8 +27,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::names::UserName;
 use proto::message::{ErrorCode, MailReceipt};
+use proto::names::UserName;
 use proto::sealed::{self, StaticSecret};
 use proto::{Identity, PublicKey};
 use tokio::sync::{Notify, mpsc, oneshot};

@@ -247,11 +247,9 @@ impl<K: PinName> Pins<K> {
     }
 
     fn save(&self) -> Result<(), PinError> {
-        write_private(&self.path, format(&self.keys).as_bytes()).map_err(|source| {
-            PinError::Write {
-                path: self.path.clone(),
-                source,
-            }
+        write_private(&self.path, format(&self.keys).as_bytes()).map_err(|source| PinError::Write {
+            path: self.path.clone(),
+            source,
         })
     }
 }
@@ -349,10 +347,22 @@ mod tests {
             ("ali".to_string(), 1),
             (format!("bianca {b}\nali"), 2),
         ] {
-            assert_eq!(parse(&text), Err(ParseError::Malformed { line }), "{text:?}");
+            assert_eq!(
+                parse(&text),
+                Err(ParseError::Malformed { line }),
+                "{text:?}"
+            );
         }
-        for text in [format!("Ali {a}"), format!("al\u{202e}i {a}"), format!("zzz\u{85}ali {a}")] {
-            assert_eq!(parse(&text), Err(ParseError::BadName { line: 1 }), "{text:?}");
+        for text in [
+            format!("Ali {a}"),
+            format!("al\u{202e}i {a}"),
+            format!("zzz\u{85}ali {a}"),
+        ] {
+            assert_eq!(
+                parse(&text),
+                Err(ParseError::BadName { line: 1 }),
+                "{text:?}"
+            );
         }
     }
 
@@ -361,7 +371,11 @@ mod tests {
         // The attack: a name that would add a second `ali` line if written as is. It
         // cannot even be made into a key: only valid names are pinned.
         let mallory = Identity::generate().public();
-        assert!(format!("zzz {}\nali", mallory.to_hex()).parse::<UserName>().is_err());
+        assert!(
+            format!("zzz {}\nali", mallory.to_hex())
+                .parse::<UserName>()
+                .is_err()
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_peers");
         let ali = Identity::generate().public();
@@ -391,12 +405,20 @@ mod tests {
             }
         ));
         let shown = err.to_string();
-        assert!(shown.contains("known_peers") && shown.contains("pinned twice"), "{shown}");
+        assert!(
+            shown.contains("known_peers") && shown.contains("pinned twice"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn directory_addresses_are_validated_keys() {
-        for ok in ["dir.example.org", "dir.example.org:4433", "127.0.0.1:9", "[::1]:4433"] {
+        for ok in [
+            "dir.example.org",
+            "dir.example.org:4433",
+            "127.0.0.1:9",
+            "[::1]:4433",
+        ] {
             DirectoryAddr::parse(ok).unwrap();
         }
         for bad in ["", "a b", "a\nb", "#x", "a\u{202e}b", &"x".repeat(301)] {
@@ -404,6 +426,11 @@ mod tests {
         }
         let key = Identity::generate().public().to_hex();
         assert!(parse::<DirectoryAddr>(&format!("dir:1 {key}\ndir:1 {key}")).is_err());
-        assert_eq!(parse::<DirectoryAddr>(&format!("dir:1 {key}")).unwrap().len(), 1);
+        assert_eq!(
+            parse::<DirectoryAddr>(&format!("dir:1 {key}"))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -30,8 +30,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::names::UserName;
 use proto::message::{ErrorCode, PeerInfo};
+use proto::names::UserName;
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
-use proto::names::UserName;
 use proto::message::{ConnectRefusal, PeerInfo, RelayToken, RoomTag};
+use proto::names::UserName;
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 

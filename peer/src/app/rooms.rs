@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use proto::names::{RoomName, UserName};
 use proto::message::{RoomMember, RoomTag};
+use proto::names::{RoomName, UserName};
 
 use super::App;
 use crate::alerts::{Alert, mentions};
@@ -238,7 +238,9 @@ impl App {
             state.members.insert(user.clone(), true);
         } else {
             state.members.remove(&user);
-            self.marks.seen.remove(&(room.to_string(), user.to_string()));
+            self.marks
+                .seen
+                .remove(&(room.to_string(), user.to_string()));
         }
         self.show(Note::RoomChanged {
             room: room.into_string(),

@@ -351,9 +351,7 @@ where
             });
         }
     };
-    let accepted = PeerMsg::Accepted {
-        user: me.clone(),
-    };
+    let accepted = PeerMsg::Accepted { user: me.clone() };
     write_msg(t, &accepted, "our acceptance to be sent").await?;
     let session = exchange_keys(t, identity, Role::Acceptor, key).await?;
     Ok(Established {

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use peer::pins::{PinError, Pins};
-use proto::names::UserName;
 use peer::profile::Settings;
+use proto::names::UserName;
 
 #[global_allocator]
 static ALLOC: proto_fuzz::CappedAlloc = proto_fuzz::CappedAlloc;

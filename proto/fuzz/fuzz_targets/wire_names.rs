@@ -166,7 +166,9 @@ fn server_names(msg: &ServerMsg) {
             | Reply::MailAcked { .. } => {}
         },
         ServerMsg::Event(event) => match event {
-            Event::RoomChanged { room: r, user: u, .. } => {
+            Event::RoomChanged {
+                room: r, user: u, ..
+            } => {
                 room(r);
                 user(u);
             }
