@@ -86,15 +86,15 @@ pub async fn command(link: &Link, cmd: AdminCommand, interactive: bool) -> Outco
         AdminCommand::ListUsers => AdminRequest::ListUsers,
         AdminCommand::LogoutUser(name) => match target(&name) {
             Ok(name) => AdminRequest::LogoutUser { name },
-            Err(note) => return done(note),
+            Err(why) => return done(Note::Error(why)),
         },
         AdminCommand::Lock(name) => match target(&name) {
             Ok(name) => AdminRequest::Lock { name },
-            Err(note) => return done(note),
+            Err(why) => return done(Note::Error(why)),
         },
         AdminCommand::Unlock(name) => match target(&name) {
             Ok(name) => AdminRequest::Unlock { name },
-            Err(note) => return done(note),
+            Err(why) => return done(Note::Error(why)),
         },
         AdminCommand::Shutdown => AdminRequest::Shutdown,
     };
@@ -102,8 +102,8 @@ pub async fn command(link: &Link, cmd: AdminCommand, interactive: bool) -> Outco
 }
 
 /// The account an administrator's command names, or the error to show.
-fn target(name: &str) -> Result<UserName, Note> {
-    UserName::parse(name).map_err(|e| Note::Error(format!("{name:?}: {e}")))
+fn target(name: &str) -> Result<UserName, String> {
+    UserName::parse(name).map_err(|e| format!("{name:?}: {e}"))
 }
 
 /// Finishes an `/adduser` with the password typed on the line after it.
@@ -113,7 +113,7 @@ pub async fn add_user(link: &Link, pending: PendingAddUser, password: &str) -> N
     }
     let name = match target(&pending.name) {
         Ok(name) => name,
-        Err(note) => return note,
+        Err(why) => return Note::Error(why),
     };
     let password = Zeroizing::new(password.to_string());
     send(
