@@ -838,3 +838,61 @@ async fn instance_links_are_refused_by_a_directory_running_alone() {
     }
     dir.shutdown().await;
 }
+
+/// A request naming a user or room with a name that breaks the rules does not decode: it
+/// is a bad frame like any other, which closes that connection and no other. (Before
+/// names were typed, the directory answered such a lookup with `NotFound` echoing the
+/// name back.)
+#[tokio::test]
+async fn names_that_break_the_rules_are_bad_frames() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    dir.add_user("mallory", "secret-mallory", false)
+        .await
+        .unwrap();
+    let (ali_id, mallory_id) = (Identity::generate(), Identity::generate());
+    // A well-behaved client, on one connection for the whole test.
+    let (mut ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
+
+    // A frame: the request's variant index, then one name encoded as a string.
+    let with_name = |variant: u8, name: &str| {
+        let mut payload = vec![variant, u8::try_from(name.len()).unwrap()];
+        payload.extend_from_slice(name.as_bytes());
+        let mut bytes = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+        bytes.extend_from_slice(&payload);
+        bytes
+    };
+    // `Lookup` is variant 4, `JoinRoom` 7, `FetchPrekey` 13: a proper name decodes.
+    let good = with_name(4, "ali");
+    assert_eq!(
+        proto::frame::decode::<Request>(&good[4..]).unwrap(),
+        Request::Lookup {
+            user: "ali".parse().unwrap()
+        }
+    );
+    for (variant, name) in [
+        (4, "zzz 00\nali"),
+        (4, "ali\u{1b}[2K"),
+        (7, "room\u{202e}"),
+        (13, "ali\u{200b}"),
+        (4, "Ali"),
+    ] {
+        let (mut raw, _) = Raw::logged_in(&dir, "mallory", "secret-mallory", &mallory_id).await;
+        raw.send_raw(&with_name(variant, name)).await;
+        let reply = raw.reply().await;
+        assert_eq!(
+            error_code(&reply),
+            ErrorCode::BadFrame,
+            "{name:?}: {reply:?}"
+        );
+        assert_eq!(raw.closed_with().await, u64::from(close::BAD_FRAME));
+    }
+    // ali's connection saw none of it and works as ever.
+    let reply = ali
+        .call(Request::Lookup {
+            user: "ali".parse().unwrap(),
+        })
+        .await;
+    assert!(matches!(reply, Reply::Found(_)), "{reply:?}");
+}
