@@ -94,7 +94,7 @@ impl Raw {
     /// A login request signed properly for this connection.
     fn login_request(&self, user: &str, password: &str, id: &Identity) -> Request {
         Request::Login {
-            user: user.into(),
+            user: user.parse().unwrap(),
             password: password.into(),
             identity: id.public(),
             signature: id.sign(&login_transcript(&self.nonce, user, &id.public())),
@@ -238,7 +238,7 @@ async fn a_login_signature_made_for_another_user_is_refused() {
     let mut raw = Raw::connect(&dir, "127.0.0.1").await;
     let for_bianca = bianca.sign(&login_transcript(&raw.nonce, "bianca", &bianca.public()));
     let forged = Request::Login {
-        user: "ali".into(),
+        user: "ali".parse().unwrap(),
         password: PASSWORD.into(),
         identity: bianca.public(),
         signature: for_bianca,
@@ -247,7 +247,7 @@ async fn a_login_signature_made_for_another_user_is_refused() {
     assert_eq!(refusal(&raw.call(&forged).await), Refusal::BadSignature);
     // The same signature is good for bianca herself.
     let honest = Request::Login {
-        user: "bianca".into(),
+        user: "bianca".parse().unwrap(),
         password: PASSWORD.into(),
         identity: bianca.public(),
         signature: for_bianca,
@@ -272,7 +272,7 @@ async fn a_login_signed_by_another_key_than_the_one_presented_is_refused() {
     // The transcript names ali's key, but mallory (without ali's private key) signs it.
     let signature = mallory.sign(&login_transcript(&raw.nonce, "ali", &ali.public()));
     let request = Request::Login {
-        user: "ali".into(),
+        user: "ali".parse().unwrap(),
         password: PASSWORD.into(),
         identity: ali.public(),
         signature,
@@ -306,7 +306,7 @@ impl Peer {
 
     fn info(&self) -> PeerInfo {
         PeerInfo {
-            user: self.name.into(),
+            user: self.name.parse().unwrap(),
             identity: self.identity.public(),
             observed: self.endpoint.local_addr().unwrap(),
             addresses: vec![],
@@ -321,7 +321,7 @@ async fn accept_one(at: &Peer, known: PeerInfo) -> Result<(ChatHandle, ChatEvent
     chat::accept(
         conn,
         &at.identity,
-        at.name,
+        &at.name.parse().unwrap(),
         lookup,
         |_: &str, _: &PublicKey| Ok(()),
     )
@@ -368,7 +368,7 @@ impl RawDialer {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let connect = PeerMsg::Connect {
             version: proto::PROTOCOL_VERSION,
-            initiator: from.name.into(),
+            initiator: from.name.parse().unwrap(),
             background: false,
         };
         frame::write_frame(&mut send, &connect).await.unwrap();
@@ -376,7 +376,7 @@ impl RawDialer {
         assert_eq!(
             reply,
             PeerMsg::Accepted {
-                user: to.name.into()
+                user: to.name.parse().unwrap()
             }
         );
         let (handshake, ours) = Handshake::start(signer, Role::Initiator, to_info.identity);

@@ -53,7 +53,7 @@ impl Peer {
     /// What the directory would answer about this peer.
     fn info(&self) -> PeerInfo {
         PeerInfo {
-            user: self.name.into(),
+            user: self.name.parse().unwrap(),
             identity: self.key(),
             observed: self.addr(),
             addresses: vec![],
@@ -73,7 +73,10 @@ async fn dial(from: &Peer, to: &Peer, claim: &str) -> Result<Chat, ChatError> {
     let conn = endpoint::dial_peer(&from.endpoint, &from.identity, to.addr(), to.key())
         .await
         .expect("TLS handshake");
-    chat::initiate(conn, &from.identity, claim, &to.info()).await
+    let claim = claim
+        .parse()
+        .expect("a valid name (a bad one cannot be sent)");
+    chat::initiate(conn, &from.identity, &claim, &to.info()).await
 }
 
 /// Accepts one chat at `at`, looking initiators up in `dir`, with no pins.
@@ -89,7 +92,14 @@ where
     let conn = incoming.await.expect("TLS handshake");
     let dir = dir.clone();
     let lookup = async move |name: &str| Ok(dir.get(name).cloned());
-    chat::accept(conn, &at.identity, at.name, lookup, pin_check).await
+    chat::accept(
+        conn,
+        &at.identity,
+        &at.name.parse().unwrap(),
+        lookup,
+        pin_check,
+    )
+    .await
 }
 
 /// `from` dials `to` under its own name; both sides' chats.
@@ -151,7 +161,10 @@ async fn messages_flow_both_ways_and_close_ends_both_sides() {
     let dir = directory(&[&ali, &bianca]);
     let (mut a, mut b) = connect(&ali, &bianca, &dir).await;
 
-    assert_eq!((a.0.peer(), b.0.peer()), ("bianca", "ali"));
+    assert_eq!(
+        (a.0.peer().as_str(), b.0.peer().as_str()),
+        ("bianca", "ali")
+    );
     assert_eq!((a.0.peer_key(), b.0.peer_key()), (bianca.key(), ali.key()));
     assert_eq!((a.0.role(), b.0.role()), (Role::Initiator, Role::Acceptor));
     assert_eq!(a.0.session_id(), b.0.session_id());
@@ -299,18 +312,39 @@ async fn unknown_initiator_is_refused() {
         "{dialed:?}"
     );
     assert!(accepted.is_err());
-    // A name nobody can have is refused the same way, without a lookup.
-    let (dialed, _) = tokio::join!(
-        dial(&chloe, &bianca, "Not A Name!"),
+    // A name nobody can have does not even decode (it is not a `UserName`): the
+    // acceptor ends the handshake as a protocol violation, without a lookup. (Before
+    // names were checked at decode time this was a `Refused{UnknownInitiator}`.)
+    let (dialed, accepted) = tokio::join!(
+        connect_claiming(&chloe, &bianca, "Not A Name!"),
         accept_one(&bianca, &dir)
     );
-    assert!(
-        matches!(
-            dialed,
-            Err(ChatError::Refused(ConnectRefusal::UnknownInitiator))
-        ),
-        "{dialed:?}"
-    );
+    assert!(dialed.is_none(), "{dialed:?}");
+    assert!(accepted.is_err());
+}
+
+/// Sends a connect request claiming `claim` (any text: encoded as the `String` a
+/// `UserName` is on the wire) and returns the answer, if one came.
+async fn connect_claiming(from: &Peer, to: &Peer, claim: &str) -> Option<PeerMsg> {
+    #[derive(serde::Serialize)]
+    enum RawPeerMsg<'a> {
+        Connect {
+            version: u32,
+            initiator: &'a str,
+            background: bool,
+        },
+    }
+    let conn = endpoint::dial_peer(&from.endpoint, &from.identity, to.addr(), to.key())
+        .await
+        .expect("TLS handshake");
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    let connect = RawPeerMsg::Connect {
+        version: proto::PROTOCOL_VERSION,
+        initiator: claim,
+        background: false,
+    };
+    frame::write_frame(&mut send, &connect).await.ok()?;
+    frame::read_frame::<_, PeerMsg>(&mut recv).await.ok()?
 }
 
 #[tokio::test]
@@ -339,7 +373,14 @@ async fn directory_failure_refuses_with_directory_unavailable() {
     let accept = async {
         let conn = bianca.endpoint.accept().await.unwrap().await.unwrap();
         let lookup = async |_: &str| Err("directory connection lost".to_string());
-        chat::accept(conn, &bianca.identity, "bianca", lookup, |_, _| Ok(())).await
+        chat::accept(
+            conn,
+            &bianca.identity,
+            &"bianca".parse().unwrap(),
+            lookup,
+            |_, _| Ok(()),
+        )
+        .await
     };
     let (dialed, accepted) = tokio::join!(dial(&ali, &bianca, "ali"), accept);
     assert!(
@@ -454,13 +495,13 @@ async fn acceptor_rejecting_our_certificate_is_a_clear_error() {
         .await
         .expect("TLS 1.3: the dialer's handshake completes");
         let info = PeerInfo {
-            user: "strict".into(),
+            user: "strict".parse().unwrap(),
             identity: strict_id.public(),
             observed: strict_addr,
             addresses: vec![],
         };
         // ...and the rejection shows when the chat starts.
-        chat::initiate(conn, &ali.identity, "ali", &info).await
+        chat::initiate(conn, &ali.identity, &"ali".parse().unwrap(), &info).await
     };
     match timeout(WAIT, attempt).await.expect("no hang") {
         Err(e @ ChatError::TlsRejected(_)) => {
@@ -490,9 +531,15 @@ async fn two_callers_at_once_both_get_through() {
             tokio::spawn(async move {
                 let conn = incoming.await.unwrap();
                 let lookup = async move |name: &str| Ok(table.get(name).cloned());
-                let chat = chat::accept(conn, &identity, "bianca", lookup, |_, _| Ok(()))
-                    .await
-                    .unwrap();
+                let chat = chat::accept(
+                    conn,
+                    &identity,
+                    &"bianca".parse().unwrap(),
+                    lookup,
+                    |_, _| Ok(()),
+                )
+                .await
+                .unwrap();
                 tx.send(chat).await.unwrap();
             });
         }
@@ -554,9 +601,10 @@ async fn killed_peer_is_noticed_and_the_endpoint_keeps_accepting() {
             )
             .await
             .unwrap();
-            let (handle, mut events) = chat::initiate(conn, &ali.identity, "ali", &bianca_info)
-                .await
-                .unwrap();
+            let (handle, mut events) =
+                chat::initiate(conn, &ali.identity, &"ali".parse().unwrap(), &bianca_info)
+                    .await
+                    .unwrap();
             let id = handle.send("still here").await.unwrap();
             expect_delivered(&mut events, id).await;
             ready_tx.send(()).unwrap();
@@ -610,7 +658,7 @@ impl RawDialer {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let connect = PeerMsg::Connect {
             version: proto::PROTOCOL_VERSION,
-            initiator: from.name.into(),
+            initiator: from.name.parse().unwrap(),
             background: false,
         };
         frame::write_frame(&mut send, &connect).await.unwrap();
@@ -618,7 +666,7 @@ impl RawDialer {
         assert_eq!(
             reply,
             PeerMsg::Accepted {
-                user: to.name.into()
+                user: to.name.parse().unwrap()
             }
         );
         let (handshake, ours) = Handshake::start(&from.identity, Role::Initiator, to.key());
@@ -768,7 +816,7 @@ async fn handshake_message_inside_the_chat_ends_the_session() {
     let (mut raw, mut b, _peers) = raw_chat().await;
     let again = PeerMsg::Connect {
         version: proto::PROTOCOL_VERSION,
-        initiator: "ali".into(),
+        initiator: "ali".parse().unwrap(),
         background: false,
     };
     frame::write_frame(&mut raw.send, &again).await.unwrap();

@@ -126,7 +126,7 @@ async fn users_on_two_instances_find_each_other_and_chat() {
         .await
         .unwrap()
         .into_iter()
-        .map(|u| u.user)
+        .map(|u| u.user.into_string())
         .collect();
     assert_eq!(who, ["ali", "bianca"]);
 
@@ -485,7 +485,7 @@ async fn only_holders_of_the_directory_key_link_as_instances() {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let forward = RelayMsg::Forward {
         token: [9; 16],
-        user: "ali".into(),
+        user: "ali".parse().unwrap(),
     };
     proto::frame::write_frame(&mut send, &forward)
         .await

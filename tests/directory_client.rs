@@ -74,7 +74,7 @@ async fn register_login_lookup_who_round_trip() {
         .await
         .unwrap()
         .into_iter()
-        .map(|u| u.user)
+        .map(|u| u.user.into_string())
         .collect();
     assert_eq!(who, ["ali", "bianca"]);
 

@@ -147,7 +147,7 @@ impl Raw {
     ) -> Reply {
         let signature = id.sign(&login_transcript(nonce, user, &id.public()));
         self.call(Request::Login {
-            user: user.into(),
+            user: user.parse().unwrap(),
             password: password.into(),
             identity: id.public(),
             signature,
@@ -246,7 +246,7 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     let (mut bianca, _) = Raw::logged_in(&dir, "bianca", "secret-bianca", &bianca_id).await;
     match ali
         .call(Request::Lookup {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
         })
         .await
     {
@@ -314,7 +314,11 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     // A request before Hello.
     {
         let mut raw = Raw::to(&dir).await;
-        let reply = raw.call(Request::Lookup { user: "ali".into() }).await;
+        let reply = raw
+            .call(Request::Lookup {
+                user: "ali".parse().unwrap(),
+            })
+            .await;
         assert_eq!(error_code(&reply), ErrorCode::ProtocolViolation);
         assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
     }
@@ -335,7 +339,7 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     // The well-behaved clients did not notice any of it.
     match ali
         .call(Request::Lookup {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
         })
         .await
     {
@@ -413,8 +417,13 @@ async fn key_mismatch_replay_and_lookup_rules() {
     let anon_nonce = anon.hello().await;
     let (_ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
     assert_eq!(
-        anon.call(Request::Lookup { user: "ali".into() }).await,
-        Reply::NotFound { user: "ali".into() }
+        anon.call(Request::Lookup {
+            user: "ali".parse().unwrap()
+        })
+        .await,
+        Reply::NotFound {
+            user: "ali".parse().unwrap()
+        }
     );
     assert_eq!(
         error_code(&anon.call(Request::Who).await),
@@ -442,7 +451,7 @@ async fn key_mismatch_replay_and_lookup_rules() {
     assert_ne!(attacker_nonce, victim_nonce);
     let reply = attacker
         .call(Request::Login {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
             password: "secret-bianca".into(),
             identity: bianca_id.public(),
             signature: stolen,
@@ -453,7 +462,7 @@ async fn key_mismatch_replay_and_lookup_rules() {
     // ... while on its own connection the same signature works.
     let reply = victim
         .call(Request::Login {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
             password: "secret-bianca".into(),
             identity: bianca_id.public(),
             signature: stolen,
@@ -463,7 +472,7 @@ async fn key_mismatch_replay_and_lookup_rules() {
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
     match victim
         .call(Request::Lookup {
-            user: "nobody".into(),
+            user: "nobody".parse().unwrap(),
         })
         .await
     {
@@ -474,8 +483,14 @@ async fn key_mismatch_replay_and_lookup_rules() {
     // Logout leaves the connection usable but removes the user from presence.
     assert_eq!(victim.call(Request::Logout).await, Reply::LoggedOut);
     assert_eq!(
-        victim.call(Request::Lookup { user: "ali".into() }).await,
-        Reply::NotFound { user: "ali".into() }
+        victim
+            .call(Request::Lookup {
+                user: "ali".parse().unwrap()
+            })
+            .await,
+        Reply::NotFound {
+            user: "ali".parse().unwrap()
+        }
     );
     assert_eq!(dir.online_count(), 1);
     dir.shutdown().await;
@@ -508,7 +523,12 @@ async fn second_login_replaces_first_and_dropped_connections_leave() {
 
     let (mut watcher, _) =
         Raw::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
-    match watcher.call(Request::Lookup { user: "ali".into() }).await {
+    match watcher
+        .call(Request::Lookup {
+            user: "ali".parse().unwrap(),
+        })
+        .await
+    {
         Reply::Found(info) => assert_eq!(info.identity, id.public()),
         other => panic!("expected Found, got {other:?}"),
     }
@@ -519,8 +539,14 @@ async fn second_login_replaces_first_and_dropped_connections_leave() {
     })
     .await;
     assert_eq!(
-        watcher.call(Request::Lookup { user: "ali".into() }).await,
-        Reply::NotFound { user: "ali".into() }
+        watcher
+            .call(Request::Lookup {
+                user: "ali".parse().unwrap()
+            })
+            .await,
+        Reply::NotFound {
+            user: "ali".parse().unwrap()
+        }
     );
     dir.shutdown().await;
 }
@@ -546,7 +572,7 @@ async fn restart_keeps_key_accounts_and_tickets() {
     let nonce = raw.hello().await;
     let reply = raw
         .call(Request::Resume {
-            user: "ali".into(),
+            user: "ali".parse().unwrap(),
             ticket: ticket.clone(),
             signature: id.sign(&resume_transcript(&nonce, "ali", &ticket)),
             addresses: vec![],
@@ -606,14 +632,14 @@ async fn open_registration_and_shutdown_notice() {
         other => panic!("expected Welcome, got {other:?}"),
     };
     let register = |user: &str, password: &str| Request::Register {
-        user: user.into(),
+        user: user.parse().unwrap(),
         password: password.into(),
         identity: id.public(),
     };
     assert_eq!(
         raw.call(register("carla", "secret-carla")).await,
         Reply::Registered {
-            user: "carla".into()
+            user: "carla".parse().unwrap()
         }
     );
     assert_eq!(
@@ -648,7 +674,7 @@ async fn registration_is_closed_by_default() {
     raw.hello().await;
     let reply = raw
         .call(Request::Register {
-            user: "eve".into(),
+            user: "eve".parse().unwrap(),
             password: "secret-eve".into(),
             identity: Identity::generate().public(),
         })
@@ -741,7 +767,7 @@ async fn operator_actions_end_sessions() {
     let nonce = raw.hello().await;
     let reply = raw
         .call(Request::Resume {
-            user: "ali".into(),
+            user: "ali".parse().unwrap(),
             ticket: ticket.clone(),
             signature: id.sign(&resume_transcript(&nonce, "ali", &ticket)),
             addresses: vec![],
@@ -811,4 +837,62 @@ async fn instance_links_are_refused_by_a_directory_running_alone() {
         assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
     }
     dir.shutdown().await;
+}
+
+/// A request naming a user or room with a name that breaks the rules does not decode: it
+/// is a bad frame like any other, which closes that connection and no other. (Before
+/// names were typed, the directory answered such a lookup with `NotFound` echoing the
+/// name back.)
+#[tokio::test]
+async fn names_that_break_the_rules_are_bad_frames() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    dir.add_user("mallory", "secret-mallory", false)
+        .await
+        .unwrap();
+    let (ali_id, mallory_id) = (Identity::generate(), Identity::generate());
+    // A well-behaved client, on one connection for the whole test.
+    let (mut ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
+
+    // A frame: the request's variant index, then one name encoded as a string.
+    let with_name = |variant: u8, name: &str| {
+        let mut payload = vec![variant, u8::try_from(name.len()).unwrap()];
+        payload.extend_from_slice(name.as_bytes());
+        let mut bytes = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+        bytes.extend_from_slice(&payload);
+        bytes
+    };
+    // `Lookup` is variant 4, `JoinRoom` 7, `FetchPrekey` 13: a proper name decodes.
+    let good = with_name(4, "ali");
+    assert_eq!(
+        proto::frame::decode::<Request>(&good[4..]).unwrap(),
+        Request::Lookup {
+            user: "ali".parse().unwrap()
+        }
+    );
+    for (variant, name) in [
+        (4, "zzz 00\nali"),
+        (4, "ali\u{1b}[2K"),
+        (7, "room\u{202e}"),
+        (13, "ali\u{200b}"),
+        (4, "Ali"),
+    ] {
+        let (mut raw, _) = Raw::logged_in(&dir, "mallory", "secret-mallory", &mallory_id).await;
+        raw.send_raw(&with_name(variant, name)).await;
+        let reply = raw.reply().await;
+        assert_eq!(
+            error_code(&reply),
+            ErrorCode::BadFrame,
+            "{name:?}: {reply:?}"
+        );
+        assert_eq!(raw.closed_with().await, u64::from(close::BAD_FRAME));
+    }
+    // ali's connection saw none of it and works as ever.
+    let reply = ali
+        .call(Request::Lookup {
+            user: "ali".parse().unwrap(),
+        })
+        .await;
+    assert!(matches!(reply, Reply::Found(_)), "{reply:?}");
 }

@@ -180,9 +180,14 @@ async fn impersonation_is_refused_at_the_acceptor() {
     )
     .await
     .unwrap();
-    let err = peer::chat::initiate(conn, mallory.profile.identity(), "ali", &info)
-        .await
-        .expect_err("impersonation must be refused");
+    let err = peer::chat::initiate(
+        conn,
+        mallory.profile.identity(),
+        &"ali".parse().unwrap(),
+        &info,
+    )
+    .await
+    .expect_err("impersonation must be refused");
     assert_eq!(
         err.refusal(),
         Some(&proto::message::ConnectRefusal::KeyMismatch),

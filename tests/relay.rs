@@ -256,7 +256,7 @@ async fn over_the_relay_the_acceptor_checks_the_initiators_key_share() {
     let err = chat::initiate_over(
         Transport::relayed(stream),
         mallory.profile.identity(),
-        "ali",
+        &"ali".parse().unwrap(),
         &bianca_info,
         false,
     )
@@ -286,7 +286,7 @@ async fn over_the_relay_the_acceptor_checks_the_initiators_key_share() {
         .into_streams();
     let connect = PeerMsg::Connect {
         version: proto::PROTOCOL_VERSION,
-        initiator: "mallory".into(),
+        initiator: "mallory".parse().unwrap(),
         background: false,
     };
     frame::write_frame(&mut send, &connect).await.unwrap();
@@ -294,7 +294,7 @@ async fn over_the_relay_the_acceptor_checks_the_initiators_key_share() {
     assert_eq!(
         answer,
         PeerMsg::Accepted {
-            user: "bianca".into()
+            user: "bianca".parse().unwrap()
         }
     );
     let other_key = Identity::generate();
@@ -342,7 +342,7 @@ async fn over_the_relay_the_dialer_checks_the_acceptors_key_share() {
             assert!(matches!(connect, PeerMsg::Connect { .. }));
             let ali = link.lookup("ali").await.unwrap().unwrap();
             let accepted = PeerMsg::Accepted {
-                user: "bianca".into(),
+                user: "bianca".parse().unwrap(),
             };
             frame::write_frame(&mut send, &accepted).await.unwrap();
             let impostor = Identity::generate();

@@ -18,6 +18,7 @@
 use std::net::IpAddr;
 
 use proto::message::{AccountInfo, AdminRequest, ErrorCode, Refusal, Reply};
+use proto::names::UserName;
 use zeroize::Zeroizing;
 
 use crate::admin::{Admin, AdminError};
@@ -34,7 +35,7 @@ pub const LOCKED_BY_ADMIN: &str = "account locked by an administrator";
 /// Handles one `Request::Admin` from `requester` (`None`: not logged in) at `ip`.
 pub async fn handle(
     shared: &Shared,
-    requester: Option<&str>,
+    requester: Option<&UserName>,
     ip: IpAddr,
     request: AdminRequest,
 ) -> Reply {
@@ -42,7 +43,7 @@ pub async fn handle(
     let target = request.target().map(str::to_string);
     let refuse = |code: ErrorCode, message: String| {
         shared.audit.record(AuditEvent::AdminRefused {
-            by: requester.map(str::to_string),
+            by: requester.map(UserName::to_string),
             ip,
             action,
             target: target.clone(),
@@ -93,15 +94,19 @@ pub async fn handle(
             Ok(users) => Reply::Users(
                 users
                     .into_iter()
-                    .map(|u| AccountInfo {
-                        online: shared.presence.get(&u.name).is_some(),
-                        locked_by_admin: u.locked_by_admin,
-                        locked_for_secs: u.locked_for.filter(|_| !u.locked_by_admin),
-                        failed_attempts: u.failed_attempts,
-                        identity: u.identity,
-                        created_at: u.created_at,
-                        admin: u.admin,
-                        name: u.name,
+                    // Stored names were valid when created; one that is not (a database
+                    // edited by hand) is left out rather than sent.
+                    .filter_map(|u| {
+                        Some(AccountInfo {
+                            online: shared.presence.get(&u.name).is_some(),
+                            locked_by_admin: u.locked_by_admin,
+                            locked_for_secs: u.locked_for.filter(|_| !u.locked_by_admin),
+                            failed_attempts: u.failed_attempts,
+                            identity: u.identity,
+                            created_at: u.created_at,
+                            admin: u.admin,
+                            name: UserName::try_from(u.name).ok()?,
+                        })
                     })
                     .collect(),
             ),
@@ -133,7 +138,7 @@ pub async fn handle(
             Err(e) => failed(e),
         },
         AdminRequest::Shutdown => {
-            tracing::info!(by, "shutdown requested by an administrator");
+            tracing::info!(by = by.as_str(), "shutdown requested by an administrator");
             shared.shutdown.signal(SHUTDOWN_BY_ADMIN);
             done("directory shutting down".into())
         }
@@ -153,7 +158,10 @@ fn failed(e: AdminError) -> Reply {
     match e {
         AdminError::Exists(_) => refused(Refusal::UserExists),
         AdminError::InvalidName(_) | AdminError::InvalidPassword(_) => refused(Refusal::Invalid),
-        AdminError::NoSuchUser(user) => Reply::NotFound { user },
+        AdminError::NoSuchUser(user) => match UserName::try_from(user) {
+            Ok(user) => Reply::NotFound { user },
+            Err(_) => refused(Refusal::Invalid),
+        },
         other => internal(other),
     }
 }

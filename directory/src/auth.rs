@@ -74,10 +74,10 @@ pub async fn register(
     // Each registration costs an argon2 hash and a row: count it against the source like
     // a failure, so one address cannot create accounts (or burn CPU) without bound.
     note_source_failure(shared, ip);
-    if names::check_username(user).is_err()
-        || names::check_new_password(password).is_err()
-        || !identity.is_valid()
-    {
+    let Ok(name) = names::UserName::parse(user) else {
+        return refuse(Refusal::Invalid, "invalid");
+    };
+    if names::check_new_password(password).is_err() || !identity.is_valid() {
         return refuse(Refusal::Invalid, "invalid");
     }
     match shared.store.account(user).await {
@@ -103,9 +103,7 @@ pub async fn register(
                 user: user.to_string(),
                 ip,
             });
-            Reply::Registered {
-                user: user.to_string(),
-            }
+            Reply::Registered { user: name }
         }
         Err(StoreError::Exists(_)) => refuse(Refusal::UserExists, "exists"),
         Err(e) => internal(e),
@@ -116,7 +114,7 @@ pub async fn register(
 pub async fn login(
     shared: &Shared,
     origin: Origin<'_>,
-    user: &str,
+    user: &names::UserName,
     password: &str,
     identity: PublicKey,
     signature: &Signature,
@@ -325,7 +323,7 @@ pub async fn change_password(
 pub async fn resume(
     shared: &Shared,
     origin: Origin<'_>,
-    user: &str,
+    user: &names::UserName,
     presented: &[u8],
     signature: &Signature,
     addresses: Vec<SocketAddr>,
@@ -358,7 +356,7 @@ pub async fn resume(
         Err(e) => return (internal(e), None),
     };
     let now = unix_now();
-    if record.user != user {
+    if record.user != user.as_str() {
         return fail("wrong_user", Refusal::TicketInvalid);
     }
     if record.is_expired(now) {
@@ -416,7 +414,7 @@ pub async fn resume(
 async fn grant(
     shared: &Shared,
     origin: Origin<'_>,
-    user: &str,
+    user: &names::UserName,
     identity: PublicKey,
     addresses: Vec<SocketAddr>,
     admin: bool,
@@ -455,7 +453,7 @@ async fn grant(
         origin.conn.clone(),
     );
     let reply = Reply::Granted {
-        user: user.to_string(),
+        user: user.clone(),
         ticket: fresh.to_vec(),
         ticket_lifetime_secs: lifetime,
         observed: origin.remote,
@@ -574,7 +572,7 @@ mod tests {
             login(
                 &self.shared,
                 self.origin(),
-                user,
+                &user.parse().unwrap(),
                 password,
                 id.public(),
                 &sig,
@@ -585,7 +583,15 @@ mod tests {
 
         async fn resume(&self, user: &str, ticket: &[u8], id: &Identity) -> Outcome {
             let sig = id.sign(&resume_transcript(&self.nonce, user, ticket));
-            resume(&self.shared, self.origin(), user, ticket, &sig, vec![]).await
+            resume(
+                &self.shared,
+                self.origin(),
+                &user.parse().unwrap(),
+                ticket,
+                &sig,
+                vec![],
+            )
+            .await
         }
     }
 
@@ -601,7 +607,12 @@ mod tests {
         let f = Fixture::new(true).await;
         let id = Identity::generate();
         let reply = register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
-        assert_eq!(reply, Reply::Registered { user: "ali".into() });
+        assert_eq!(
+            reply,
+            Reply::Registered {
+                user: "ali".parse().unwrap()
+            }
+        );
         let reply = register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
         assert!(matches!(
             reply,
@@ -682,7 +693,7 @@ mod tests {
             .insert_ticket(
                 TicketRecord {
                     hash: ticket::hash(&ticket),
-                    user: "ali".into(),
+                    user: "ali".parse().unwrap(),
                     identity: id.public(),
                     expires_at: unix_now() - 1,
                 },

@@ -28,6 +28,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use proto::message::{Event, PeerInfo};
+use proto::names::{RoomName, UserName};
 use serde::{Deserialize, Serialize};
 
 /// Heartbeats and expiry of instances sharing one database.
@@ -77,17 +78,17 @@ pub enum Message {
     /// `info.user` logged in on the sender through its connection `conn`.
     Online { info: PeerInfo, conn: u64 },
     /// `user`'s session `conn` on the sender ended.
-    Offline { user: String, conn: u64 },
+    Offline { user: UserName, conn: u64 },
     /// Pass `event` on to those of `users` connected to the receiving instance.
-    Notify { users: Vec<String>, event: Event },
+    Notify { users: Vec<UserName>, event: Event },
     /// `user` joined or left `room`.
     Room {
-        room: String,
-        user: String,
+        room: RoomName,
+        user: UserName,
         joined: bool,
     },
     /// End `user`'s session wherever it is, telling them `reason`.
-    Kick { user: String, reason: String },
+    Kick { user: UserName, reason: String },
     /// The instance `instance` is gone; every user it had is offline.
     Gone { instance: String },
 }

@@ -247,7 +247,7 @@ async fn serve(
             stream = conn.accept_bi(), if state.session.is_some() || state.instance.is_some() => {
                 match (stream, &state.session) {
                     (Ok((send, recv)), Some(session)) => {
-                        relay::accept_stream(&state.shared, session.user().to_string(), send, recv);
+                        relay::accept_stream(&state.shared, session.user().clone(), send, recv);
                         continue;
                     }
                     (Ok((send, recv)), None) => {
@@ -414,11 +414,7 @@ impl State {
                     message: "log in first".into(),
                 },
                 Some(session) => {
-                    let users = users
-                        .into_iter()
-                        .filter(|u| proto::names::check_username(u).is_ok())
-                        .take(proto::message::MAX_WATCH)
-                        .collect();
+                    let users = users.into_iter().take(proto::message::MAX_WATCH).collect();
                     shared.presence.set_watch(session.user(), users, everyone);
                     Reply::Watching
                 }

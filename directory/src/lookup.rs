@@ -5,25 +5,26 @@
 //! `Error{NotLoggedIn}` for `Who`.
 
 use proto::message::{ErrorCode, Reply};
+use proto::names::UserName;
 
 use crate::audit::AuditEvent;
 use crate::state::Shared;
 
 /// Handles `Lookup{target}` from `requester` (`None`: not logged in).
-pub fn lookup(shared: &Shared, requester: Option<&str>, target: &str) -> Reply {
+pub fn lookup(shared: &Shared, requester: Option<&UserName>, target: &UserName) -> Reply {
     let found = match requester {
         Some(_) => shared.presence.get(target),
         None => None,
     };
     shared.audit.record(AuditEvent::Lookup {
-        requester: requester.map(str::to_string),
+        requester: requester.map(UserName::to_string),
         target: target.to_string(),
         found: found.is_some(),
     });
     match found {
         Some(info) => Reply::Found(info),
         None => Reply::NotFound {
-            user: echo_name(target),
+            user: target.clone(),
         },
     }
 }
@@ -35,7 +36,7 @@ pub fn lookup(shared: &Shared, requester: Option<&str>, target: &str) -> Reply {
 pub const MAX_WHO_USERS: usize = 1000;
 
 /// Handles `Who` from `requester` (`None`: not logged in).
-pub fn who(shared: &Shared, requester: Option<&str>) -> Reply {
+pub fn who(shared: &Shared, requester: Option<&UserName>) -> Reply {
     match requester {
         Some(_) => {
             let mut users = shared.presence.list();
@@ -46,15 +47,5 @@ pub fn who(shared: &Shared, requester: Option<&str>) -> Reply {
             code: ErrorCode::NotLoggedIn,
             message: "log in first".into(),
         },
-    }
-}
-
-/// The name to echo in `NotFound`: as sent when it is a valid name, otherwise cut short
-/// (a hostile client may send a name of 64 KiB).
-fn echo_name(target: &str) -> String {
-    if proto::names::check_username(target).is_ok() {
-        target.to_string()
-    } else {
-        target.chars().take(proto::names::MAX_USERNAME).collect()
     }
 }

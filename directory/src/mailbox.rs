@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto::message::{ErrorCode, Event, MailItem, MailReceipt, Reply};
+use proto::names::UserName;
 use proto::sealed::{MAX_BLOB, SignedPrekey};
 
 use crate::clock::unix_now;
@@ -146,7 +147,11 @@ fn internal(e: impl std::fmt::Display) -> Reply {
 }
 
 /// `PublishPrekey`: keeps the prekey if the account's identity key signed it.
-pub async fn publish_prekey(shared: &Shared, user: Option<&str>, prekey: SignedPrekey) -> Reply {
+pub async fn publish_prekey(
+    shared: &Shared,
+    user: Option<&UserName>,
+    prekey: SignedPrekey,
+) -> Reply {
     let Some(user) = user else {
         return not_logged_in();
     };
@@ -177,16 +182,11 @@ pub async fn publish_prekey(shared: &Shared, user: Option<&str>, prekey: SignedP
 }
 
 /// `FetchPrekey`: the identity key and prekey of an account, online or not.
-pub async fn fetch_prekey(shared: &Shared, requester: Option<&str>, user: &str) -> Reply {
+pub async fn fetch_prekey(shared: &Shared, requester: Option<&UserName>, user: &UserName) -> Reply {
     if requester.is_none() {
         return not_logged_in();
     }
-    let not_found = || Reply::NotFound {
-        user: user.chars().take(proto::names::MAX_USERNAME).collect(),
-    };
-    if proto::names::check_username(user).is_err() {
-        return not_found();
-    }
+    let not_found = || Reply::NotFound { user: user.clone() };
     let identity = match shared.store.account(user).await {
         Ok(Some(account)) => account.identity,
         Ok(None) => None,
@@ -197,7 +197,7 @@ pub async fn fetch_prekey(shared: &Shared, requester: Option<&str>, user: &str) 
     };
     match shared.store.prekey(user).await {
         Ok(prekey) => Reply::Prekey {
-            user: user.to_string(),
+            user: user.clone(),
             identity,
             prekey,
         },
@@ -206,7 +206,12 @@ pub async fn fetch_prekey(shared: &Shared, requester: Option<&str>, user: &str) 
 }
 
 /// `Deposit`: stores a sealed blob for `to`, within the quota, and tells `to` if online.
-pub async fn deposit(shared: &Shared, sender: Option<&str>, to: &str, blob: Vec<u8>) -> Reply {
+pub async fn deposit(
+    shared: &Shared,
+    sender: Option<&UserName>,
+    to: &UserName,
+    blob: Vec<u8>,
+) -> Reply {
     let Some(sender) = sender else {
         return not_logged_in();
     };
@@ -216,17 +221,10 @@ pub async fn deposit(shared: &Shared, sender: Option<&str>, to: &str, blob: Vec<
             format!("a sealed message must be 1 to {MAX_BLOB} bytes"),
         );
     }
-    if proto::names::check_username(to).is_err() {
-        return Reply::NotFound {
-            user: to.chars().take(proto::names::MAX_USERNAME).collect(),
-        };
-    }
     match shared.store.account(to).await {
         Ok(Some(_)) => {}
         Ok(None) => {
-            return Reply::NotFound {
-                user: to.to_string(),
-            };
+            return Reply::NotFound { user: to.clone() };
         }
         Err(e) => return internal(e),
     }
@@ -241,7 +239,7 @@ pub async fn deposit(shared: &Shared, sender: Option<&str>, to: &str, blob: Vec<
     };
     match shared.store.deposit_mail(mail, policy).await {
         Ok(DepositOutcome::Stored { id }) => {
-            tracing::info!(id, to, "sealed mail queued");
+            tracing::info!(id, to = to.as_str(), "sealed mail queued");
             shared.mail_nudges.nudge(&shared.presence, to, false);
             Reply::Queued {
                 id,
@@ -260,7 +258,7 @@ pub async fn deposit(shared: &Shared, sender: Option<&str>, to: &str, blob: Vec<
 }
 
 /// `FetchMail`: what waits for `user`, oldest first, one reply's worth.
-pub async fn fetch(shared: &Shared, user: Option<&str>) -> Reply {
+pub async fn fetch(shared: &Shared, user: Option<&UserName>) -> Reply {
     let Some(user) = user else {
         return not_logged_in();
     };
@@ -289,7 +287,7 @@ pub async fn fetch(shared: &Shared, user: Option<&str>) -> Reply {
 }
 
 /// `AckMail`: deletes what `user` received and tells the senders who are online.
-pub async fn ack(shared: &Shared, user: Option<&str>, ids: Vec<u64>) -> Reply {
+pub async fn ack(shared: &Shared, user: Option<&UserName>, ids: Vec<u64>) -> Reply {
     let Some(user) = user else {
         return not_logged_in();
     };
@@ -312,7 +310,7 @@ pub async fn ack(shared: &Shared, user: Option<&str>, ids: Vec<u64>) -> Reply {
 }
 
 /// `MailReceipts`: what became of `user`'s deposits since they last asked.
-pub async fn receipts(shared: &Shared, user: Option<&str>) -> Reply {
+pub async fn receipts(shared: &Shared, user: Option<&UserName>) -> Reply {
     let Some(user) = user else {
         return not_logged_in();
     };
@@ -320,10 +318,14 @@ pub async fn receipts(shared: &Shared, user: Option<&str>) -> Reply {
         Ok(receipts) => Reply::Receipts {
             receipts: receipts
                 .into_iter()
-                .map(|r| MailReceipt {
-                    id: r.id,
-                    to: r.recipient,
-                    delivered: r.delivered,
+                // A stored recipient was a valid name when deposited; one that is not
+                // (a database edited by hand) is left out rather than sent.
+                .filter_map(|r| {
+                    Some(MailReceipt {
+                        id: r.id,
+                        to: UserName::try_from(r.recipient).ok()?,
+                        delivered: r.delivered,
+                    })
                 })
                 .collect(),
         },

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use proto::PublicKey;
 use proto::message::{Event, OnlineUser, PeerInfo};
+use proto::names::UserName;
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, Message};
@@ -73,7 +74,7 @@ struct Entry {
     since: Instant,
     conn: ConnHandle,
     /// Users this one asked to hear about.
-    watching: Vec<String>,
+    watching: Vec<UserName>,
 }
 
 /// A user online on another instance.
@@ -89,32 +90,32 @@ struct Remote {
 /// The online users and who watches whom.
 #[derive(Debug, Default)]
 struct Table {
-    users: HashMap<String, Entry>,
+    users: HashMap<UserName, Entry>,
     /// Users online on other instances (never also in `users`).
-    remote: HashMap<String, Remote>,
+    remote: HashMap<UserName, Remote>,
     /// When a remote user was last seen going offline, so that a presence snapshot read
     /// before that does not bring them back.
-    tombstones: HashMap<String, Instant>,
+    tombstones: HashMap<UserName, Instant>,
     /// Watched user → the users watching them.
-    watchers: HashMap<String, HashSet<String>>,
+    watchers: HashMap<UserName, HashSet<UserName>>,
     /// Users who asked to hear about everyone.
-    everyone: HashSet<String>,
+    everyone: HashSet<UserName>,
 }
 
 impl Table {
     /// Tells everyone interested that `user` came online or went offline.
-    fn announce(&self, rooms: &RoomIndex, user: &str, online: bool) {
-        let mut audience: HashSet<&str> = self.everyone.iter().map(String::as_str).collect();
+    fn announce(&self, rooms: &RoomIndex, user: &UserName, online: bool) {
+        let mut audience: HashSet<&str> = self.everyone.iter().map(UserName::as_str).collect();
         if let Some(w) = self.watchers.get(user) {
-            audience.extend(w.iter().map(String::as_str));
+            audience.extend(w.iter().map(UserName::as_str));
         }
         let mates = rooms.room_mates(user);
-        audience.extend(mates.iter().map(String::as_str));
-        audience.remove(user);
+        audience.extend(mates.iter().map(UserName::as_str));
+        audience.remove(user.as_str());
         for name in audience {
             if let Some(e) = self.users.get(name) {
                 e.conn.notify(Event::Presence {
-                    user: user.to_string(),
+                    user: user.clone(),
                     online,
                 });
             }
@@ -126,11 +127,11 @@ impl Table {
         let entry = self.users.remove(user)?;
         self.unwatch(user, &entry.watching);
         self.everyone.remove(user);
-        self.announce(rooms, user, false);
+        self.announce(rooms, &entry.info.user, false);
         Some(entry)
     }
 
-    fn unwatch(&mut self, watcher: &str, watched: &[String]) {
+    fn unwatch(&mut self, watcher: &str, watched: &[UserName]) {
         for w in watched {
             if let MapEntry::Occupied(mut set) = self.watchers.entry(w.clone()) {
                 set.get_mut().remove(watcher);
@@ -201,7 +202,7 @@ impl Presence {
     /// another connection is replaced and that connection is told "logged in elsewhere".
     pub fn login(
         &self,
-        user: &str,
+        user: &UserName,
         identity: PublicKey,
         observed: SocketAddr,
         addresses: Vec<SocketAddr>,
@@ -209,7 +210,7 @@ impl Presence {
     ) -> Session {
         let entry = Entry {
             info: PeerInfo {
-                user: user.to_string(),
+                user: user.clone(),
                 identity,
                 observed,
                 addresses,
@@ -220,7 +221,7 @@ impl Presence {
         };
         let info = entry.info.clone();
         let mut table = self.lock();
-        let replaced = table.users.insert(user.to_string(), entry);
+        let replaced = table.users.insert(user.clone(), entry);
         // Online elsewhere: that instance kicks its session when it hears of this one.
         let was_remote = table.remote.remove(user).is_some();
         self.publish(Message::Online {
@@ -233,7 +234,10 @@ impl Presence {
                 table.everyone.remove(user);
                 if old.conn.id != conn.id {
                     old.conn.force_logout("logged in elsewhere");
-                    tracing::info!(user, "replaced an earlier session of the same user");
+                    tracing::info!(
+                        user = user.as_str(),
+                        "replaced an earlier session of the same user"
+                    );
                 }
             }
             None if was_remote => {}
@@ -242,7 +246,7 @@ impl Presence {
         drop(table);
         Session {
             presence: self.clone(),
-            user: user.to_string(),
+            user: user.clone(),
             conn_id: conn.id,
         }
     }
@@ -263,7 +267,7 @@ impl Presence {
     }
 
     /// Replaces the list of users `user` wants presence events about.
-    pub fn set_watch(&self, user: &str, watching: Vec<String>, everyone: bool) {
+    pub fn set_watch(&self, user: &UserName, watching: Vec<UserName>, everyone: bool) {
         let mut table = self.lock();
         let Some(entry) = table.users.get_mut(user) else {
             return;
@@ -271,28 +275,25 @@ impl Presence {
         let old = std::mem::replace(&mut entry.watching, watching.clone());
         table.unwatch(user, &old);
         for w in watching {
-            table
-                .watchers
-                .entry(w)
-                .or_default()
-                .insert(user.to_string());
+            table.watchers.entry(w).or_default().insert(user.clone());
         }
         if everyone {
-            table.everyone.insert(user.to_string());
+            table.everyone.insert(user.clone());
         } else {
             table.everyone.remove(user);
         }
     }
 
     /// Sends `event` to those of `users` who are online, here or on another instance.
-    pub fn notify(&self, users: &[String], event: Event) {
+    pub fn notify(&self, users: &[impl AsRef<str>], event: Event) {
         let table = self.lock();
         let mut elsewhere = Vec::new();
         for u in users {
+            let u = u.as_ref();
             if let Some(e) = table.users.get(u) {
                 e.conn.notify(event.clone());
-            } else if table.remote.contains_key(u) {
-                elsewhere.push(u.clone());
+            } else if let Some((name, _)) = table.remote.get_key_value(u) {
+                elsewhere.push(name.clone());
             }
         }
         drop(table);
@@ -346,48 +347,54 @@ impl Presence {
     pub fn force_logout(&self, user: &str, reason: &str) -> bool {
         let mut table = self.lock();
         let removed = table.remove(&self.rooms, user);
-        let remote = table.remote.contains_key(user);
+        let remote = table
+            .remote
+            .get_key_value(user)
+            .map(|(name, _)| name.clone());
         drop(table);
-        match removed {
-            Some(e) => {
+        match (removed, remote) {
+            (Some(e), _) => {
                 e.conn.force_logout(reason);
                 self.publish(Message::Offline {
-                    user: user.to_string(),
+                    user: e.info.user,
                     conn: e.conn.id,
                 });
                 true
             }
-            None if remote => {
+            (None, Some(user)) => {
                 self.publish(Message::Kick {
-                    user: user.to_string(),
+                    user,
                     reason: reason.to_string(),
                 });
                 true
             }
-            None => false,
+            (None, None) => false,
         }
     }
 
     /// `user`'s account is gone: their room memberships go (here and, through the
     /// cluster, on every instance's cache), and their session ends wherever it is.
     pub fn account_removed(&self, user: &str, reason: &str) {
-        for room in self.rooms.remove_user(user) {
-            self.publish(Message::Room {
-                room,
-                user: user.to_string(),
-                joined: false,
-            });
+        // A name that breaks the rules is in no room (the index holds only valid names).
+        if let Ok(name) = UserName::parse(user) {
+            for room in self.rooms.remove_user(user) {
+                self.publish(Message::Room {
+                    room,
+                    user: name.clone(),
+                    joined: false,
+                });
+            }
         }
         self.force_logout(user, reason);
     }
 
-    fn remove_if_owned(&self, user: &str, conn_id: u64) {
+    fn remove_if_owned(&self, user: &UserName, conn_id: u64) {
         let mut table = self.lock();
         if table.users.get(user).is_some_and(|e| e.conn.id == conn_id) {
             table.remove(&self.rooms, user);
             drop(table);
             self.publish(Message::Offline {
-                user: user.to_string(),
+                user: user.clone(),
                 conn: conn_id,
             });
         }
@@ -424,7 +431,10 @@ impl Presence {
                 drop(table);
                 if let Some(old) = kicked {
                     old.conn.force_logout("logged in elsewhere");
-                    tracing::info!(user, "replaced by a session on another instance");
+                    tracing::info!(
+                        user = user.as_str(),
+                        "replaced by a session on another instance"
+                    );
                 }
             }
             Message::Offline { user, conn } => {
@@ -476,7 +486,7 @@ impl Presence {
             }
             Message::Gone { instance } => {
                 let mut table = self.lock();
-                let gone: Vec<String> = table
+                let gone: Vec<UserName> = table
                     .remote
                     .iter()
                     .filter(|(_, r)| r.instance == instance)
@@ -497,12 +507,12 @@ impl Presence {
     /// heard after `read_at` are newer than the snapshot and are kept.
     pub fn resync_remote(&self, snapshot: Vec<(String, u64, PeerInfo)>, read_at: Instant) {
         let mut table = self.lock();
-        let mut fresh: HashMap<String, (String, u64, PeerInfo)> = snapshot
+        let mut fresh: HashMap<UserName, (String, u64, PeerInfo)> = snapshot
             .into_iter()
             .filter(|(_, _, info)| !table.users.contains_key(&info.user))
             .map(|(instance, conn, info)| (info.user.clone(), (instance, conn, info)))
             .collect();
-        let stale: Vec<String> = table
+        let stale: Vec<UserName> = table
             .remote
             .iter()
             .filter(|(u, r)| r.since < read_at && !fresh.contains_key(*u))
@@ -552,13 +562,13 @@ impl Presence {
 #[derive(Debug)]
 pub struct Session {
     presence: Presence,
-    user: String,
+    user: UserName,
     conn_id: u64,
 }
 
 impl Session {
     /// The logged-in user.
-    pub fn user(&self) -> &str {
+    pub fn user(&self) -> &UserName {
         &self.user
     }
 }
@@ -597,14 +607,18 @@ mod tests {
         let p = Presence::default();
         let key = proto::Identity::generate().public();
         let (w, mut heard) = watcher(1);
-        let _s = p.login("bianca", key, addr(1), vec![], w);
-        p.set_watch("bianca", vec!["ali".into()], false);
+        let _s = p.login(&"bianca".parse().unwrap(), key, addr(1), vec![], w);
+        p.set_watch(
+            &"bianca".parse().unwrap(),
+            vec!["ali".parse().unwrap()],
+            false,
+        );
         let (h, _rx) = handle(2);
-        let ali = p.login("ali", key, addr(2), vec![], h);
+        let ali = p.login(&"ali".parse().unwrap(), key, addr(2), vec![], h);
         assert_eq!(
             heard.try_recv().unwrap(),
             Event::Presence {
-                user: "ali".into(),
+                user: "ali".parse().unwrap(),
                 online: true
             }
         );
@@ -612,13 +626,13 @@ mod tests {
         assert_eq!(
             heard.try_recv().unwrap(),
             Event::Presence {
-                user: "ali".into(),
+                user: "ali".parse().unwrap(),
                 online: false
             }
         );
         // Not watched: not heard.
         let (h, _rx) = handle(3);
-        let _c = p.login("chloe", key, addr(3), vec![], h);
+        let _c = p.login(&"chloe".parse().unwrap(), key, addr(3), vec![], h);
         assert!(heard.try_recv().is_err());
     }
 
@@ -631,7 +645,7 @@ mod tests {
         let p = Presence::default();
         let key = proto::Identity::generate().public();
         let (h, _rx) = handle(1);
-        let s = p.login("ali", key, addr(1), vec![addr(2)], h);
+        let s = p.login(&"ali".parse().unwrap(), key, addr(1), vec![addr(2)], h);
         let info = p.get("ali").unwrap();
         assert_eq!(info.identity, key);
         assert_eq!(info.observed, addr(1));
@@ -648,8 +662,8 @@ mod tests {
         let key = proto::Identity::generate().public();
         let (h1, mut rx1) = handle(1);
         let (h2, mut rx2) = handle(2);
-        let s1 = p.login("ali", key, addr(1), vec![], h1);
-        let s2 = p.login("ali", key, addr(9), vec![], h2);
+        let s1 = p.login(&"ali".parse().unwrap(), key, addr(1), vec![], h1);
+        let s2 = p.login(&"ali".parse().unwrap(), key, addr(9), vec![], h2);
         assert_eq!(
             rx1.try_recv().unwrap(),
             Event::ForcedLogout {
@@ -671,7 +685,7 @@ mod tests {
         let mut sessions = Vec::new();
         for (i, name) in ["carla", "ali", "bianca"].into_iter().enumerate() {
             let (h, rx) = handle(i as u64);
-            sessions.push((p.login(name, key, addr(1), vec![], h), rx));
+            sessions.push((p.login(&name.parse().unwrap(), key, addr(1), vec![], h), rx));
         }
         let names: Vec<_> = p.list().into_iter().map(|u| u.user).collect();
         assert_eq!(names, ["ali", "bianca", "carla"]);

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use proto::frame;
 use proto::message::{Event, RELAY_PEER_LOST, RelayMsg, RelayRefusal, RelayToken};
+use proto::names::UserName;
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
@@ -179,15 +180,15 @@ impl Bucket {
 /// One `Rendezvous`: who may use its token, until when.
 #[derive(Debug)]
 struct Offer {
-    initiator: String,
-    target: String,
+    initiator: UserName,
+    target: UserName,
     expires: Instant,
 }
 
 /// The first stream of a session, waiting for the second. Whoever holds it holds the
 /// stream's place in the caps.
 struct Parked {
-    user: String,
+    user: UserName,
     send: SendStream,
     recv: RecvStream,
     /// Fired when the second stream takes this one: the waiter stops waiting.
@@ -339,7 +340,7 @@ impl Relay {
 
     /// Makes a token for `initiator` connecting to `target`, or `None` when the
     /// initiator has made too many offers lately.
-    pub fn offer(&self, initiator: &str, target: &str) -> Option<RelayToken> {
+    pub fn offer(&self, initiator: &UserName, target: &UserName) -> Option<RelayToken> {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.sweep(now);
@@ -359,8 +360,8 @@ impl Relay {
         inner.offers.insert(
             token,
             Offer {
-                initiator: initiator.to_string(),
-                target: target.to_string(),
+                initiator: initiator.clone(),
+                target: target.clone(),
                 expires,
             },
         );
@@ -377,7 +378,7 @@ impl Relay {
 /// and serves it as a relay stream in a task of its own.
 pub(crate) fn accept_stream(
     shared: &Arc<Shared>,
-    user: String,
+    user: UserName,
     send: SendStream,
     recv: RecvStream,
 ) {
@@ -397,7 +398,7 @@ async fn refuse(send: &mut SendStream, recv: &mut RecvStream, reason: RelayRefus
     let _ = recv.stop(VarInt::from_u32(0));
 }
 
-async fn serve(relay: Arc<Relay>, user: String, mut send: SendStream, mut recv: RecvStream) {
+async fn serve(relay: Arc<Relay>, user: UserName, mut send: SendStream, mut recv: RecvStream) {
     let token = match timeout(OPEN_TIMEOUT, frame::read_frame::<_, RelayMsg>(&mut recv)).await {
         Ok(Ok(Some(RelayMsg::Open { token }))) => token,
         Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
@@ -424,7 +425,7 @@ async fn serve(relay: Arc<Relay>, user: String, mut send: SendStream, mut recv: 
 /// it, or splices it to the stream parked for the same token, or refuses it.
 async fn join(
     relay: Arc<Relay>,
-    user: String,
+    user: UserName,
     token: RelayToken,
     mut send: SendStream,
     mut recv: RecvStream,
@@ -462,7 +463,7 @@ async fn join(
                 let parked = inner.parked.remove(&token).expect("checked above");
                 let admitted = Admitted {
                     relay: relay.clone(),
-                    user: user.clone(),
+                    user: user.to_string(),
                 };
                 Next::Splice(parked, admitted, send, recv)
             }
@@ -470,7 +471,7 @@ async fn join(
                 let (taken, waiting) = oneshot::channel();
                 let admitted = Admitted {
                     relay: relay.clone(),
-                    user: user.clone(),
+                    user: user.to_string(),
                 };
                 inner.parked.insert(
                     token,
@@ -521,7 +522,7 @@ async fn wait(relay: Arc<Relay>, token: RelayToken, waiting: oneshot::Receiver<(
 async fn splice(
     relay: Arc<Relay>,
     first: Parked,
-    (user, mut send, recv): (String, SendStream, RecvStream),
+    (user, mut send, recv): (UserName, SendStream, RecvStream),
     admitted: Admitted,
 ) {
     let Parked {
@@ -661,16 +662,32 @@ mod tests {
             ..RelayPolicy::default()
         };
         let relay = Relay::new(policy, Arc::new(Metrics::new()), Presence::default());
-        let a = relay.offer("ali", "bianca").unwrap();
-        let b = relay.offer("ali", "chloe").unwrap();
+        let a = relay
+            .offer(&"ali".parse().unwrap(), &"bianca".parse().unwrap())
+            .unwrap();
+        let b = relay
+            .offer(&"ali".parse().unwrap(), &"chloe".parse().unwrap())
+            .unwrap();
         assert_ne!(a, b);
-        assert!(relay.offer("ali", "dora").is_none(), "third offer refused");
         assert!(
-            relay.offer("bianca", "ali").is_some(),
+            relay
+                .offer(&"ali".parse().unwrap(), &"dora".parse().unwrap())
+                .is_none(),
+            "third offer refused"
+        );
+        assert!(
+            relay
+                .offer(&"bianca".parse().unwrap(), &"ali".parse().unwrap())
+                .is_some(),
             "limits are per user"
         );
         std::thread::sleep(Duration::from_millis(60));
-        assert!(relay.offer("ali", "dora").is_some(), "old offers expired");
+        assert!(
+            relay
+                .offer(&"ali".parse().unwrap(), &"dora".parse().unwrap())
+                .is_some(),
+            "old offers expired"
+        );
     }
 
     #[test]

@@ -18,23 +18,24 @@
 //! beyond that the answer is `Error{RateLimited}`.
 
 use proto::message::{ErrorCode, Event, Reply};
+use proto::names::UserName;
 
 use crate::audit::AuditEvent;
 use crate::state::Shared;
 
 /// Handles `Rendezvous{target}` from `requester` (`None`: not logged in).
-pub fn rendezvous(shared: &Shared, requester: Option<&str>, target: &str) -> Reply {
+pub fn rendezvous(shared: &Shared, requester: Option<&UserName>, target: &UserName) -> Reply {
     let found = requester
         .filter(|me| *me != target)
         .and_then(|me| Some((shared.presence.get(me)?, shared.presence.get(target)?)));
     shared.audit.record(AuditEvent::Lookup {
-        requester: requester.map(str::to_string),
+        requester: requester.map(UserName::to_string),
         target: target.to_string(),
         found: found.is_some(),
     });
     let Some((me, peer)) = found else {
         return Reply::NotFound {
-            user: target.chars().take(proto::names::MAX_USERNAME).collect(),
+            user: target.clone(),
         };
     };
     let Some(token) = shared.relay.offer(&me.user, &peer.user) else {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use proto::message::{ErrorCode, Event, Reply, RoomInfo, RoomMember};
+use proto::names::{RoomName, UserName};
 
 use crate::audit::AuditEvent;
 use crate::clock;
@@ -23,8 +24,8 @@ pub const MAX_MEMBERS_PER_ROOM: usize = 1000;
 
 #[derive(Debug, Default)]
 struct Maps {
-    by_room: BTreeMap<String, BTreeSet<String>>,
-    by_user: BTreeMap<String, BTreeSet<String>>,
+    by_room: BTreeMap<RoomName, BTreeSet<UserName>>,
+    by_user: BTreeMap<UserName, BTreeSet<RoomName>>,
 }
 
 /// The in-memory copy of room membership.
@@ -38,8 +39,21 @@ impl RoomIndex {
     pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
         let index = Self::default();
         for (room, _) in store.rooms().await? {
+            let Ok(room_name) = RoomName::parse(&room) else {
+                tracing::warn!(
+                    room = room.escape_debug().to_string(),
+                    "skipping a stored room with an invalid name"
+                );
+                continue;
+            };
             for user in store.room_members(&room).await? {
-                index.insert(&room, &user);
+                match UserName::parse(&user) {
+                    Ok(user) => index.insert(&room_name, &user),
+                    Err(_) => tracing::warn!(
+                        user = user.escape_debug().to_string(),
+                        "skipping a stored room member with an invalid name"
+                    ),
+                }
             }
         }
         Ok(index)
@@ -49,16 +63,16 @@ impl RoomIndex {
         self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn insert(&self, room: &str, user: &str) {
+    pub(crate) fn insert(&self, room: &RoomName, user: &UserName) {
         let mut m = self.lock();
         m.by_room
-            .entry(room.to_string())
+            .entry(room.clone())
             .or_default()
-            .insert(user.to_string());
+            .insert(user.clone());
         m.by_user
-            .entry(user.to_string())
+            .entry(user.clone())
             .or_default()
-            .insert(room.to_string());
+            .insert(room.clone());
     }
 
     pub(crate) fn remove(&self, room: &str, user: &str) {
@@ -78,8 +92,8 @@ impl RoomIndex {
     }
 
     /// Forgets every membership of `user` (their account is gone); returns the rooms.
-    pub fn remove_user(&self, user: &str) -> Vec<String> {
-        let rooms: Vec<String> = self
+    pub fn remove_user(&self, user: &str) -> Vec<RoomName> {
+        let rooms: Vec<RoomName> = self
             .lock()
             .by_user
             .get(user)
@@ -94,7 +108,7 @@ impl RoomIndex {
     }
 
     /// Members of `room`, sorted.
-    pub fn members(&self, room: &str) -> Vec<String> {
+    pub fn members(&self, room: &str) -> Vec<UserName> {
         self.lock()
             .by_room
             .get(room)
@@ -103,7 +117,7 @@ impl RoomIndex {
     }
 
     /// Everyone who shares at least one room with `user` (not `user`).
-    pub fn room_mates(&self, user: &str) -> BTreeSet<String> {
+    pub fn room_mates(&self, user: &str) -> BTreeSet<UserName> {
         let m = self.lock();
         let mut mates = BTreeSet::new();
         for room in m.by_user.get(user).into_iter().flatten() {
@@ -137,7 +151,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
     }
 }
 
-fn members_reply(shared: &Shared, room: &str) -> Reply {
+fn members_reply(shared: &Shared, room: &RoomName) -> Reply {
     let members = shared
         .rooms
         .members(room)
@@ -148,19 +162,16 @@ fn members_reply(shared: &Shared, room: &str) -> Reply {
         })
         .collect();
     Reply::RoomMembers {
-        room: room.to_string(),
+        room: room.clone(),
         members,
     }
 }
 
 /// `JoinRoom`: records the membership and tells the other members.
-pub async fn join(shared: &Shared, user: Option<&str>, room: &str) -> Reply {
+pub async fn join(shared: &Shared, user: Option<&UserName>, room: &RoomName) -> Reply {
     let Some(user) = user else {
         return error(ErrorCode::NotLoggedIn, "log in first");
     };
-    if let Err(e) = proto::names::check_room(room) {
-        return error(ErrorCode::ProtocolViolation, format!("room name: {e}"));
-    }
     let already = shared.rooms.members(room).iter().any(|m| m == user);
     if !already {
         if shared.rooms.rooms_of(user) >= MAX_ROOMS_PER_USER {
@@ -182,7 +193,7 @@ pub async fn join(shared: &Shared, user: Option<&str>, room: &str) -> Reply {
             room: room.to_string(),
             joined: true,
         });
-        let others: Vec<String> = shared
+        let others: Vec<UserName> = shared
             .rooms
             .members(room)
             .into_iter()
@@ -191,8 +202,8 @@ pub async fn join(shared: &Shared, user: Option<&str>, room: &str) -> Reply {
         shared.presence.notify(
             &others,
             Event::RoomChanged {
-                room: room.to_string(),
-                user: user.to_string(),
+                room: room.clone(),
+                user: user.clone(),
                 joined: true,
             },
         );
@@ -201,7 +212,7 @@ pub async fn join(shared: &Shared, user: Option<&str>, room: &str) -> Reply {
 }
 
 /// `LeaveRoom`: removes the membership and tells the remaining members.
-pub async fn leave(shared: &Shared, user: Option<&str>, room: &str) -> Reply {
+pub async fn leave(shared: &Shared, user: Option<&UserName>, room: &RoomName) -> Reply {
     let Some(user) = user else {
         return error(ErrorCode::NotLoggedIn, "log in first");
     };
@@ -223,8 +234,8 @@ pub async fn leave(shared: &Shared, user: Option<&str>, room: &str) -> Reply {
     shared.presence.notify(
         &remaining,
         Event::RoomChanged {
-            room: room.to_string(),
-            user: user.to_string(),
+            room: room.clone(),
+            user: user.clone(),
             joined: false,
         },
     );
@@ -232,7 +243,7 @@ pub async fn leave(shared: &Shared, user: Option<&str>, room: &str) -> Reply {
 }
 
 /// `ListRooms`.
-pub fn list(shared: &Shared, user: Option<&str>) -> Reply {
+pub fn list(shared: &Shared, user: Option<&UserName>) -> Reply {
     if user.is_none() {
         return error(ErrorCode::NotLoggedIn, "log in first");
     }
@@ -248,10 +259,10 @@ mod tests {
     #[test]
     fn index_tracks_members_and_mates() {
         let idx = RoomIndex::default();
-        idx.insert("general", "ali");
-        idx.insert("general", "bianca");
-        idx.insert("books", "bianca");
-        idx.insert("books", "chloe");
+        idx.insert(&"general".parse().unwrap(), &"ali".parse().unwrap());
+        idx.insert(&"general".parse().unwrap(), &"bianca".parse().unwrap());
+        idx.insert(&"books".parse().unwrap(), &"bianca".parse().unwrap());
+        idx.insert(&"books".parse().unwrap(), &"chloe".parse().unwrap());
         assert_eq!(idx.members("general"), ["ali", "bianca"]);
         let mates: Vec<_> = idx.room_mates("bianca").into_iter().collect();
         assert_eq!(mates, ["ali", "chloe"]);

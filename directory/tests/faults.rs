@@ -144,7 +144,7 @@ impl Client {
 
     async fn register(&mut self, user: &str) -> Result<Reply, String> {
         self.call(&Request::Register {
-            user: user.into(),
+            user: user.parse().unwrap(),
             password: PASSWORD.into(),
             identity: identity(user).public(),
         })
@@ -154,7 +154,7 @@ impl Client {
     async fn login(&mut self, user: &str) -> Result<Reply, String> {
         let id = identity(user);
         self.call(&Request::Login {
-            user: user.into(),
+            user: user.parse().unwrap(),
             password: PASSWORD.into(),
             identity: id.public(),
             signature: id.sign(&login_transcript(&self.nonce, user, &id.public())),
@@ -166,7 +166,7 @@ impl Client {
     async fn resume(&mut self, user: &str, ticket: &[u8]) -> Result<Reply, String> {
         let signature = identity(user).sign(&resume_transcript(&self.nonce, user, ticket));
         self.call(&Request::Resume {
-            user: user.into(),
+            user: user.parse().unwrap(),
             ticket: ticket.to_vec(),
             signature,
             addresses: vec![],
@@ -413,7 +413,12 @@ async fn a_full_disk_gives_errors_not_hangs_and_no_corruption() {
     for i in 0..20 {
         let user = format!("early{i}");
         let reply = client.register(&user).await.unwrap();
-        assert_eq!(reply, Reply::Registered { user: user.clone() });
+        assert_eq!(
+            reply,
+            Reply::Registered {
+                user: user.parse().unwrap()
+            }
+        );
         acknowledged.insert(user);
     }
 
@@ -469,7 +474,12 @@ async fn a_full_disk_gives_errors_not_hangs_and_no_corruption() {
     for i in 0..5 {
         let user = format!("after{i}");
         let reply = client.register(&user).await.unwrap();
-        assert_eq!(reply, Reply::Registered { user: user.clone() });
+        assert_eq!(
+            reply,
+            Reply::Registered {
+                user: user.parse().unwrap()
+            }
+        );
         acknowledged.insert(user);
     }
     let reply = client.login("early0").await.unwrap();

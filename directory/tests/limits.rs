@@ -142,7 +142,7 @@ impl Raw {
             None => self.hello().await,
         };
         self.call(Request::Login {
-            user: user.into(),
+            user: user.parse().unwrap(),
             password: password.into(),
             identity: id.public(),
             signature: id.sign(&login_transcript(&nonce, user, &id.public())),
@@ -557,8 +557,8 @@ async fn the_notification_queue_is_bounded() {
         events: events_tx,
         notify: notify_tx,
     };
-    let _w = presence.login("watcher", key, addr, vec![], watcher);
-    presence.set_watch("watcher", vec![], true);
+    let _w = presence.login(&"watcher".parse().unwrap(), key, addr, vec![], watcher);
+    presence.set_watch(&"watcher".parse().unwrap(), vec![], true);
     let mut sessions = Vec::new();
     for i in 0..3 {
         let (e, _) = mpsc::channel(1);
@@ -568,7 +568,7 @@ async fn the_notification_queue_is_bounded() {
             events: e,
             notify: n,
         };
-        sessions.push(presence.login(&format!("u{i}"), key, addr, vec![], conn));
+        sessions.push(presence.login(&format!("u{i}").parse().unwrap(), key, addr, vec![], conn));
     }
     // Two announcements fit; the third told the watcher to go.
     assert!(notes.try_recv().is_ok() && notes.try_recv().is_ok());

@@ -94,7 +94,7 @@ async fn sealed_mail_survives_kill_9_and_is_delivered_once() {
         ..
     } = ali
         .call(Request::FetchPrekey {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
         })
         .await
     else {
@@ -104,11 +104,19 @@ async fn sealed_mail_survives_kill_9_and_is_delivered_once() {
     let texts: Vec<String> = (1..=3).map(|i| format!("{MARKER} {i}")).collect();
     let mut ids = Vec::new();
     for text in &texts {
-        let (blob, _) =
-            sealed::seal(&identity("ali"), "ali", "bianca", &key, &published, text, 1).unwrap();
+        let (blob, _) = sealed::seal(
+            &identity("ali"),
+            &"ali".parse().unwrap(),
+            &"bianca".parse().unwrap(),
+            &key,
+            &published,
+            text,
+            1,
+        )
+        .unwrap();
         match ali
             .call(Request::Deposit {
-                to: "bianca".into(),
+                to: "bianca".parse().unwrap(),
                 blob,
             })
             .await

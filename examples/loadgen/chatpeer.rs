@@ -13,13 +13,14 @@ use anyhow::Context;
 use peer::chat::{self, ChatEvent, ChatEvents, ChatHandle};
 use peer::directory_client::DirectoryClient;
 use peer::endpoint;
+use proto::names::UserName;
 use proto::{Identity, PublicKey};
 
 use crate::accounts;
 
 /// A logged-in peer that can dial and accept chats.
 pub struct ChatPeer {
-    pub name: String,
+    pub name: UserName,
     pub identity: Arc<Identity>,
     pub endpoint: quinn::Endpoint,
     pub client: Arc<DirectoryClient>,
@@ -49,7 +50,7 @@ impl ChatPeer {
             .await
             .with_context(|| format!("{name} logs in"))?;
         Ok(Arc::new(Self {
-            name,
+            name: name.parse()?,
             identity,
             endpoint,
             client: Arc::new(client),

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use proto::message::{AdminRequest, ErrorCode, Reply};
+use proto::names::UserName;
 use zeroize::Zeroizing;
 
 use crate::directory_client::ClientError;
@@ -83,12 +84,26 @@ pub async fn command(link: &Link, cmd: AdminCommand, interactive: bool) -> Outco
             return done(add_user(link, PendingAddUser { name, admin }, &password).await);
         }
         AdminCommand::ListUsers => AdminRequest::ListUsers,
-        AdminCommand::LogoutUser(name) => AdminRequest::LogoutUser { name },
-        AdminCommand::Lock(name) => AdminRequest::Lock { name },
-        AdminCommand::Unlock(name) => AdminRequest::Unlock { name },
+        AdminCommand::LogoutUser(name) => match target(&name) {
+            Ok(name) => AdminRequest::LogoutUser { name },
+            Err(why) => return done(Note::Error(why)),
+        },
+        AdminCommand::Lock(name) => match target(&name) {
+            Ok(name) => AdminRequest::Lock { name },
+            Err(why) => return done(Note::Error(why)),
+        },
+        AdminCommand::Unlock(name) => match target(&name) {
+            Ok(name) => AdminRequest::Unlock { name },
+            Err(why) => return done(Note::Error(why)),
+        },
         AdminCommand::Shutdown => AdminRequest::Shutdown,
     };
     done(send(link, request).await)
+}
+
+/// The account an administrator's command names, or the error to show.
+fn target(name: &str) -> Result<UserName, String> {
+    UserName::parse(name).map_err(|e| format!("{name:?}: {e}"))
 }
 
 /// Finishes an `/adduser` with the password typed on the line after it.
@@ -96,11 +111,15 @@ pub async fn add_user(link: &Link, pending: PendingAddUser, password: &str) -> N
     if let Err(e) = proto::names::check_new_password(password) {
         return Note::Error(format!("{} was not added: {e}", pending.name));
     }
+    let name = match target(&pending.name) {
+        Ok(name) => name,
+        Err(why) => return Note::Error(why),
+    };
     let password = Zeroizing::new(password.to_string());
     send(
         link,
         AdminRequest::AddUser {
-            name: pending.name,
+            name,
             password: password.to_string(),
             admin: pending.admin,
         },

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use proto::Identity;
 use proto::message::{Event, RoomTag};
+use proto::names::UserName;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -131,7 +132,7 @@ impl Outgoing {
 
 /// The running peer.
 pub struct App {
-    me: String,
+    me: UserName,
     identity: Arc<Identity>,
     endpoint: quinn::Endpoint,
     link: Arc<Link>,
@@ -207,7 +208,7 @@ impl App {
         let mail = MailContext {
             link: online.link.clone(),
             identity: online.profile.identity().clone(),
-            me: online.link.user().to_string(),
+            me: online.link.user().clone(),
             pins: pins.clone(),
             reports: mail_tx,
         };
@@ -225,7 +226,7 @@ impl App {
                 .joke_api
                 .clone()
                 .unwrap_or_else(|| joke::DEFAULT_API.to_string()),
-            me: online.link.user().to_string(),
+            me: online.link.user().clone(),
             identity: online.profile.identity().clone(),
             alerts: settings.alerts.clone(),
             presence_scope: settings.presence,
@@ -261,7 +262,7 @@ impl App {
     pub async fn run(mut self, mut input: mpsc::Receiver<Input>, start: Start) {
         let client = self.link.client();
         self.show(Note::LoggedIn {
-            user: self.me.clone(),
+            user: self.me.to_string(),
             directory: client.addr(),
             directory_fingerprint: client.directory_key().fingerprint(),
             first_contact: self.first_contact,
@@ -584,7 +585,7 @@ impl App {
             MailReport::Receipts(receipts) => {
                 for r in receipts {
                     self.show(Note::MailReceipt {
-                        peer: r.to,
+                        peer: r.to.into_string(),
                         mail_id: r.id,
                         delivered: r.delivered,
                     });
@@ -651,7 +652,7 @@ impl App {
             }
         };
         self.show(Note::Fingerprint {
-            user: self.me.clone(),
+            user: self.me.to_string(),
             key: mine,
             peer,
         });
@@ -664,7 +665,7 @@ impl App {
                     .pins
                     .lock()
                     .map_err(|_| "pin store poisoned".to_string())
-                    .and_then(|mut p| p.pin(&peer, info.identity).map_err(|e| e.to_string()));
+                    .and_then(|mut p| p.pin(&info.user, info.identity).map_err(|e| e.to_string()));
                 match result {
                     Ok(()) => self.show(Note::Info(format!(
                         "now trusting {peer}'s key {} (safety number {})",

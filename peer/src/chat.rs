@@ -55,6 +55,7 @@ use std::time::Duration;
 use proto::PublicKey;
 use proto::message::{ConnectRefusal, RoomTag};
 use proto::names::NameError;
+use proto::names::UserName;
 use proto::session::{Role, SessionError};
 use quinn::VarInt;
 use tokio::sync::{mpsc, watch};
@@ -224,7 +225,7 @@ enum Command {
 
 /// State every clone of a [`ChatHandle`] shares (one per chat, never across chats).
 struct Shared {
-    peer: String,
+    peer: UserName,
     peer_key: PublicKey,
     role: Role,
     background: bool,
@@ -261,7 +262,7 @@ impl fmt::Debug for ChatHandle {
 
 impl ChatHandle {
     /// The other side's user name (as verified: looked up by us or checked by us).
-    pub fn peer(&self) -> &str {
+    pub fn peer(&self) -> &UserName {
         &self.shared.peer
     }
 

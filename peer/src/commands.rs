@@ -318,7 +318,7 @@ async fn trust(opts: &Options, name: &str) -> anyhow::Result<()> {
         bail!("{name} is not online: their current key can be trusted once they are");
     };
     let old = online.profile.peers.get(name);
-    online.profile.peers.pin(name, info.identity)?;
+    online.profile.peers.pin(&info.user, info.identity)?;
     let mine = online.profile.public_key();
     print(&Note::Info(format!(
         "Now trusting {name}'s key {}{}\nSafety number: {}",

@@ -18,7 +18,7 @@ use proto::message::{
     Request, RoomInfo, RoomMember, ServerMsg, login_transcript, resume_transcript,
 };
 use proto::message::{RelayMsg, RelayRefusal, RelayToken};
-use proto::names::NameError;
+use proto::names::{NameError, RoomName, UserName};
 use proto::sealed::SignedPrekey;
 use proto::{Fingerprint, Identity, PublicKey};
 use tokio::sync::{mpsc, oneshot};
@@ -106,7 +106,7 @@ fn refusal_text(reason: &Refusal, attempts_left: &Option<u32>, retry: &Option<u6
 #[derive(Clone)]
 pub struct Grant {
     /// The user name logged in.
-    pub user: String,
+    pub user: UserName,
     /// Ticket for a later password-less [`DirectoryClient::resume`]. Kept in memory only.
     pub ticket: Zeroizing<Vec<u8>>,
     /// How long the ticket stays valid.
@@ -251,6 +251,7 @@ impl DirectoryClient {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let forced_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::spawn(read_loop(
+            conn.clone(),
             recv,
             pending.clone(),
             events_tx,
@@ -291,7 +292,13 @@ impl DirectoryClient {
 
     /// Waits until the connection to the directory is gone, and says why.
     pub async fn closed(&self) -> String {
-        self.conn.closed().await.to_string()
+        let err = self.conn.closed().await;
+        // We closed it because of what the directory sent: say that, not just "closed".
+        let ours = self.pending.lock().ok().and_then(|p| p.closed.clone());
+        match (err, ours) {
+            (quinn::ConnectionError::LocallyClosed, Some(reason)) => reason,
+            (err, _) => err.to_string(),
+        }
     }
 
     /// Whether the connection is gone.
@@ -345,7 +352,7 @@ impl DirectoryClient {
         let signature = identity.sign(&login_transcript(&self.nonce, user, &key));
         let reply = self
             .request(Request::Login {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
                 password: password.to_string(),
                 identity: key,
                 signature,
@@ -366,7 +373,7 @@ impl DirectoryClient {
         let signature = identity.sign(&resume_transcript(&self.nonce, user, ticket));
         let reply = self
             .request(Request::Resume {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
                 ticket: ticket.to_vec(),
                 signature,
                 addresses,
@@ -379,7 +386,7 @@ impl DirectoryClient {
     pub async fn lookup(&self, user: &str) -> Result<Option<PeerInfo>, ClientError> {
         match self
             .request(Request::Lookup {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
             })
             .await?
         {
@@ -395,7 +402,7 @@ impl DirectoryClient {
     pub async fn rendezvous(&self, user: &str) -> Result<Option<Rendezvous>, ClientError> {
         match self
             .request(Request::Rendezvous {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
             })
             .await?
         {
@@ -448,10 +455,9 @@ impl DirectoryClient {
 
     /// Joins `room`; returns its members.
     pub async fn join_room(&self, room: &str) -> Result<Vec<RoomMember>, ClientError> {
-        proto::names::check_room(room)?;
         match self
             .request(Request::JoinRoom {
-                room: room.to_string(),
+                room: RoomName::parse(room)?,
             })
             .await?
         {
@@ -464,7 +470,7 @@ impl DirectoryClient {
     pub async fn leave_room(&self, room: &str) -> Result<Vec<RoomMember>, ClientError> {
         match self
             .request(Request::LeaveRoom {
-                room: room.to_string(),
+                room: RoomName::parse(room)?,
             })
             .await?
         {
@@ -482,7 +488,7 @@ impl DirectoryClient {
     }
 
     /// Asks to be told when these users (or everyone) come online or go offline.
-    pub async fn watch(&self, users: Vec<String>, everyone: bool) -> Result<(), ClientError> {
+    pub async fn watch(&self, users: Vec<UserName>, everyone: bool) -> Result<(), ClientError> {
         match self.request(Request::Watch { users, everyone }).await? {
             Reply::Watching => Ok(()),
             other => Err(unexpected(other)),
@@ -524,7 +530,7 @@ impl DirectoryClient {
     ) -> Result<Option<(PublicKey, Option<SignedPrekey>)>, ClientError> {
         match self
             .request(Request::FetchPrekey {
-                user: user.to_string(),
+                user: UserName::parse(user)?,
             })
             .await?
         {
@@ -547,7 +553,7 @@ impl DirectoryClient {
     ) -> Result<Option<(u64, Duration)>, ClientError> {
         match self
             .request(Request::Deposit {
-                to: to.to_string(),
+                to: UserName::parse(to)?,
                 blob,
             })
             .await?
@@ -664,9 +670,16 @@ fn unexpected(reply: Reply) -> ClientError {
     ClientError::Unexpected(format!("{reply:?}"))
 }
 
+/// Close code when the directory sent a frame that does not decode (the directory's
+/// own code for a bad frame).
+pub const CLOSE_BAD_FRAME: u32 = 2;
+
 /// Routes everything the directory sends: replies to their waiting callers, events to
-/// the event queue. On the stream's end every waiting caller is told why.
+/// the event queue. On the stream's end every waiting caller is told why. A frame that
+/// does not decode (for example a name that breaks the rules, which no
+/// [`proto::names::UserName`] can hold) closes the connection: nothing in it is used.
 async fn read_loop(
+    conn: quinn::Connection,
     mut recv: quinn::RecvStream,
     pending: Arc<Mutex<Pending>>,
     events: mpsc::Sender<Event>,
@@ -692,6 +705,19 @@ async fn read_loop(
                 }
             }
             Ok(None) => break "the directory closed the connection".to_string(),
+            Err(
+                e @ (FrameError::Malformed(_)
+                | FrameError::Trailing(_)
+                | FrameError::TooLarge { .. }),
+            ) => {
+                let reason = format!("refused a message from the directory: {e}");
+                tracing::warn!(%reason, "closing the directory connection");
+                if let Ok(mut p) = pending.lock() {
+                    p.closed = Some(reason.clone());
+                }
+                conn.close(CLOSE_BAD_FRAME.into(), b"bad frame");
+                break reason;
+            }
             Err(e) => break e.to_string(),
         }
     };

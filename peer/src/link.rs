@@ -19,6 +19,7 @@ use std::time::Duration;
 use proto::message::{
     Event, MailItem, MailReceipt, OnlineUser, PeerInfo, RelayToken, RoomInfo, RoomMember,
 };
+use proto::names::UserName;
 use proto::sealed::SignedPrekey;
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
@@ -53,14 +54,14 @@ pub struct Link {
     /// The address of the instance we are (or were last) logged in to: tried first.
     addr: Mutex<SocketAddr>,
     directory_key: PublicKey,
-    user: String,
+    user: UserName,
     identity: Arc<Identity>,
     addresses: Vec<SocketAddr>,
     client: Mutex<Arc<DirectoryClient>>,
     ticket: Mutex<Zeroizing<Vec<u8>>>,
     admin: bool,
     /// What we asked to hear about; asked again after a re-login.
-    watching: Mutex<(Vec<String>, bool)>,
+    watching: Mutex<(Vec<UserName>, bool)>,
 }
 
 impl Link {
@@ -97,7 +98,7 @@ impl Link {
     }
 
     /// The user name logged in.
-    pub fn user(&self) -> &str {
+    pub fn user(&self) -> &UserName {
         &self.user
     }
 
@@ -149,7 +150,7 @@ impl Link {
     }
 
     /// Sets who we hear about (kept, and sent again after every re-login).
-    pub async fn watch(&self, users: Vec<String>, everyone: bool) -> Result<(), ClientError> {
+    pub async fn watch(&self, users: Vec<UserName>, everyone: bool) -> Result<(), ClientError> {
         *self.watching.lock().expect("link lock") = (users.clone(), everyone);
         self.client().watch(users, everyone).await
     }

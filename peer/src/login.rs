@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use crate::directory_client::{ClientError, DirectoryClient, Grant};
 use crate::endpoint;
 use crate::link::Link;
+use crate::pins::DirectoryAddr;
 use crate::profile::Profile;
 use crate::vault::VaultCost;
 
@@ -210,7 +211,7 @@ pub async fn connect_directory(
             .iter()
             .all(|n| profile.directories.get(n) != Some(key));
     for name in &names {
-        profile.directories.pin(name, key)?;
+        profile.directories.pin(&DirectoryAddr::parse(name)?, key)?;
     }
     if profile.settings.directory.is_none() {
         profile.settings.directory = Some(setting);

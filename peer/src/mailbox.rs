@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proto::message::{ErrorCode, MailReceipt};
+use proto::names::UserName;
 use proto::sealed::{self, StaticSecret};
 use proto::{Identity, PublicKey};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -37,6 +38,7 @@ use crate::directory_client::ClientError;
 use crate::history::HistoryWriter;
 use crate::link::Link;
 use crate::pins::{PinCheck, Pins};
+use crate::ui::printable;
 
 /// How long a message waits for an unreachable directory before it is reported unsent.
 pub const RETRY_FOR: Duration = Duration::from_secs(30);
@@ -84,7 +86,7 @@ pub struct Received {
 pub struct MailContext {
     pub link: Arc<Link>,
     pub identity: Arc<Identity>,
-    pub me: String,
+    pub me: UserName,
     pub pins: Arc<Mutex<Pins>>,
     pub reports: mpsc::Sender<MailReport>,
 }
@@ -160,6 +162,7 @@ where
 
 /// Seals `text` for `peer` and deposits it; the mail id, or why not.
 async fn send(ctx: &MailContext, peer: &str, text: &str) -> Result<u64, String> {
+    let peer = &UserName::parse(peer).map_err(|e| format!("{}: {e}", printable(peer)))?;
     let found = retrying(|| ctx.link.fetch_prekey(peer))
         .await
         .map_err(|e| format!("could not queue it at the directory: {e}"))?;
@@ -198,7 +201,7 @@ fn unknown(peer: &str) -> String {
 }
 
 /// The pin rule for mail: a pinned key must match; an unknown one is pinned.
-fn check_pin(pins: &Mutex<Pins>, peer: &str, key: &PublicKey) -> Result<(), String> {
+fn check_pin(pins: &Mutex<Pins>, peer: &UserName, key: &PublicKey) -> Result<(), String> {
     let mut pins = pins.lock().map_err(|_| "pin store poisoned".to_string())?;
     match pins.check(peer, key) {
         PinCheck::Match => Ok(()),
@@ -399,7 +402,7 @@ async fn open_one(
         }
     }
     Opened::Letter(Received {
-        from: letter.from,
+        from: letter.from.into_string(),
         text: letter.text,
         sent_at_ms: letter.sent_at_ms,
         id: letter.id,

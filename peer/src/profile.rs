@@ -31,7 +31,7 @@ use proto::sealed::StaticSecret;
 use proto::{Identity, PublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::pins::{PinError, Pins, write_private};
+use crate::pins::{DirectoryAddr, PinError, Pins, write_private};
 use crate::vault::{Vault, VaultCost, VaultError};
 
 const IDENTITY_FILE: &str = "identity.key";
@@ -161,7 +161,7 @@ pub struct Profile {
     /// Contacts' pinned identity keys.
     pub peers: Pins,
     /// Directories' pinned keys, by address.
-    pub directories: Pins,
+    pub directories: Pins<DirectoryAddr>,
 }
 
 impl Profile {
@@ -186,7 +186,7 @@ impl Profile {
         let settings = Settings::load(&dir)?;
         Ok(Self {
             peers: Pins::load(dir.join("known_peers"))?,
-            directories: Pins::load(dir.join("known_directories"))?,
+            directories: Pins::<DirectoryAddr>::load(dir.join("known_directories"))?,
             identity: identity.map(Arc::new),
             public,
             fresh,

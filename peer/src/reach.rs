@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto::message::{ErrorCode, PeerInfo};
+use proto::names::UserName;
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -188,7 +189,7 @@ pub async fn open(
     link: &Link,
     endpoint: &quinn::Endpoint,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     rv: &Rendezvous,
     background: bool,
     punches: &Punches,

@@ -878,7 +878,7 @@ async fn a_received_message_cannot_forge_output_lines() {
     let conn = peer::endpoint::dial_peer(&online.endpoint, &identity, info.observed, info.identity)
         .await
         .expect("dial bianca");
-    let (chat, _events) = peer::chat::initiate(conn, &identity, "mallory", &info)
+    let (chat, _events) = peer::chat::initiate(conn, &identity, &"mallory".parse().unwrap(), &info)
         .await
         .expect("chat opens");
     b.expect("connected peer=mallory ").await;

@@ -53,3 +53,16 @@ seed names_and_keys cert 308201173081caa003020102021434750f98bd59fcfc946da45aaab
 # config_parsers: a config.toml and a pin file.
 text config_parsers config $'user = "ali"\ndirectory = "dir.example:7878"\nlisten = "0.0.0.0:0"\n'
 text config_parsers pins $'# pinned on first contact\nbianca '"$key"$'\n[::1]:7878 '"$key"$'\n'
+
+# pin_file: a known_peers file, one with the injected line, one with a duplicate.
+text pin_file peers $'# pinned on first contact\nali '"$key"$'\nbianca '"$key"$'\n'
+text pin_file injected $'zzz '"$key"$'\nali '"$key"$'\n'
+text pin_file duplicate $'ali '"$key"$'\nali '"$key"$'\n'
+text pin_file directories $'[::1]:7878 '"$key"$'\ndir.example.org '"$key"$'\n'
+
+# wire_names: Presence and RoomMembers events/replies, a bare name, a name with a line break.
+seed wire_names presence 00000007010303616c6901
+seed wire_names room-members 0000000e0009056c6f6262790103616c6901
+seed wire_names connect 00000007000103616c6900
+text wire_names name "bianca_1"
+text wire_names injected $'zzz\nali'

@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let msg = Request::Lookup {
-            user: "bianca".into(),
+            user: "bianca".parse().unwrap(),
         };
         let bytes = encode(&msg).unwrap();
         let len = payload_len(bytes[..4].try_into().unwrap()).unwrap();

@@ -27,6 +27,10 @@
 //! above then runs over it unchanged, plus a sealed key confirmation after the key
 //! shares (there is no TLS between the peers on that path).
 //!
+//! Every user and room name (but the one a `Register` proposes) is a
+//! [`UserName`]/[`RoomName`], so a frame carrying a name that breaks the rules does not
+//! decode: it is refused like any other malformed frame.
+//!
 //! Enum variants are only ever appended, never reordered: bincode encodes the index.
 
 use std::net::SocketAddr;
@@ -34,6 +38,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{PublicKey, Signature, transcript};
+use crate::names::{RoomName, UserName};
 use crate::sealed::SignedPrekey;
 use crate::session::{KeyShare, SealedFrame};
 
@@ -47,7 +52,10 @@ pub const MAX_ADDRESSES: usize = 8;
 pub enum Request {
     /// Must be the first request; anything else first is a protocol violation.
     Hello { version: u32, software: String },
-    /// Creates an account (when the directory allows open registration).
+    /// Creates an account (when the directory allows open registration). The one name
+    /// on the wire that is not a [`UserName`]: it is a proposal, which the directory checks
+    /// and answers with `Refused{Invalid}` (a clear answer to a typo) rather than a decode
+    /// error. The `Registered` reply carries it as a `UserName`.
     Register {
         user: String,
         password: String,
@@ -56,7 +64,7 @@ pub enum Request {
     /// Password login, proven with a signature by the identity key over
     /// [`login_transcript`] (which includes this connection's fresh nonce).
     Login {
-        user: String,
+        user: UserName,
         password: String,
         identity: PublicKey,
         signature: Signature,
@@ -66,26 +74,29 @@ pub enum Request {
     /// Password-less re-login with a ticket from an earlier `Granted`, proven with a
     /// signature over [`resume_transcript`].
     Resume {
-        user: String,
+        user: UserName,
         ticket: Vec<u8>,
         signature: Signature,
         addresses: Vec<SocketAddr>,
     },
     /// Where is `user`, and what is their key? Only for logged-in requesters.
-    Lookup { user: String },
+    Lookup { user: UserName },
     /// Who is online?
     Who,
     /// Ends the directory session (the ticket stays valid for a later `Resume`).
     Logout,
     /// Joins a room (creating it if nobody is in it). Membership lasts until `LeaveRoom`.
-    JoinRoom { room: String },
+    JoinRoom { room: RoomName },
     /// Leaves a room.
-    LeaveRoom { room: String },
+    LeaveRoom { room: RoomName },
     /// Lists the rooms that have members.
     ListRooms,
     /// Asks for `Event::Presence` about these users (replacing an earlier list), or about
     /// everyone. Room-mates are always reported.
-    Watch { users: Vec<String>, everyone: bool },
+    Watch {
+        users: Vec<UserName>,
+        everyone: bool,
+    },
     /// An administrator's action (see [`AdminRequest`]). Refused with
     /// `Error{NotPermitted}` unless the logged-in user is an administrator.
     Admin(AdminRequest),
@@ -94,10 +105,10 @@ pub enum Request {
     PublishPrekey { prekey: SignedPrekey },
     /// The identity key and prekey of `user`, online or not, for sealing mail to them or
     /// checking who sealed mail to us. `Reply::Prekey`, or `NotFound`.
-    FetchPrekey { user: String },
+    FetchPrekey { user: UserName },
     /// Stores a sealed message for `to` (at most [`crate::sealed::MAX_BLOB`] bytes).
     /// `Reply::Queued`, `NotFound`, or `Error{MailboxFull}`.
-    Deposit { to: String, blob: Vec<u8> },
+    Deposit { to: UserName, blob: Vec<u8> },
     /// Mail waiting for us, oldest first, as much as fits one reply. `Reply::Mail`.
     FetchMail,
     /// We have the mail with these ids: delete it (the senders get a receipt).
@@ -109,7 +120,7 @@ pub enum Request {
     /// We are about to connect to `user`: like `Lookup`, but the directory also tells
     /// them (`Event::Incoming`) who is coming from where, so both sides send packets at
     /// once (hole punching). `Reply::Rendezvous`, or `NotFound`.
-    Rendezvous { user: String },
+    Rendezvous { user: UserName },
     /// Directory instance → directory instance (several instances on one database): "I
     /// am instance `instance` of this service", proven with a signature by the
     /// directory's own key (which every instance holds) over [`instance_transcript`].
@@ -190,7 +201,7 @@ pub enum ErrorCode {
 /// One online user, as listed by `Who`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OnlineUser {
-    pub user: String,
+    pub user: UserName,
     /// Seconds since they logged in.
     pub online_secs: u64,
 }
@@ -198,14 +209,14 @@ pub struct OnlineUser {
 /// A member of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomMember {
-    pub user: String,
+    pub user: UserName,
     pub online: bool,
 }
 
 /// A room and how many members it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
-    pub room: String,
+    pub room: RoomName,
     pub members: u32,
 }
 
@@ -215,7 +226,7 @@ pub const MAX_WATCH: usize = 1024;
 /// What the directory knows about a logged-in user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
-    pub user: String,
+    pub user: UserName,
     pub identity: PublicKey,
     /// The address the directory observed for their connection (their public address).
     pub observed: SocketAddr,
@@ -246,10 +257,10 @@ pub enum Reply {
         open_registration: bool,
     },
     Registered {
-        user: String,
+        user: UserName,
     },
     Granted {
-        user: String,
+        user: UserName,
         /// Ticket for a later password-less `Resume`.
         ticket: Vec<u8>,
         ticket_lifetime_secs: u64,
@@ -266,7 +277,7 @@ pub enum Reply {
     },
     Found(PeerInfo),
     NotFound {
-        user: String,
+        user: UserName,
     },
     Online {
         users: Vec<OnlineUser>,
@@ -278,7 +289,7 @@ pub enum Reply {
     },
     /// Answer to `JoinRoom`, and to `LeaveRoom` (with the remaining members).
     RoomMembers {
-        room: String,
+        room: RoomName,
         members: Vec<RoomMember>,
     },
     /// Answer to `ListRooms`.
@@ -298,7 +309,7 @@ pub enum Reply {
     /// Answer to `FetchPrekey`: the account's identity key, and its prekey if it has
     /// published one.
     Prekey {
-        user: String,
+        user: UserName,
         identity: PublicKey,
         prekey: Option<SignedPrekey>,
     },
@@ -346,7 +357,7 @@ pub struct MailItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailReceipt {
     pub id: u64,
-    pub to: String,
+    pub to: UserName,
     /// `true`: the recipient took it; `false`: it expired undelivered.
     pub delivered: bool,
 }
@@ -360,12 +371,12 @@ pub enum Event {
     ForcedLogout { reason: String },
     /// Someone joined or left a room we are in.
     RoomChanged {
-        room: String,
-        user: String,
+        room: RoomName,
+        user: UserName,
         joined: bool,
     },
     /// A user we watch (or a room-mate) came online or went offline.
-    Presence { user: String, online: bool },
+    Presence { user: UserName, online: bool },
     /// Sealed mail for us was just deposited: fetch it.
     MailWaiting,
     /// Mail we deposited was delivered (or expired): ask for `MailReceipts`.
@@ -380,7 +391,7 @@ pub enum Event {
     },
     /// `from` found no direct path and waits on the relay: open a relay stream with
     /// [`RelayMsg::Open`] and this token to take the call.
-    RelayCall { from: String, token: RelayToken },
+    RelayCall { from: UserName, token: RelayToken },
 }
 
 /// Everything the directory sends on the control stream.
@@ -435,11 +446,11 @@ pub enum PeerMsg {
     /// turn into its current chat.
     Connect {
         version: u32,
-        initiator: String,
+        initiator: UserName,
         background: bool,
     },
     /// Acceptor → dialer: accepted, with the acceptor's name.
-    Accepted { user: String },
+    Accepted { user: UserName },
     /// Acceptor → dialer: refused, with why.
     Refused { reason: ConnectRefusal },
     /// Both ways, once, after `Accepted`: the end-to-end handshake.
@@ -469,7 +480,7 @@ pub enum ChatPayload {
 /// Marks a chat message as belonging to a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomTag {
-    pub room: String,
+    pub room: RoomName,
     /// Counts up from 1 per sender and room (for this sender's current login).
     pub seq: u64,
 }
@@ -479,18 +490,18 @@ pub struct RoomTag {
 pub enum AdminRequest {
     /// Creates an account (its identity key is registered on its first login).
     AddUser {
-        name: String,
+        name: UserName,
         password: String,
         admin: bool,
     },
     /// Lists every account, online or not, locked or not.
     ListUsers,
     /// Ends that user's directory session now; their peer is told why.
-    LogoutUser { name: String },
+    LogoutUser { name: UserName },
     /// Locks the account until an administrator unlocks it (and ends its session).
-    Lock { name: String },
+    Lock { name: UserName },
     /// Lifts a lock, by an administrator or after failed logins.
-    Unlock { name: String },
+    Unlock { name: UserName },
     /// Tells every peer, stops accepting, flushes storage and exits.
     Shutdown,
 }
@@ -544,7 +555,7 @@ impl std::fmt::Debug for AdminRequest {
 /// One account, as an administrator's `ListUsers` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountInfo {
-    pub name: String,
+    pub name: UserName,
     pub admin: bool,
     /// Logged in right now.
     pub online: bool,
@@ -598,13 +609,13 @@ pub enum RelayMsg {
     Open { token: RelayToken },
     /// Directory → peer: the other side (logged in as `peer`) is there; from now on the
     /// stream carries the chat.
-    Ready { peer: String },
+    Ready { peer: UserName },
     /// Directory → peer: no relay for this stream; it ends.
     Refused { reason: RelayRefusal },
     /// Instance → instance, the first frame of a stream on an instance link: the stream
     /// is `user`'s relay stream for `token`, which the receiving instance issued; the
     /// sending instance copies bytes between it and `user`'s own stream.
-    Forward { token: RelayToken, user: String },
+    Forward { token: RelayToken, user: UserName },
 }
 
 /// Stream error code the relay resets a peer's relay stream with when the other peer's

@@ -1,5 +1,12 @@
-//! What a valid user name, password and chat message look like. Checked by both sides:
-//! the client to give a clear error early, the directory because it trusts no client.
+//! What a valid user name, room name, password and chat message look like. Checked by
+//! both sides: the client to give a clear error early, the directory because it trusts no
+//! client, and every peer because it trusts no directory.
+//!
+//! [`UserName`] and [`RoomName`] are the only form a name takes in a wire message: they
+//! are built only through [`check_username`] (by [`UserName::parse`], `TryFrom<String>`,
+//! `FromStr`, and serde's `Deserialize`, which refuses a bad name as a decode error), so
+//! code holding one cannot hold a name with spaces, line breaks, control or formatting
+//! characters. On the wire a name is encoded exactly as the `String` it wraps.
 
 /// Longest user name, in bytes.
 pub const MAX_USERNAME: usize = 32;
@@ -26,6 +33,136 @@ pub enum NameError {
     #[error("message must be at most {MAX_MESSAGE} bytes")]
     MessageTooLong,
 }
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `name` against the rules and wraps it.
+            pub fn parse(name: &str) -> Result<Self, NameError> {
+                $check(name)?;
+                Ok(Self(name.to_string()))
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The name as an owned `String`.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+            fn try_from(name: String) -> Result<Self, NameError> {
+                $check(&name)?;
+                Ok(Self(name))
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = NameError;
+            fn try_from(name: &str) -> Result<Self, NameError> {
+                Self::parse(name)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = NameError;
+            fn from_str(name: &str) -> Result<Self, NameError> {
+                Self::parse(name)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl PartialEq<$name> for str {
+            fn eq(&self, other: &$name) -> bool {
+                self == other.0
+            }
+        }
+
+        impl PartialEq<$name> for &str {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A user name that passed [`check_username`]: 1–32 of `a-z 0-9 . _ -`, starting with
+    /// a letter or digit. Safe to print, to use as a key in a line-based file and to
+    /// compare byte for byte.
+    UserName,
+    check_username
+);
+
+name_type!(
+    /// A room name that passed [`check_room`] (the same rules as a user name).
+    RoomName,
+    check_room
+);
 
 /// Checks a user name: 1–32 of `a-z 0-9 . _ -`, starting with a letter or digit.
 pub fn check_username(name: &str) -> Result<(), NameError> {
@@ -92,6 +229,34 @@ mod tests {
         );
         for bad in ["Ali", "_ali", "ali bianca", "ali/..", "élise", "-x"] {
             assert_eq!(check_username(bad), Err(NameError::UsernameChars), "{bad}");
+        }
+    }
+
+    #[test]
+    fn name_types_refuse_bad_names_at_decode() {
+        use crate::frame::{decode, encode};
+        let ali = UserName::parse("ali").unwrap();
+        assert_eq!(ali, "ali");
+        assert_eq!(ali.to_string(), "ali");
+        // Same bytes on the wire as the plain string.
+        assert_eq!(encode(&ali).unwrap(), encode(&"ali".to_string()).unwrap());
+        assert_eq!(
+            decode::<UserName>(&encode(&ali).unwrap()[4..]).unwrap(),
+            ali
+        );
+        for bad in [
+            "",
+            "zzz 00\nali",
+            "ali\n",
+            "al\u{202e}i",
+            "Ali",
+            "ali\u{200b}",
+        ] {
+            let bytes = encode(&bad.to_string()).unwrap();
+            assert!(decode::<UserName>(&bytes[4..]).is_err(), "{bad:?}");
+            assert!(decode::<RoomName>(&bytes[4..]).is_err(), "{bad:?}");
+            assert!(UserName::parse(bad).is_err());
+            assert!(bad.parse::<RoomName>().is_err());
         }
     }
 

@@ -39,6 +39,7 @@ use zeroize::Zeroizing;
 pub use x25519_dalek::StaticSecret;
 
 use crate::identity::{Identity, PublicKey, Signature, transcript};
+use crate::names::UserName;
 
 /// Longest sealed blob the directory stores, in bytes: a message of
 /// [`crate::names::MAX_MESSAGE`] bytes plus names, keys, signature and tag fit easily.
@@ -120,9 +121,9 @@ pub struct SealedMail {
 /// The inside of a sealed message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailContent {
-    pub from: String,
+    pub from: UserName,
     pub from_key: PublicKey,
-    pub to: String,
+    pub to: UserName,
     /// Random, chosen by the sender: lets the recipient notice a message shown twice.
     pub id: [u8; 16],
     pub text: String,
@@ -131,10 +132,24 @@ pub struct MailContent {
     pub signature: Signature,
 }
 
+/// [`MailContent`] as it is decoded by [`open`], before the names are checked.
+#[derive(Deserialize)]
+struct WireContent {
+    from: String,
+    from_key: PublicKey,
+    to: String,
+    id: [u8; 16],
+    text: String,
+    sent_at_ms: u64,
+    signature: Signature,
+}
+
 /// A message as the sender wrote it, before sealing, and as the recipient gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Letter {
-    pub from: String,
+    /// The sender's name, valid by construction (a sealed message whose `from` breaks the
+    /// name rules does not open: [`SealError::Malformed`]).
+    pub from: UserName,
     pub from_key: PublicKey,
     pub id: [u8; 16],
     pub text: String,
@@ -158,6 +173,8 @@ pub enum SealError {
     WrongRecipient,
     #[error("the sender's signature inside the sealed message does not verify")]
     BadSignature,
+    #[error("the sealed message names its sender with a name that breaks the user name rules")]
+    BadSender,
 }
 
 /// Bytes the sender signs inside a sealed message.
@@ -216,8 +233,8 @@ fn aad(ephemeral: &[u8; 32], prekey: &[u8; 32]) -> Vec<u8> {
 /// the blob to deposit and the message id inside it.
 pub fn seal(
     identity: &Identity,
-    from: &str,
-    to: &str,
+    from: &UserName,
+    to: &UserName,
     to_key: &PublicKey,
     prekey: &SignedPrekey,
     text: &str,
@@ -230,9 +247,9 @@ pub fn seal(
         from, &from_key, to, to_key, &id, text, sent_at_ms,
     ));
     let content = MailContent {
-        from: from.to_string(),
+        from: from.clone(),
         from_key,
-        to: to.to_string(),
+        to: to.clone(),
         id,
         text: text.to_string(),
         sent_at_ms,
@@ -309,16 +326,19 @@ pub fn open(
             )
             .map_err(|_| SealError::Tampered)?,
     );
-    let content: MailContent =
+    // Decoded with plain-string names first, so that a bad sender name is reported as
+    // such; it never leaves this function.
+    let content: WireContent =
         crate::frame::decode(&plaintext).map_err(|_| SealError::Malformed)?;
     if content.to != me {
         return Err(SealError::WrongRecipient);
     }
+    let from = UserName::try_from(content.from).map_err(|_| SealError::BadSender)?;
     content
         .from_key
         .verify(
             &mail_transcript(
-                &content.from,
+                &from,
                 &content.from_key,
                 me,
                 my_key,
@@ -330,7 +350,7 @@ pub fn open(
         )
         .map_err(|_| SealError::BadSignature)?;
     Ok(Letter {
-        from: content.from,
+        from,
         from_key: content.from_key,
         id: content.id,
         text: content.text,
@@ -343,7 +363,7 @@ mod tests {
     use super::*;
 
     struct User {
-        name: &'static str,
+        name: UserName,
         id: Identity,
         prekey: StaticSecret,
         signed: SignedPrekey,
@@ -354,7 +374,7 @@ mod tests {
         let prekey = StaticSecret::random();
         let signed = SignedPrekey::sign(&id, name, &prekey, 1_700_000_000);
         User {
-            name,
+            name: name.parse().unwrap(),
             id,
             prekey,
             signed,
@@ -364,8 +384,8 @@ mod tests {
     fn seal_to(from: &User, to: &User, text: &str) -> Vec<u8> {
         seal(
             &from.id,
-            from.name,
-            to.name,
+            &from.name,
+            &to.name,
             &to.id.public(),
             &to.signed,
             text,
@@ -380,8 +400,8 @@ mod tests {
         let (ali, bianca) = (user("ali"), user("bianca"));
         let (blob, id) = seal(
             &ali.id,
-            "ali",
-            "bianca",
+            &ali.name,
+            &bianca.name,
             &bianca.id.public(),
             &bianca.signed,
             "hello while you were away",
@@ -452,9 +472,9 @@ mod tests {
         let to_key = bianca.id.public();
         let id = [9u8; 16];
         let content = MailContent {
-            from: "ali".into(),
+            from: ali.name.clone(),
             from_key: ali.id.public(),
-            to: "bianca".into(),
+            to: bianca.name.clone(),
             id,
             text: "send money".into(),
             sent_at_ms: 1,
@@ -468,30 +488,98 @@ mod tests {
                 1,
             )),
         };
-        let plaintext = encode(&content).unwrap();
+        let blob = seal_by_hand(&content, &bianca);
+        assert_eq!(
+            open(&blob, "bianca", &to_key, &bianca.prekey),
+            Err(SealError::BadSignature)
+        );
+    }
+
+    /// Seals any encoded content for `to`, the way [`seal`] does, without its checks.
+    fn seal_by_hand<T: Serialize>(content: &T, to: &User) -> Vec<u8> {
+        let plaintext = encode(content).unwrap();
         let secret = StaticSecret::random();
         let ephemeral = XPublic::from(&secret).to_bytes();
-        let shared = secret.diffie_hellman(&XPublic::from(bianca.signed.key));
-        let key = mail_key(shared.as_bytes(), &ephemeral, &bianca.signed.key, &to_key);
+        let shared = secret.diffie_hellman(&XPublic::from(to.signed.key));
+        let key = mail_key(
+            shared.as_bytes(),
+            &ephemeral,
+            &to.signed.key,
+            &to.id.public(),
+        );
         let ciphertext = ChaCha20Poly1305::new(&Key::from(*key))
             .encrypt(
                 &Nonce::from([0u8; 12]),
                 Payload {
                     msg: &plaintext,
-                    aad: &aad(&ephemeral, &bianca.signed.key),
+                    aad: &aad(&ephemeral, &to.signed.key),
                 },
             )
             .unwrap();
-        let blob = encode(&SealedMail {
+        encode(&SealedMail {
             ephemeral,
-            prekey: bianca.signed.key,
+            prekey: to.signed.key,
             ciphertext,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn sender_name_breaking_the_rules_does_not_open() {
+        // What a `MailContent` would be with plain strings: the same encoding.
+        #[derive(Serialize)]
+        struct RawContent<'a> {
+            from: &'a str,
+            from_key: PublicKey,
+            to: &'a str,
+            id: [u8; 16],
+            text: &'a str,
+            sent_at_ms: u64,
+            signature: Signature,
+        }
+        let (mallory, bianca) = (user("mallory"), user("bianca"));
+        let to_key = bianca.id.public();
+        let hostile = format!("zzz {}\nali", mallory.id.public().to_hex());
+        // Correctly signed by its sender's key: only the name is wrong.
+        let content = RawContent {
+            from: &hostile,
+            from_key: mallory.id.public(),
+            to: "bianca",
+            id: [1; 16],
+            text: "hi",
+            sent_at_ms: 1,
+            signature: mallory.id.sign(&mail_transcript(
+                &hostile,
+                &mallory.id.public(),
+                "bianca",
+                &to_key,
+                &[1; 16],
+                "hi",
+                1,
+            )),
+        };
+        let blob = seal_by_hand(&content, &bianca);
         assert_eq!(
             open(&blob, "bianca", &to_key, &bianca.prekey),
-            Err(SealError::BadSignature)
+            Err(SealError::BadSender)
         );
+        // The same content with a valid name opens: the name was the only fault.
+        let content = RawContent {
+            from: "mallory",
+            signature: mallory.id.sign(&mail_transcript(
+                "mallory",
+                &mallory.id.public(),
+                "bianca",
+                &to_key,
+                &[1; 16],
+                "hi",
+                1,
+            )),
+            ..content
+        };
+        let blob = seal_by_hand(&content, &bianca);
+        let letter = open(&blob, "bianca", &to_key, &bianca.prekey).unwrap();
+        assert_eq!(letter.from, "mallory");
     }
 
     #[test]
@@ -502,8 +590,8 @@ mod tests {
         assert_eq!(
             seal(
                 &ali.id,
-                "ali",
-                "bianca",
+                &ali.name,
+                &bianca.name,
                 &bianca.id.public(),
                 &forged,
                 "hi",

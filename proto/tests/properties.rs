@@ -23,6 +23,7 @@ use proto::message::{
     MailReceipt, OnlineUser, PeerInfo, PeerMsg, Refusal, RelayMsg, RelayRefusal, Reply, Request,
     RoomInfo, RoomMember, RoomTag, ServerMsg,
 };
+use proto::names::{RoomName, UserName};
 use proto::sealed::SignedPrekey;
 use proto::session::{Handshake, KeyShare, Role, SealedFrame, Session, SessionError};
 use serde::Serialize;
@@ -43,6 +44,24 @@ fn config(cases: u32) -> ProptestConfig {
 
 fn text() -> impl Strategy<Value = String> {
     any::<String>()
+}
+
+/// Any valid user name: 1–32 of `a-z 0-9 . _ -`, starting with a letter or digit.
+fn user() -> impl Strategy<Value = UserName> {
+    const FIRST: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    const REST: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789._-";
+    (
+        prop::sample::select(FIRST),
+        prop::collection::vec(prop::sample::select(REST), 0..32),
+    )
+        .prop_map(|(first, rest)| {
+            let name: String = std::iter::once(first).chain(rest).map(char::from).collect();
+            UserName::parse(&name).expect("generated names follow the rules")
+        })
+}
+
+fn room() -> impl Strategy<Value = RoomName> {
+    user().prop_map(|name| RoomName::parse(&name).expect("same rules"))
 }
 
 fn bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -121,7 +140,7 @@ fn request() -> impl Strategy<Value = Request> {
             password,
             identity
         }),
-        (text(), text(), key(), signature(), addrs()).prop_map(
+        (user(), text(), key(), signature(), addrs()).prop_map(
             |(user, password, identity, signature, addresses)| Request::Login {
                 user,
                 password,
@@ -130,7 +149,7 @@ fn request() -> impl Strategy<Value = Request> {
                 addresses,
             }
         ),
-        (text(), bytes(), signature(), addrs()).prop_map(|(user, ticket, signature, addresses)| {
+        (user(), bytes(), signature(), addrs()).prop_map(|(user, ticket, signature, addresses)| {
             Request::Resume {
                 user,
                 ticket,
@@ -138,22 +157,22 @@ fn request() -> impl Strategy<Value = Request> {
                 addresses,
             }
         }),
-        text().prop_map(|user| Request::Lookup { user }),
+        user().prop_map(|user| Request::Lookup { user }),
         Just(Request::Who),
         Just(Request::Logout),
-        text().prop_map(|room| Request::JoinRoom { room }),
-        text().prop_map(|room| Request::LeaveRoom { room }),
+        room().prop_map(|room| Request::JoinRoom { room }),
+        room().prop_map(|room| Request::LeaveRoom { room }),
         Just(Request::ListRooms),
-        (prop::collection::vec(text(), 0..5), any::<bool>())
+        (prop::collection::vec(user(), 0..5), any::<bool>())
             .prop_map(|(users, everyone)| Request::Watch { users, everyone }),
         admin_request().prop_map(Request::Admin),
         signed_prekey().prop_map(|prekey| Request::PublishPrekey { prekey }),
-        text().prop_map(|user| Request::FetchPrekey { user }),
-        (text(), bytes()).prop_map(|(to, blob)| Request::Deposit { to, blob }),
+        user().prop_map(|user| Request::FetchPrekey { user }),
+        (user(), bytes()).prop_map(|(to, blob)| Request::Deposit { to, blob }),
         Just(Request::FetchMail),
         prop::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Request::AckMail { ids }),
         Just(Request::MailReceipts),
-        text().prop_map(|user| Request::Rendezvous { user }),
+        user().prop_map(|user| Request::Rendezvous { user }),
         (text(), signature()).prop_map(|(instance, signature)| Request::InstanceAuth {
             instance,
             signature
@@ -174,7 +193,7 @@ fn signed_prekey() -> impl Strategy<Value = SignedPrekey> {
 
 fn admin_request() -> impl Strategy<Value = AdminRequest> {
     prop_oneof![
-        (text(), text(), any::<bool>()).prop_map(|(name, password, admin)| {
+        (user(), text(), any::<bool>()).prop_map(|(name, password, admin)| {
             AdminRequest::AddUser {
                 name,
                 password,
@@ -182,16 +201,16 @@ fn admin_request() -> impl Strategy<Value = AdminRequest> {
             }
         }),
         Just(AdminRequest::ListUsers),
-        text().prop_map(|name| AdminRequest::LogoutUser { name }),
-        text().prop_map(|name| AdminRequest::Lock { name }),
-        text().prop_map(|name| AdminRequest::Unlock { name }),
+        user().prop_map(|name| AdminRequest::LogoutUser { name }),
+        user().prop_map(|name| AdminRequest::Lock { name }),
+        user().prop_map(|name| AdminRequest::Unlock { name }),
         Just(AdminRequest::Shutdown),
     ]
 }
 
 prop_compose! {
     fn account_info()(
-        name in text(),
+        name in user(),
         flags in any::<(bool, bool, bool)>(),
         locked_for_secs in any::<Option<u64>>(),
         failed_attempts in any::<u32>(),
@@ -213,26 +232,26 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn peer_info()(user in text(), identity in key(), observed in addr(), addresses in addrs())
+    fn peer_info()(user in user(), identity in key(), observed in addr(), addresses in addrs())
         -> PeerInfo {
         PeerInfo { user, identity, observed, addresses }
     }
 }
 
 prop_compose! {
-    fn room_member()(user in text(), online in any::<bool>()) -> RoomMember {
+    fn room_member()(user in user(), online in any::<bool>()) -> RoomMember {
         RoomMember { user, online }
     }
 }
 
 prop_compose! {
-    fn room_info()(room in text(), members in any::<u32>()) -> RoomInfo {
+    fn room_info()(room in room(), members in any::<u32>()) -> RoomInfo {
         RoomInfo { room, members }
     }
 }
 
 prop_compose! {
-    fn online_user()(user in text(), online_secs in any::<u64>()) -> OnlineUser {
+    fn online_user()(user in user(), online_secs in any::<u64>()) -> OnlineUser {
         OnlineUser { user, online_secs }
     }
 }
@@ -246,8 +265,8 @@ fn reply() -> impl Strategy<Value = Reply> {
                 open_registration,
             }
         ),
-        text().prop_map(|user| Reply::Registered { user }),
-        (text(), bytes(), any::<u64>(), addr(), any::<bool>()).prop_map(
+        user().prop_map(|user| Reply::Registered { user }),
+        (user(), bytes(), any::<u64>(), addr(), any::<bool>()).prop_map(
             |(user, ticket, ticket_lifetime_secs, observed, admin)| Reply::Granted {
                 user,
                 ticket,
@@ -264,18 +283,18 @@ fn reply() -> impl Strategy<Value = Reply> {
             }
         ),
         peer_info().prop_map(Reply::Found),
-        text().prop_map(|user| Reply::NotFound { user }),
+        user().prop_map(|user| Reply::NotFound { user }),
         prop::collection::vec(online_user(), 0..5).prop_map(|users| Reply::Online { users }),
         Just(Reply::LoggedOut),
         (error_code(), text()).prop_map(|(code, message)| Reply::Error { code, message }),
-        (text(), prop::collection::vec(room_member(), 0..5))
+        (room(), prop::collection::vec(room_member(), 0..5))
             .prop_map(|(room, members)| Reply::RoomMembers { room, members }),
         prop::collection::vec(room_info(), 0..5).prop_map(|rooms| Reply::Rooms { rooms }),
         Just(Reply::Watching),
         prop::collection::vec(account_info(), 0..5).prop_map(Reply::Users),
         text().prop_map(|message| Reply::Done { message }),
         Just(Reply::PrekeyPublished),
-        (text(), key(), prop::option::of(signed_prekey())).prop_map(|(user, identity, prekey)| {
+        (user(), key(), prop::option::of(signed_prekey())).prop_map(|(user, identity, prekey)| {
             Reply::Prekey {
                 user,
                 identity,
@@ -302,7 +321,7 @@ fn reply() -> impl Strategy<Value = Reply> {
             .prop_map(|(items, more)| Reply::Mail { items, more }),
         any::<u32>().prop_map(|count| Reply::MailAcked { count }),
         prop::collection::vec(
-            (any::<u64>(), text(), any::<bool>()).prop_map(|(id, to, delivered)| MailReceipt {
+            (any::<u64>(), user(), any::<bool>()).prop_map(|(id, to, delivered)| MailReceipt {
                 id,
                 to,
                 delivered
@@ -326,10 +345,10 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         reply().prop_map(ServerMsg::Reply),
         text().prop_map(|reason| ServerMsg::Event(Event::Shutdown { reason })),
         text().prop_map(|reason| ServerMsg::Event(Event::ForcedLogout { reason })),
-        (text(), text(), any::<bool>()).prop_map(|(room, user, joined)| {
+        (room(), user(), any::<bool>()).prop_map(|(room, user, joined)| {
             ServerMsg::Event(Event::RoomChanged { room, user, joined })
         }),
-        (text(), any::<bool>())
+        (user(), any::<bool>())
             .prop_map(|(user, online)| ServerMsg::Event(Event::Presence { user, online })),
         Just(ServerMsg::Event(Event::MailWaiting)),
         Just(ServerMsg::Event(Event::MailReceiptsWaiting)),
@@ -340,21 +359,21 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 direct,
             })
         }),
-        (text(), any::<[u8; 16]>())
+        (user(), any::<[u8; 16]>())
             .prop_map(|(from, token)| ServerMsg::Event(Event::RelayCall { from, token })),
     ]
 }
 
 fn peer_msg() -> impl Strategy<Value = PeerMsg> {
     prop_oneof![
-        (any::<u32>(), text(), any::<bool>()).prop_map(|(version, initiator, background)| {
+        (any::<u32>(), user(), any::<bool>()).prop_map(|(version, initiator, background)| {
             PeerMsg::Connect {
                 version,
                 initiator,
                 background,
             }
         }),
-        text().prop_map(|user| PeerMsg::Accepted { user }),
+        user().prop_map(|user| PeerMsg::Accepted { user }),
         connect_refusal().prop_map(|reason| PeerMsg::Refused { reason }),
         (any::<[u8; 32]>(), signature()).prop_map(|(ephemeral, signature)| {
             PeerMsg::KeyShare(KeyShare {
@@ -374,7 +393,7 @@ fn peer_msg() -> impl Strategy<Value = PeerMsg> {
 fn relay_msg() -> impl Strategy<Value = RelayMsg> {
     prop_oneof![
         any::<[u8; 16]>().prop_map(|token| RelayMsg::Open { token }),
-        text().prop_map(|peer| RelayMsg::Ready { peer }),
+        user().prop_map(|peer| RelayMsg::Ready { peer }),
         prop::sample::select(vec![
             RelayRefusal::Disabled,
             RelayRefusal::NotLoggedIn,
@@ -384,12 +403,12 @@ fn relay_msg() -> impl Strategy<Value = RelayMsg> {
             RelayRefusal::InstanceUnreachable,
         ])
         .prop_map(|reason| RelayMsg::Refused { reason }),
-        (any::<[u8; 16]>(), text()).prop_map(|(token, user)| RelayMsg::Forward { token, user }),
+        (any::<[u8; 16]>(), user()).prop_map(|(token, user)| RelayMsg::Forward { token, user }),
     ]
 }
 
 fn room_tag() -> impl Strategy<Value = Option<RoomTag>> {
-    prop::option::of((text(), any::<u64>()).prop_map(|(room, seq)| RoomTag { room, seq }))
+    prop::option::of((room(), any::<u64>()).prop_map(|(room, seq)| RoomTag { room, seq }))
 }
 
 fn chat_payload() -> impl Strategy<Value = ChatPayload> {

@@ -232,7 +232,7 @@ impl Context {
                         "INSERT INTO presence (username, instance, conn, info) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (username) DO UPDATE SET instance = excluded.instance,
                              conn = excluded.conn, info = excluded.info, since = now()",
-                        &[&info.user, &self.id, &(*conn as i64), &json],
+                        &[&info.user.as_str(), &self.id, &(*conn as i64), &json],
                     )
                     .await
                     .map_err(backend)?;
@@ -240,7 +240,7 @@ impl Context {
                 Message::Offline { user, conn } => {
                     tx.execute(
                         "DELETE FROM presence WHERE username = $1 AND instance = $2 AND conn = $3",
-                        &[user, &self.id, &(*conn as i64)],
+                        &[&user.as_str(), &self.id, &(*conn as i64)],
                     )
                     .await
                     .map_err(backend)?;
@@ -572,7 +572,7 @@ mod tests {
     fn batches_fit_notify_payloads_in_order() {
         let messages: Vec<Message> = (0..500)
             .map(|i| Message::Kick {
-                user: format!("user-{i}"),
+                user: format!("user-{i}").parse().unwrap(),
                 reason: "x".repeat(40),
             })
             .collect();
@@ -587,7 +587,7 @@ mod tests {
         }
         assert_eq!(back, messages);
         let huge = Message::Kick {
-            user: "ali".into(),
+            user: "ali".parse().unwrap(),
             reason: "x".repeat(MAX_PAYLOAD),
         };
         assert!(

@@ -39,6 +39,7 @@ use proto::frame;
 use proto::message::{
     RelayMsg, RelayRefusal, RelayToken, Reply, Request, ServerMsg, instance_transcript,
 };
+use proto::names::UserName;
 use proto::{Identity, PublicKey};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{RecvStream, SendStream, VarInt};
@@ -273,7 +274,7 @@ pub(super) async fn forward(
     relay: Arc<Relay>,
     links: Arc<Links>,
     instance: String,
-    (user, token): (String, RelayToken),
+    (user, token): (UserName, RelayToken),
     mut send: SendStream,
     mut recv: RecvStream,
 ) {

@@ -138,7 +138,7 @@ impl Client {
         let key = identity.public();
         let reply = client
             .request(Request::Login {
-                user: user.into(),
+                user: user.parse().unwrap(),
                 password: password.into(),
                 identity: key,
                 signature: identity.sign(&login_transcript(&nonce, user, &key)),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use proto::message::{ConnectRefusal, PeerInfo, RelayToken, RoomTag};
+use proto::names::UserName;
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 
@@ -36,7 +37,7 @@ struct Opener {
     endpoint: quinn::Endpoint,
     identity: Arc<Identity>,
     pins: Arc<Mutex<Pins>>,
-    me: String,
+    me: UserName,
     tx: mpsc::Sender<Report>,
     punches: Punches,
     reach: ReachOptions,
@@ -184,14 +185,14 @@ impl App {
 
     /// `from` found no direct path and waits on the relay: open our relay stream and
     /// answer the call on it.
-    pub(super) fn relay_call(&mut self, from: String, token: RelayToken) {
+    pub(super) fn relay_call(&mut self, from: UserName, token: RelayToken) {
         let o = self.opener();
         self.tasks.spawn(async move {
             match o.link.open_relay(token).await {
                 Ok(stream) => o.take_call(Call::Relayed(Transport::relayed(stream))).await,
                 Err(e) => {
                     let report = Report::IncomingRefused {
-                        peer: Some(from),
+                        peer: Some(from.into_string()),
                         reason: format!("could not take the relayed call: {e}"),
                     };
                     let _ = o.tx.send(report).await;
@@ -272,7 +273,7 @@ impl App {
             Direction::Outgoing => !foreground,
             Direction::Incoming => handle.background(),
         };
-        self.pin_first_contact(&peer, key).await;
+        self.pin_first_contact(handle.peer(), key).await;
         let id = self.next_id;
         self.next_id += 1;
         self.chats.insert(
@@ -316,7 +317,7 @@ impl App {
 
     /// Pins `peer`'s key if we had none (trust on first use); a new contact is then also
     /// watched for presence.
-    async fn pin_first_contact(&mut self, peer: &str, key: PublicKey) {
+    async fn pin_first_contact(&mut self, peer: &UserName, key: PublicKey) {
         let pinned = match self.pins.lock() {
             Ok(mut pins) if pins.check(peer, &key) == PinCheck::New => Some(pins.pin(peer, key)),
             _ => None,

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use proto::message::{RoomMember, RoomTag};
+use proto::names::{RoomName, UserName};
 
 use super::App;
 use crate::alerts::{Alert, mentions};
@@ -21,7 +22,7 @@ use crate::ui::Note;
 #[derive(Debug, Default)]
 pub(super) struct RoomState {
     /// Members and whether they are online.
-    members: BTreeMap<String, bool>,
+    members: BTreeMap<UserName, bool>,
     /// Our last room message's number in this room.
     seq: u64,
 }
@@ -178,15 +179,16 @@ impl App {
 
     /// Sends one line to every other online member of `room`.
     pub(super) async fn send_room(&mut self, room: &str, text: String) {
-        let Some(state) = self.rooms.get_mut(room) else {
+        // Only rooms the directory let us join are in `rooms`: their names are valid.
+        let (Some(state), Ok(room_name)) = (self.rooms.get_mut(room), RoomName::parse(room)) else {
             return;
         };
         state.seq += 1;
         let tag = RoomTag {
-            room: room.to_string(),
+            room: room_name,
             seq: state.seq,
         };
-        let online: Vec<String> = state
+        let online: Vec<UserName> = state
             .members
             .iter()
             .filter(|(user, online)| **online && **user != self.me)
@@ -202,7 +204,7 @@ impl App {
 
     /// A room message arrived from `peer`.
     pub(super) fn room_message(&mut self, peer: &str, tag: RoomTag, text: String) {
-        let Some(state) = self.rooms.get_mut(&tag.room) else {
+        let Some(state) = self.rooms.get_mut(tag.room.as_str()) else {
             tracing::debug!(room = %tag.room, %peer, "room message for a room we are not in; ignored");
             return;
         };
@@ -210,7 +212,7 @@ impl App {
             tracing::debug!(room = %tag.room, %peer, "room message from a non-member; ignored");
             return;
         }
-        let key = (tag.room.clone(), peer.to_string());
+        let key = (tag.room.to_string(), peer.to_string());
         let missed = match self.marks.seen.insert(key, tag.seq) {
             Some(last) if tag.seq > last => tag.seq - last - 1,
             _ => 0,
@@ -219,7 +221,7 @@ impl App {
             self.alert(Alert::Mention, peer);
         }
         self.show(Note::RoomMessage {
-            room: tag.room,
+            room: tag.room.into_string(),
             peer: peer.to_string(),
             seq: tag.seq,
             text,
@@ -228,28 +230,37 @@ impl App {
     }
 
     /// Someone joined or left a room we are in.
-    pub(super) fn room_changed(&mut self, room: String, user: String, joined: bool) {
-        let Some(state) = self.rooms.get_mut(&room) else {
+    pub(super) fn room_changed(&mut self, room: RoomName, user: UserName, joined: bool) {
+        let Some(state) = self.rooms.get_mut(room.as_str()) else {
             return;
         };
         if joined {
             state.members.insert(user.clone(), true);
         } else {
             state.members.remove(&user);
-            self.marks.seen.remove(&(room.clone(), user.clone()));
+            self.marks
+                .seen
+                .remove(&(room.to_string(), user.to_string()));
         }
-        self.show(Note::RoomChanged { room, user, joined });
+        self.show(Note::RoomChanged {
+            room: room.into_string(),
+            user: user.into_string(),
+            joined,
+        });
     }
 
     /// A contact or room-mate came online or went offline.
-    pub(super) fn presence(&mut self, user: String, online: bool) {
+    pub(super) fn presence(&mut self, user: UserName, online: bool) {
         for state in self.rooms.values_mut() {
             if let Some(flag) = state.members.get_mut(&user) {
                 *flag = online;
             }
         }
         self.alert(Alert::Presence, &user);
-        self.show(Note::Presence { user, online });
+        self.show(Note::Presence {
+            user: user.into_string(),
+            online,
+        });
     }
 
     /// Saves the room marks in the profile (failure is only worth a warning).

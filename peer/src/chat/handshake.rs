@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 
 use proto::frame::{self, FrameError};
 use proto::message::{ConnectRefusal, PeerInfo, PeerMsg};
+use proto::names::UserName;
 use proto::session::{Handshake, Role, Session, SessionError};
 use proto::{Identity, PublicKey};
 use tokio::time::timeout;
@@ -40,7 +41,7 @@ pub const CONFIRMATION: &[u8] = b"natter-relayed-key-confirmation-v1";
 /// A chat that passed its handshake, ready to run.
 pub(super) struct Established {
     pub session: Session,
-    pub peer: String,
+    pub peer: UserName,
     pub peer_key: PublicKey,
     pub role: Role,
     /// Opened for room messages or a quick message rather than as a chat.
@@ -56,7 +57,7 @@ pub(super) struct Established {
 pub async fn initiate(
     conn: quinn::Connection,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     peer: &PeerInfo,
 ) -> Result<(ChatHandle, ChatEvents), ChatError> {
     initiate_with(conn, identity, me, peer, false).await
@@ -70,7 +71,7 @@ pub async fn initiate(
 pub async fn initiate_with(
     conn: quinn::Connection,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     peer: &PeerInfo,
     background: bool,
 ) -> Result<(ChatHandle, ChatEvents), ChatError> {
@@ -114,7 +115,7 @@ pub async fn initiate_with(
 pub async fn initiate_over(
     mut transport: Transport,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     peer: &PeerInfo,
     background: bool,
 ) -> Result<(ChatHandle, ChatEvents), ChatError> {
@@ -140,7 +141,7 @@ pub async fn initiate_over(
 pub async fn accept<L, P>(
     conn: quinn::Connection,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     lookup: L,
     pin_check: P,
 ) -> Result<(ChatHandle, ChatEvents), ChatError>
@@ -187,7 +188,7 @@ where
 pub async fn accept_over<L, P>(
     mut transport: Transport,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     lookup: L,
     pin_check: P,
 ) -> Result<(ChatHandle, ChatEvents), ChatError>
@@ -287,13 +288,13 @@ pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
 async fn dial(
     t: &mut Transport,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     peer: &PeerInfo,
     background: bool,
 ) -> Result<Established, ChatError> {
     let connect = PeerMsg::Connect {
         version: proto::PROTOCOL_VERSION,
-        initiator: me.to_owned(),
+        initiator: me.clone(),
         background,
     };
     write_msg(t, &connect, "our connect request to be sent").await?;
@@ -322,7 +323,7 @@ async fn dial(
 async fn answer<L, P>(
     t: &mut Transport,
     identity: &Identity,
-    me: &str,
+    me: &UserName,
     lookup: L,
     pin_check: P,
 ) -> Result<Established, ChatError>
@@ -350,9 +351,7 @@ where
             });
         }
     };
-    let accepted = PeerMsg::Accepted {
-        user: me.to_owned(),
-    };
+    let accepted = PeerMsg::Accepted { user: me.clone() };
     write_msg(t, &accepted, "our acceptance to be sent").await?;
     let session = exchange_keys(t, identity, Role::Acceptor, key).await?;
     Ok(Established {
@@ -594,7 +593,7 @@ mod tests {
 
     fn info(user: &str, key: PublicKey, observed: &str, reported: &[&str]) -> PeerInfo {
         PeerInfo {
-            user: user.into(),
+            user: user.parse().unwrap(),
             identity: key,
             observed: observed.parse().unwrap(),
             addresses: reported.iter().map(|a| a.parse().unwrap()).collect(),

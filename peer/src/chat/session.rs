@@ -477,7 +477,7 @@ mod tests {
             text: "héllo".into(),
             sent_at_ms: 1,
             room: Some(proto::message::RoomTag {
-                room: "general".into(),
+                room: "general".parse().unwrap(),
                 seq: 3,
             }),
         };

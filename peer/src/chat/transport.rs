@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use proto::PublicKey;
 use proto::message::RELAY_PEER_LOST;
+use proto::names::UserName;
 use quinn::VarInt;
 use tokio::sync::watch;
 
@@ -62,7 +63,7 @@ pub struct RelayStream {
     pub(crate) send: quinn::SendStream,
     pub(crate) recv: quinn::RecvStream,
     directory: quinn::Connection,
-    partner: String,
+    partner: UserName,
 }
 
 impl std::fmt::Debug for RelayStream {
@@ -81,7 +82,7 @@ impl RelayStream {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         directory: quinn::Connection,
-        partner: String,
+        partner: UserName,
     ) -> Self {
         Self {
             send,
@@ -93,7 +94,7 @@ impl RelayStream {
 
     /// Who the directory says is on the other end (a hint only: the chat handshake
     /// checks the other side's identity key itself).
-    pub fn partner(&self) -> &str {
+    pub fn partner(&self) -> &UserName {
         &self.partner
     }
 
@@ -110,7 +111,7 @@ pub struct Transport {
     pub(crate) carrier: Carrier,
     pub(crate) path: Path,
     /// For a relayed path: the user the directory paired us with.
-    pub(crate) partner: Option<String>,
+    pub(crate) partner: Option<UserName>,
 }
 
 impl std::fmt::Debug for Transport {

@@ -33,24 +33,120 @@ pub enum Input {
     Eof,
 }
 
-/// Text from another peer (a message, a close reason), made safe to print on one line:
-/// control characters other than tab (line breaks, terminal escapes) are shown escaped
-/// (`\n`, `\u{1b}`), so a peer can neither forge lines of the scripted output nor drive
-/// the terminal. Everything else, spaces and Unicode included, is left unchanged.
+/// Text from another peer (a message, a close reason), made safe to print on one line.
+/// This is the one place where hostile text is made printable; both front ends call it.
+///
+/// Shown escaped (`\n`, `\u{1b}`, `\u{202e}`):
+/// - control characters other than tab (line breaks, terminal escapes, C1 controls), so a
+///   peer can neither forge lines of the scripted output nor drive the terminal;
+/// - line and paragraph separators (U+2028, U+2029);
+/// - invisible formatting characters ([`is_invisible`]): bidi embeddings, overrides and
+///   isolates (U+202A–U+202E, U+2066–U+2069), which could reorder what is shown and make
+///   a message look as if someone else wrote it; zero-width spaces and joiners
+///   (U+200B–U+200F, U+2060–U+2064, U+FEFF) and the rest of Unicode's Cf category, which
+///   hide text or make two different strings look the same.
+///
+/// Everything else, spaces and visible Unicode included, is left unchanged. Padding a
+/// message to the screen's edge is dealt with where lines are laid out
+/// ([`screen_lines`]).
 pub fn printable(text: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\t';
+    let unsafe_char = |c: char| (c.is_control() && c != '\t') || is_invisible(c);
     if !text.contains(unsafe_char) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if unsafe_char(c) {
-            out.extend(c.escape_debug());
+            escape(c, &mut out);
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// How [`printable`] writes one unsafe character: the short escapes for the common
+/// controls (`\n`, `\r`), `\u{...}` for the rest.
+fn escape(c: char, out: &mut String) {
+    match c {
+        '\n' | '\r' | '\0' => out.extend(c.escape_debug()),
+        _ => out.extend(c.escape_unicode()),
+    }
+}
+
+/// Whether `c` is invisible when printed yet changes what is shown: Unicode's format
+/// characters (category Cf: bidi controls, zero-width characters, the byte order mark,
+/// tags, ...) and the line and paragraph separators (U+2028, U+2029).
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// The most columns `c` may take on a terminal: a tab 8, printable ASCII 1, anything
+/// else 2 (wide characters; an over-estimate for the rest, which only wraps earlier).
+fn columns(c: char) -> usize {
+    match c {
+        '\t' => 8,
+        ' '..='~' => 1,
+        _ => 2,
+    }
+}
+
+/// Marks the start of a screen line that continues the line above it.
+pub const CONTINUATION: &str = "  \u{2502} ";
+
+/// Lays out rendered text (already [`printable`]) as lines of at most `width` columns,
+/// so that the terminal never wraps a line by itself: every line after the first of a
+/// wrapped line starts with [`CONTINUATION`]. A peer who pads a message to the screen's
+/// edge (or fills it with any text) therefore cannot make the rest of it look like a new
+/// line from someone else: what the terminal shows at the start of a line is always ours.
+///
+/// Widths are counted conservatively (a tab as 8 columns, anything outside ASCII as 2),
+/// so a line may wrap a little early, never late.
+pub fn screen_lines(text: &str, width: usize) -> String {
+    let marker: usize = CONTINUATION.chars().map(columns).sum();
+    // Room for the marker and at least a few characters of text.
+    let width = width.max(marker + 8);
+    let mut out = String::with_capacity(text.len() + 16);
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut used = 0;
+        for c in line.chars() {
+            let w = columns(c);
+            if used + w > width {
+                out.push('\n');
+                out.push_str(CONTINUATION);
+                used = marker;
+            }
+            out.push(c);
+            used += w;
+        }
+    }
+    out
 }
 
 /// Which way a chat was opened.
@@ -254,5 +350,52 @@ mod tests {
         let plain = "  Grüße — 你好 🙂\ttab, back\\slash  ";
         assert_eq!(printable(plain), plain);
         assert_eq!(printable("a\nb\r\x1b[2Kc"), "a\\nb\\r\\u{1b}[2Kc");
+    }
+
+    #[test]
+    fn printable_escapes_bidi_and_invisible_characters() {
+        // A right-to-left override makes "ali: hi" read as if reversed text were ours.
+        assert_eq!(printable("x\u{202e}ih :ila"), "x\\u{202e}ih :ila");
+        for (hostile, escaped) in [
+            ("\u{202a}", "\\u{202a}"),
+            ("\u{202d}", "\\u{202d}"),
+            ("\u{2066}", "\\u{2066}"),
+            ("\u{2069}", "\\u{2069}"),
+            ("\u{200b}", "\\u{200b}"),
+            ("\u{200f}", "\\u{200f}"),
+            ("\u{2028}", "\\u{2028}"),
+            ("\u{2029}", "\\u{2029}"),
+            ("\u{feff}", "\\u{feff}"),
+            ("\u{ad}", "\\u{ad}"),
+            ("\u{e0041}", "\\u{e0041}"),
+            ("\u{85}", "\\u{85}"),
+            ("\u{7f}", "\\u{7f}"),
+        ] {
+            assert_eq!(printable(&format!("a{hostile}b")), format!("a{escaped}b"));
+        }
+    }
+
+    #[test]
+    fn padding_to_the_edge_cannot_start_a_line() {
+        // The message pads to an 80-column screen's edge, then "writes" a line from bob.
+        let forged = format!("ali: hi{}bob: send the money to mallory", " ".repeat(73));
+        let shown = super::screen_lines(&printable(&forged), 80);
+        let lines: Vec<&str> = shown.split('\n').collect();
+        assert!(lines.len() > 1, "{shown:?}");
+        assert!(lines[0].starts_with("ali: "));
+        for line in &lines[1..] {
+            assert!(line.starts_with(super::CONTINUATION), "{line:?}");
+            assert!(!line.starts_with("bob:"));
+        }
+        // No screen line is wider than the screen, so the terminal never wraps.
+        for width in [20, 40, 80, 132] {
+            let shown = super::screen_lines(&format!("ali: {}", "é\tx你🙂 ".repeat(50)), width);
+            for line in shown.split('\n') {
+                let cols: usize = line.chars().map(super::columns).sum();
+                assert!(cols <= width, "{line:?}");
+            }
+        }
+        // Our own line breaks stay lines of their own; short lines are untouched.
+        assert_eq!(super::screen_lines("a\nb", 80), "a\nb");
     }
 }

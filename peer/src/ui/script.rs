@@ -9,8 +9,12 @@
 //!
 //! Output: one line per event on stdout, `EVENT key=value ...`, where a free-text field
 //! (`text=`, `reason=`) always comes last and runs to the end of the line unchanged,
-//! except that control characters other than tab arrive escaped (`\n`, `\u{1b}`; see
-//! [`super::printable`]), so another peer's text can never start a line of its own.
+//! except that control characters other than tab arrive escaped (`\n`, `\u{1b}`), and
+//! so do bidi controls, zero-width and other invisible formatting characters and line
+//! separators (`\u{202e}`, `\u{200b}`, `\u{2028}`; see [`super::printable`]), so another
+//! peer's text can never start a line of its own nor look like someone else's. Names
+//! (`from=`, `peer=`, `room=`) are valid user and room names: no spaces, no control
+//! characters (anything else from the network is refused before it is shown).
 //! This format is stable; scripts and tests rely on it. A `connected` line ends with
 //! `path=direct` (the peers talk straight to each other) or `path=relayed` (through the
 //! directory's relay, which sees only end-to-end sealed frames). Offline delivery adds: `queued`
@@ -93,7 +97,7 @@ fn member_list(members: &[proto::message::RoomMember]) -> String {
         .iter()
         .map(|m| {
             if m.online {
-                m.user.clone()
+                m.user.to_string()
             } else {
                 format!("{}(off)", m.user)
             }
@@ -351,7 +355,7 @@ mod tests {
     fn accounts_render_one_line_each_then_a_count() {
         let key = proto::Identity::generate().public();
         let account = |name: &str| AccountInfo {
-            name: name.into(),
+            name: name.parse().unwrap(),
             admin: false,
             online: false,
             locked_by_admin: false,

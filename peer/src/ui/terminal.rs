@@ -4,31 +4,47 @@
 //! printer, above the line being typed, so an incoming message never wrecks it. The
 //! editor reads one line at a time, when the app says it is [`Output::ready`], so the
 //! prompt always matches the state ("Enter destination user ID:" or "> ").
+//!
+//! Every note is laid out at the terminal's width by [`super::screen_lines`] before it is
+//! printed, so the terminal never wraps a line itself and a wrapped line's continuation
+//! is marked: another peer's text cannot make a line that looks like it starts a new
+//! message.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 
 use rustyline::ExternalPrinter;
 use rustyline::error::ReadlineError;
 use tokio::sync::mpsc;
 
-use super::{Direction, Input, Note, Output, printable};
+use super::{Direction, Input, Note, Output, printable, screen_lines};
 
 /// Notes go through rustyline's printer; prompts go to the reading thread.
 pub struct TerminalOutput {
     printer: Mutex<Box<dyn ExternalPrinter + Send>>,
     prompts: Mutex<std_mpsc::Sender<String>>,
+    /// The terminal's width in columns, as the line editor last saw it.
+    width: Arc<AtomicUsize>,
 }
+
+/// Width assumed until the line editor has measured the terminal.
+const DEFAULT_WIDTH: usize = 80;
 
 /// Starts the line editor, which sends what the user types to `tx`.
 pub fn start(tx: mpsc::Sender<Input>) -> Result<TerminalOutput, ReadlineError> {
     let mut editor = rustyline::DefaultEditor::new()?;
     let printer = editor.create_external_printer()?;
     let (prompt_tx, prompt_rx) = std_mpsc::channel::<String>();
+    let width = Arc::new(AtomicUsize::new(DEFAULT_WIDTH));
+    let measured = width.clone();
     std::thread::Builder::new()
         .name("line-editor".into())
         .spawn(move || {
             while let Ok(prompt) = prompt_rx.recv() {
+                if let Some((cols, _)) = editor.dimensions() {
+                    measured.store(usize::from(cols), Ordering::Relaxed);
+                }
                 let input = match editor.readline(&prompt) {
                     Ok(line) => {
                         if !line.trim().is_empty() {
@@ -49,6 +65,7 @@ pub fn start(tx: mpsc::Sender<Input>) -> Result<TerminalOutput, ReadlineError> {
     Ok(TerminalOutput {
         printer: Mutex::new(Box::new(printer)),
         prompts: Mutex::new(prompt_tx),
+        width,
     })
 }
 
@@ -112,7 +129,7 @@ pub fn render(note: &Note) -> String {
             members
                 .iter()
                 .map(|m| if m.online {
-                    m.user.clone()
+                    m.user.to_string()
                 } else {
                     format!("{} (offline)", m.user)
                 })
@@ -335,6 +352,7 @@ impl Output for TerminalOutput {
         }
         // Outside a read rustyline writes the text as is, and the next prompt would
         // overwrite a line without its end; in raw mode a bare LF does not return.
+        let text = screen_lines(&text, self.width.load(Ordering::Relaxed));
         let text = format!("{}\r\n", text.replace('\n', "\r\n"));
         if let Ok(mut p) = self.printer.lock()
             && p.print(text.clone()).is_ok()

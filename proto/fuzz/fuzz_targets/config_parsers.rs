@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use peer::pins::{PinError, Pins};
 use peer::profile::Settings;
+use proto::names::UserName;
 
 #[global_allocator]
 static ALLOC: proto_fuzz::CappedAlloc = proto_fuzz::CappedAlloc;
@@ -41,8 +42,8 @@ fuzz_target!(|data: &[u8]| {
     // (auto_da_alloc), which measured 40 times slower here.
     let _ = std::fs::remove_file(path);
     std::fs::write(path, text).expect("write scratch pin file");
-    match Pins::load(path) {
-        Ok(_) | Err(PinError::Malformed { .. }) => {}
+    match Pins::<UserName>::load(path) {
+        Ok(_) | Err(PinError::Malformed { .. } | PinError::Refused { .. }) => {}
         Err(e) => panic!("Pins::load: unexpected error {e:?}"),
     }
 });

@@ -55,8 +55,8 @@ fn fixture() -> &'static Fixture {
         let text = "meet at noon";
         let (blob, _) = sealed::seal(
             &ali,
-            "ali",
-            "bianca",
+            &"ali".parse().expect("a valid name"),
+            &"bianca".parse().expect("a valid name"),
             &bianca.public(),
             &signed,
             text,
@@ -115,7 +115,10 @@ fuzz_target!(|input: Input| {
     let _ = sealed::sealed_to(&blob);
     if let Ok(letter) = sealed::open(&blob, "bianca", &f.bianca.public(), &f.prekey) {
         assert_eq!(letter.from, "ali");
-        assert_eq!(letter.from_key, Identity::from_secret_bytes(&[1; 32]).public());
+        assert_eq!(
+            letter.from_key,
+            Identity::from_secret_bytes(&[1; 32]).public()
+        );
         assert_eq!(letter.text, f.text);
         assert_eq!(letter.sent_at_ms, 1_700_000_000_000);
     }
