@@ -97,10 +97,7 @@ impl Directory {
         let local_addr = endpoint.local_addr()?;
         let shared = Arc::new(Shared::open(config, &endpoint, Arc::new(identity)).await?);
 
-        let limits = ConnLimits::new(
-            shared.config.max_connections,
-            shared.config.max_connections_per_ip,
-        );
+        let limits = ConnLimits::new(shared.config.conn_caps());
         // Before any task starts: a status address that cannot be bound fails the start.
         let status = match shared.config.status {
             Some(listen) => Some(
@@ -248,6 +245,11 @@ impl Directory {
         self.limits.open()
     }
 
+    /// Number of open connections that have not logged in.
+    pub fn anonymous_count(&self) -> usize {
+        self.limits.anonymous()
+    }
+
     /// Tells every peer, stops accepting, waits (bounded) for connections to close, and
     /// closes the store and the audit log.
     pub async fn shutdown(mut self) {
@@ -379,10 +381,16 @@ async fn accept_loop(
         let done = done.clone();
         tokio::spawn(
             async move {
-                let _slot = slot;
                 let _done = done;
-                match incoming.await {
-                    Ok(conn) => connection::run(shared, conn, id, shutdown).await,
+                let handshake = tokio::select! {
+                    r = incoming => r,
+                    () = slot.evicted() => {
+                        tracing::debug!("evicted during the handshake");
+                        return;
+                    }
+                };
+                match handshake {
+                    Ok(conn) => connection::run(shared, conn, id, slot, shutdown).await,
                     Err(e) => tracing::debug!("handshake failed: {e}"),
                 }
             }
