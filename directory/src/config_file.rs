@@ -215,6 +215,8 @@ pub struct Overrides {
     pub status: Option<SocketAddr>,
     pub status_token: Option<String>,
     pub log_filter: Option<String>,
+    pub max_anonymous: Option<usize>,
+    pub max_anonymous_per_ip: Option<usize>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -395,6 +397,8 @@ pub fn apply(
     set(&mut c.ticket_lifetime, flags.ticket_lifetime.map(secs));
     set(&mut c.max_connections, flags.max_connections);
     set(&mut c.max_connections_per_ip, flags.max_connections_per_ip);
+    set(&mut c.max_anonymous, flags.max_anonymous);
+    set(&mut c.max_anonymous_per_ip, flags.max_anonymous_per_ip);
     if flags.status.is_some() {
         c.status = flags.status;
     }
