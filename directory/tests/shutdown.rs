@@ -1,7 +1,8 @@
 //! Stopping the real `directory` binary, four ways: an administrator's `/shutdown`
 //! request, `directory shutdown` on the same machine, SIGTERM, Ctrl-C (SIGINT). Each time every logged-in
 //! peer is told, the process exits 0 and the database opens clean afterwards. Also:
-//! `directory user logout|lock` reaching the running server.
+//! `directory user logout|lock` reaching the running server, and a second server on the
+//! same data directory refusing to start.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -192,6 +193,46 @@ async fn operator_commands_reach_the_running_server() {
         audit.contains("operator action=logout target=bianca"),
         "{audit}"
     );
+}
+
+#[tokio::test]
+async fn a_second_server_on_a_served_data_directory_refuses_to_start() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("natter");
+    accounts(&data).await;
+    let (server, addr) = serve(&data).await;
+    let socket = data.join("control.sock");
+    let inode = std::fs::metadata(&socket).unwrap().ino();
+
+    let out = run(&data, &["serve", "--listen", "127.0.0.1:0"], None).await;
+    assert!(!out.status.success(), "a second server started");
+    let err = text(&out.stderr);
+    let pid = server.id().unwrap().to_string();
+    assert!(
+        err.contains("already served") && err.contains(&pid),
+        "the refusal says who serves it: {err}"
+    );
+    // The running server's control socket is untouched and still reaches it.
+    assert_eq!(std::fs::metadata(&socket).unwrap().ino(), inode);
+    let mut bianca = login(addr, "bianca").await;
+    let _root = login(addr, "root").await;
+    let out = run(&data, &["shutdown"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        bianca.event().await,
+        Event::Shutdown {
+            reason: "directory shut down by the operator".into()
+        }
+    );
+    exits_zero(server).await;
+    opens_clean(&data).await;
+
+    // Once it has stopped, the data directory can be served again.
+    let (again, _) = serve(&data).await;
+    let out = run(&data, &["shutdown"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    exits_zero(again).await;
 }
 
 #[tokio::test]
