@@ -363,6 +363,13 @@ impl State {
             conn: &self.conn,
         };
         let shared = &*self.shared;
+        if self.session.is_none() && needs_login(&request) {
+            // Counted, not audited one by one: a stranger must not flush the audit log.
+            shared
+                .metrics
+                .anonymous_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match request {
             Request::Hello { .. } => Step::fatal(
                 ErrorCode::ProtocolViolation,
@@ -644,6 +651,19 @@ fn request_kind(request: &Request) -> &'static str {
         Request::InstanceAuth { .. } => "InstanceAuth",
         Request::ChangePassword { .. } => "ChangePassword",
     }
+}
+
+/// Whether `request` is refused (or answered with nothing) without a logged-in user.
+fn needs_login(request: &Request) -> bool {
+    !matches!(
+        request,
+        Request::Hello { .. }
+            | Request::Register { .. }
+            | Request::Login { .. }
+            | Request::Resume { .. }
+            | Request::InstanceAuth { .. }
+            | Request::Logout
+    )
 }
 
 /// The address as the peer would be dialled: IPv4-mapped IPv6 turned back into IPv4.

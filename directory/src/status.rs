@@ -482,6 +482,12 @@ pub fn render_prometheus(s: &Snapshot, m: &Metrics) -> String {
         count(&m.admin_refused),
     );
     metric(
+        "natter_anonymous_refused_total",
+        "counter",
+        "Requests refused for not being logged in (counted, not audited one by one).",
+        count(&m.anonymous_refused),
+    );
+    metric(
         "natter_logins_last_hour",
         "gauge",
         "Logins (password and ticket) in the last hour.",

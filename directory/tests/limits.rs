@@ -450,6 +450,52 @@ async fn strangers_must_log_in_in_time_and_cannot_keep_users_out() {
 }
 
 #[tokio::test]
+async fn a_strangers_flood_cannot_rotate_a_failed_login_out_of_the_audit_log() {
+    const FLOOD: u64 = 190;
+    let (dir, data) = start(|c| {
+        c.audit_rotation = directory::rotating_file::Rotation {
+            max_bytes: 1000,
+            keep: 1,
+        };
+    })
+    .await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    let id = Identity::generate();
+    let mut guesser = Raw::connect(&dir, "127.0.0.2").await;
+    assert!(matches!(
+        guesser.login("ali", "not-her-password", &id).await,
+        Reply::Refused { .. }
+    ));
+
+    // A stranger asks and asks without logging in (under the request burst).
+    let mut stranger = Raw::connect(&dir, "127.0.0.1").await;
+    stranger.hello().await;
+    for i in 0..FLOOD {
+        let reply = stranger
+            .call(Request::Lookup {
+                user: format!("user{i}"),
+            })
+            .await;
+        assert!(matches!(reply, Reply::NotFound { .. }), "{reply:?}");
+    }
+    assert_eq!(
+        directory::metrics::Metrics::get(&dir.metrics().anonymous_refused),
+        FLOOD,
+        "each refusal is counted"
+    );
+    dir.shutdown().await;
+
+    let read = |name: &str| std::fs::read_to_string(data.path().join(name)).unwrap_or_default();
+    let retained = read("audit.log") + &read("audit.log.1");
+    assert!(
+        retained.contains("login_failed user=ali ip=127.0.0.2"),
+        "the failed login was rotated out by the flood:\n{retained}"
+    );
+    assert!(!retained.contains("lookup by=- "), "{retained}");
+    assert!(read("security.log").contains("login_failed user=ali ip=127.0.0.2"));
+}
+
+#[tokio::test]
 async fn handshakes_per_source_are_rate_limited_before_any_work() {
     const BURST: u32 = 3;
     const RATE: u32 = 1;
