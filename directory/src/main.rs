@@ -362,7 +362,17 @@ async fn user(admin: &Admin, data: &Path, action: UserAction) -> anyhow::Result<
         }
         UserAction::Lock { name } => {
             admin.lock_user(&name).await?;
-            kick(data, &name, "account locked by the operator").await;
+            // The running server ends what it can for the account (rooms, relay,
+            // session) and says what it cannot (direct chats already open).
+            let ended = match operator::request(data, &format!("locked {name}")).await {
+                Ok(reply) => format!("{reply}\n"),
+                Err(OperatorError::NotRunning(_)) => String::new(),
+                Err(e) => {
+                    eprintln!("directory: warning: could not end {name}'s session: {e}");
+                    String::new()
+                }
+            };
+            print!("{ended}");
             println!("locked user {name}; `directory user unlock {name}` lifts it");
         }
         UserAction::Unlock { name } => {

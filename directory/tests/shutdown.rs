@@ -196,6 +196,72 @@ async fn operator_commands_reach_the_running_server() {
 }
 
 #[tokio::test]
+async fn locking_an_account_takes_it_out_of_its_rooms_and_says_what_it_cannot_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("natter");
+    accounts(&data).await;
+    let (server, addr) = serve(&data).await;
+    let mut bianca = login(addr, "bianca").await;
+    let mut root = login(addr, "root").await;
+    for who in [&mut bianca, &mut root] {
+        let reply = who
+            .call(Request::JoinRoom {
+                room: "ops".into(),
+            })
+            .await;
+        assert!(matches!(reply, Reply::RoomMembers { .. }), "{reply:?}");
+    }
+
+    let out = run(&data, &["user", "lock", "bianca"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("ended their session"), "{said}");
+    assert!(said.contains("ops"), "the rooms left are named: {said}");
+    assert!(
+        said.contains("cannot end") && said.contains("directly"),
+        "it says plainly what it cannot end: {said}"
+    );
+
+    // Her room-mate is told she left the room (so his peer stops sending her the room's
+    // messages), not only that she went offline.
+    let left = timeout(WAIT, async {
+        loop {
+            match root.event().await {
+                Event::RoomChanged { room, user, joined } => break (room, user, joined),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("no RoomChanged for the locked user");
+    assert_eq!(left, ("ops".to_string(), "bianca".to_string(), false));
+    // (Root's joining the room is still queued for her before the notice.)
+    let notice = loop {
+        match bianca.event().await {
+            Event::RoomChanged { .. } | Event::Presence { .. } => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(
+        notice,
+        Event::ForcedLogout {
+            reason: "account locked by the operator".into()
+        }
+    );
+    match root.call(Request::ListRooms).await {
+        Reply::Rooms { rooms } => {
+            let ops = rooms.iter().find(|r| r.room == "ops").expect("ops");
+            assert_eq!(ops.members, 1, "{rooms:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let out = run(&data, &["shutdown"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    exits_zero(server).await;
+}
+
+#[tokio::test]
 async fn a_second_server_on_a_served_data_directory_refuses_to_start() {
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
