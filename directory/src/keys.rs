@@ -8,7 +8,8 @@
 //! Permissions are checked at every start, not only at creation ([`ensure_data_dir`]):
 //! a data directory others may enter is set back to 0700, and every file in it (key,
 //! database, audit log, configuration) others may read or write back to 0600, each with
-//! a warning; what cannot be fixed stops the start.
+//! a warning; what cannot be fixed stops the start (a file owned by another account, a
+//! configuration managed by root say, is only warned about).
 //!
 //! One server per data directory: [`lock_data_dir`] takes an exclusive lock on
 //! `<data>/directory.lock` for the server's life, so a second `directory serve` on the
@@ -46,15 +47,31 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 /// Sets the data directory back to 0700 and each regular file in it to 0600 where
 /// others had any access, with a warning for each.
 fn secure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     restrict(dir, 0o700)?;
+    let owner = fs::metadata(dir)?.uid();
     let entries =
         fs::read_dir(dir).with_context(|| format!("cannot read data directory {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read data directory {}", dir.display()))?;
+        let meta = entry.metadata()?;
         // Not following links: a link's target is not ours to change.
-        if entry.file_type()?.is_file() {
-            restrict(&entry.path(), 0o600)?;
+        if !meta.is_file() {
+            continue;
         }
+        if meta.uid() != owner {
+            // E.g. a configuration file managed by root: not ours to change.
+            if meta.mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %entry.path().display(),
+                    "is open to other users (mode {:o}) and owned by another user; \
+                     left as it is",
+                    meta.mode() & 0o777
+                );
+            }
+            continue;
+        }
+        restrict(&entry.path(), 0o600)?;
     }
     Ok(())
 }
