@@ -326,12 +326,13 @@ impl Audit {
                 while let Ok(first) = rx.recv() {
                     batch.clear();
                     secure.clear();
-                    let add = |(line, is_security): Line, all: &mut Vec<u8>, secure: &mut Vec<u8>| {
-                        all.extend_from_slice(line.as_bytes());
-                        if is_security {
-                            secure.extend_from_slice(line.as_bytes());
-                        }
-                    };
+                    let add =
+                        |(line, is_security): Line, all: &mut Vec<u8>, secure: &mut Vec<u8>| {
+                            all.extend_from_slice(line.as_bytes());
+                            if is_security {
+                                secure.extend_from_slice(line.as_bytes());
+                            }
+                        };
                     add(first, &mut batch, &mut secure);
                     while batch.len() < 64 * 1024
                         && let Ok(line) = rx.try_recv()
@@ -466,7 +467,10 @@ mod tests {
         audit.close().await;
         let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
         let trail = read(AUDIT_FILE) + &read("audit.log.1");
-        assert!(!trail.contains("lookup by=- "), "a stranger's lookup was written");
+        assert!(
+            !trail.contains("lookup by=- "),
+            "a stranger's lookup was written"
+        );
         let security = read(SECURITY_FILE);
         assert!(security.contains("login_failed user=ali"), "{security}");
         assert!(!security.contains("lookup"), "{security}");

@@ -50,10 +50,11 @@ fn secure_data_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     restrict(dir, 0o700)?;
     let owner = fs::metadata(dir)?.uid();
-    let entries =
-        fs::read_dir(dir).with_context(|| format!("cannot read data directory {}", dir.display()))?;
+    let entries = fs::read_dir(dir)
+        .with_context(|| format!("cannot read data directory {}", dir.display()))?;
     for entry in entries {
-        let entry = entry.with_context(|| format!("cannot read data directory {}", dir.display()))?;
+        let entry =
+            entry.with_context(|| format!("cannot read data directory {}", dir.display()))?;
         let meta = entry.metadata()?;
         // Not following links: a link's target is not ours to change.
         if !meta.is_file() {

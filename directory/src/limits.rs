@@ -401,7 +401,12 @@ mod tests {
         assert!(!b.try_take(later));
     }
 
-    fn caps(users: usize, per_source: usize, anonymous: usize, anonymous_per_source: usize) -> ConnCaps {
+    fn caps(
+        users: usize,
+        per_source: usize,
+        anonymous: usize,
+        anonymous_per_source: usize,
+    ) -> ConnCaps {
         ConnCaps {
             users,
             per_source,
@@ -448,7 +453,10 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let flood: Vec<_> = (0..3).map(|_| l.try_acquire(a).unwrap()).collect();
-        assert!(l.try_acquire(a).is_none(), "the busiest source gets no more");
+        assert!(
+            l.try_acquire(a).is_none(),
+            "the busiest source gets no more"
+        );
         let mut b1 = l.try_acquire(b).expect("another source gets in");
         tokio::time::timeout(Duration::from_secs(1), flood[0].evicted())
             .await

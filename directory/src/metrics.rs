@@ -207,7 +207,6 @@ impl Metrics {
             AuditEvent::AdminRefused { .. } => bump(&self.admin_refused),
             _ => {}
         }
-
     }
 
     /// Logins (password and ticket) in the last hour.

@@ -204,11 +204,7 @@ async fn locking_an_account_takes_it_out_of_its_rooms_and_says_what_it_cannot_en
     let mut bianca = login(addr, "bianca").await;
     let mut root = login(addr, "root").await;
     for who in [&mut bianca, &mut root] {
-        let reply = who
-            .call(Request::JoinRoom {
-                room: "ops".into(),
-            })
-            .await;
+        let reply = who.call(Request::JoinRoom { room: "ops".into() }).await;
         assert!(matches!(reply, Reply::RoomMembers { .. }), "{reply:?}");
     }
 

@@ -564,11 +564,14 @@ fn check_permissions(dir: &Path) -> Result<(), ProfileError> {
         };
         let mode = meta.permissions().mode() & 0o777;
         if meta.is_dir() && mode & 0o077 != 0 {
-            std::fs::set_permissions(folder, std::fs::Permissions::from_mode(mode & 0o700 | 0o700))
-                .map_err(|source| ProfileError::Dir {
-                    path: folder.to_path_buf(),
-                    source,
-                })?;
+            std::fs::set_permissions(
+                folder,
+                std::fs::Permissions::from_mode(mode & 0o700 | 0o700),
+            )
+            .map_err(|source| ProfileError::Dir {
+                path: folder.to_path_buf(),
+                source,
+            })?;
             tracing::warn!(
                 path = %folder.display(),
                 "profile directory was open to other users (mode {mode:o}); set to 700"
