@@ -15,7 +15,8 @@
 //! (`~/.config/natter/profile` on Linux); `--profile DIR` overrides it. The directory is
 //! created with mode 0700. At every open ([`Profile::open`]) the permissions are checked
 //! again: the profile directory and `history/`, when others may enter them, are set back
-//! to 0700 with a warning (they show only names); a secret file (`identity.key`,
+//! to 0700 (with a warning when others could write to them; readable, they showed only
+//! names); a secret file (`identity.key`,
 //! `vault`, `prekeys`, a history file) that others may read or write is refused with
 //! [`ProfileError::ExposedKey`], since it may have been copied already: the user must
 //! look and `chmod 600` it.
@@ -572,10 +573,17 @@ fn check_permissions(dir: &Path) -> Result<(), ProfileError> {
                 path: folder.to_path_buf(),
                 source,
             })?;
-            tracing::warn!(
-                path = %folder.display(),
-                "profile directory was open to other users (mode {mode:o}); set to 700"
-            );
+            // Readable only showed names (each secret is checked below); writable let
+            // others swap files, which is worth a warning.
+            if mode & 0o022 != 0 {
+                tracing::warn!(
+                    path = %folder.display(),
+                    "profile directory was writable by other users (mode {mode:o}); set to \
+                     700: check its files"
+                );
+            } else {
+                tracing::debug!(path = %folder.display(), "profile directory mode {mode:o} set to 700");
+            }
         }
     }
     let secrets = [IDENTITY_FILE, crate::vault::VAULT_FILE, PREKEYS_FILE]
