@@ -513,8 +513,9 @@ impl State {
     }
 
     /// After a login or resume: a session moves the connection to the user budget and
-    /// lifts the login deadline. With the user budget full the session is dropped again
-    /// and the client told to come back later.
+    /// lifts the login deadline. With the user budget full (or this connection's
+    /// anonymous slot taken by a newcomer while the login ran) the session is dropped
+    /// again and the client told to come back later.
     fn logged_in(&mut self, reply: Reply, session: Option<Session>) -> Step {
         let Some(session) = session else {
             return Step::reply(reply);
@@ -528,7 +529,7 @@ impl State {
             drop(session);
             return Step::reply(Reply::Error {
                 code: ErrorCode::RateLimited,
-                message: "the directory is full; try again later".into(),
+                message: "the directory is busy; try again later".into(),
             });
         }
         self.session = Some(session);
