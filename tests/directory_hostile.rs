@@ -895,4 +895,54 @@ async fn names_that_break_the_rules_are_bad_frames() {
         })
         .await;
     assert!(matches!(reply, Reply::Found(_)), "{reply:?}");
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_administrators_lock_takes_the_user_out_of_rooms_and_ends_the_session() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = start(data.path()).await;
+    dir.add_user("root", "secret-root", true).await.unwrap();
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    let (mut root, _) = Raw::logged_in(&dir, "root", "secret-root", &Identity::generate()).await;
+    let (mut ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &Identity::generate()).await;
+    for raw in [&mut ali, &mut root] {
+        let reply = raw
+            .call(Request::JoinRoom {
+                room: "ops".parse().unwrap(),
+            })
+            .await;
+        assert!(matches!(reply, Reply::RoomMembers { .. }), "{reply:?}");
+    }
+
+    let reply = root
+        .call(Request::Admin(proto::message::AdminRequest::Lock {
+            name: "ali".parse().unwrap(),
+        }))
+        .await;
+    let Reply::Done { message } = reply else {
+        panic!("expected Done, got {reply:?}")
+    };
+    assert!(
+        message.contains("their session") && message.contains("ops"),
+        "{message}"
+    );
+    assert!(message.contains("cannot end"), "{message}");
+    // The room-mate is told ali left the room (after the reply, or before it).
+    let left = |e: &Event| matches!(e, Event::RoomChanged { room, user, joined: false } if room == "ops" && user == "ali");
+    while !root.events.iter().any(left) {
+        match root.next().await {
+            Some(ServerMsg::Event(e)) => root.events.push(e),
+            other => panic!("expected ali leaving the room, got {other:?}"),
+        }
+    }
+    assert_eq!(ali.closed_with().await, u64::from(close::FORCED_LOGOUT));
+    match root.call(Request::ListRooms).await {
+        Reply::Rooms { rooms } => assert!(
+            rooms.iter().all(|r| r.room != "ops" || r.members == 1),
+            "{rooms:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    dir.shutdown().await;
 }

@@ -25,6 +25,45 @@ use crate::admin::{Admin, AdminError};
 use crate::audit::AuditEvent;
 use crate::state::Shared;
 
+/// Ends what the directory can end for `user`, whose account was just locked (by an
+/// administrator here, or by the operator through [`crate::operator`]): their rooms
+/// (left, room-mates told), their relay offers and streams, their session. Says what was
+/// ended, and plainly what cannot be: chats they already have open directly with other
+/// peers are end-to-end and do not pass through the directory.
+pub async fn end_locked(shared: &Shared, user: &UserName, reason: &str) -> String {
+    let rooms = crate::rooms::leave_all(shared, user).await;
+    let relayed = shared.relay.forget_user(user);
+    let online = shared.presence.force_logout(user, reason);
+    let mut ended = Vec::new();
+    if online {
+        ended.push("their session".to_string());
+    }
+    if relayed > 0 {
+        ended.push(format!(
+            "{relayed} relayed chat stream{}",
+            if relayed == 1 { "" } else { "s" }
+        ));
+    }
+    if !rooms.is_empty() {
+        ended.push(format!(
+            "their membership of {} (room-mates told)",
+            rooms
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let ended = match ended.is_empty() {
+        true => "nothing to end on this server".to_string(),
+        false => format!("ended {}", ended.join(", ")),
+    };
+    format!(
+        "{ended}; cannot end: chats {user} already has open directly with other peers \
+         (end-to-end, not through the directory) last until either side closes them"
+    )
+}
+
 /// Reason peers are given when an administrator shuts the directory down.
 pub const SHUTDOWN_BY_ADMIN: &str = "directory shut down by an administrator";
 /// Reason a user is given when an administrator ends their session.
@@ -120,17 +159,10 @@ pub async fn handle(
             }
         }
         AdminRequest::Lock { name } => match admin.lock_user(&name).await {
-            Ok(()) => {
-                let online = shared.presence.force_logout(&name, LOCKED_BY_ADMIN);
-                done(format!(
-                    "locked {name}{}",
-                    if online {
-                        " and ended their session"
-                    } else {
-                        ""
-                    }
-                ))
-            }
+            Ok(()) => done(format!(
+                "locked {name}: {}",
+                end_locked(shared, &name, LOCKED_BY_ADMIN).await
+            )),
             Err(e) => failed(e),
         },
         AdminRequest::Unlock { name } => match admin.unlock_user(&name).await {

@@ -5,7 +5,16 @@
 //! console and can be filtered with `RUST_LOG=audit=info`) and one line appended to
 //! `<data>/audit.log` (mode 0600, rotated by size: `audit.log.1` ... `audit.log.N`, see
 //! [`crate::rotating_file`]). Each event is also counted in [`crate::metrics`] when
-//! attached. The file is written by its own thread behind a bounded
+//! attached.
+//!
+//! Strangers cannot flush the trail. What a connection that is not logged in gets
+//! refused for that reason (a lookup, an administrator's request) is only counted
+//! ([`AuditEvent::is_anonymous`]; [`crate::connection`] counts every such request in
+//! `natter_anonymous_refused_total`), never written line by line. And security events ([`AuditEvent::is_security`]: failed logins and resumes,
+//! lockouts, blocked sources, registrations, password and key changes, forced logouts,
+//! administrator and operator actions) also go to `<data>/security.log`, rotated on its
+//! own budget (the same size and count), so a logged-in user's flood of lookups cannot
+//! rotate a failed login out of it either. The file is written by its own thread behind a bounded
 //! queue, so recording never blocks a runtime thread; if the queue is ever full the line
 //! is dropped from the file (the tracing event still goes out) and a warning says so.
 //!
@@ -29,6 +38,8 @@ use crate::rotating_file::{RotatingFile, Rotation};
 
 /// File name of the audit log inside the data directory.
 pub const AUDIT_FILE: &str = "audit.log";
+/// File name of the security events' own log, beside the audit log.
+pub const SECURITY_FILE: &str = "security.log";
 
 /// Lines waiting for the writer thread at most.
 const QUEUE: usize = 4096;
@@ -222,6 +233,47 @@ impl fmt::Display for AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// A refusal for not being logged in: counted, never written to the files (anyone
+    /// can send any number of them).
+    pub fn is_anonymous(&self) -> bool {
+        matches!(
+            self,
+            AuditEvent::Lookup {
+                requester: None,
+                ..
+            } | AuditEvent::AdminRefused { by: None, .. }
+        )
+    }
+
+    /// Worth keeping apart from routine traffic (see the module docs).
+    pub fn is_security(&self) -> bool {
+        use AuditEvent::*;
+        match self {
+            RegisterRefused { .. }
+            | Registered { .. }
+            | LoginFailed { .. }
+            | AccountLocked { .. }
+            | SourceBlocked { .. }
+            | KeyRegistered { .. }
+            | PasswordChanged { .. }
+            | PasswordChangeFailed { .. }
+            | ResumeFailed { .. }
+            | ForcedLogout { .. }
+            | Admin { .. }
+            | AdminRequested { .. }
+            | Operator { .. } => true,
+            AdminRefused { by, .. } => by.is_some(),
+            LoginOk { .. } | Resumed { .. } | LoggedOut { .. } | Lookup { .. } | Room { .. } => {
+                false
+            }
+        }
+    }
+}
+
+/// A line for the writer thread, and whether it goes to the security log too.
+type Line = (String, bool);
+
 /// A user name as it may appear in a log line: valid names as they are, anything else
 /// escaped, quoted and cut to a few dozen characters.
 fn name(user: &str) -> String {
@@ -235,7 +287,7 @@ fn name(user: &str) -> String {
 
 /// Records audit events to tracing and to the audit log file.
 pub struct Audit {
-    lines: Mutex<Option<SyncSender<String>>>,
+    lines: Mutex<Option<SyncSender<Line>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Counters fed from the events (see [`Audit::attach_metrics`]).
     metrics: OnceLock<Arc<Metrics>>,
@@ -254,12 +306,15 @@ impl Audit {
         Self::open_with(path, Rotation::default())
     }
 
-    /// Appends to the audit log at `path` (created 0600 if missing), rotated by size as
-    /// `rotation` says.
+    /// Appends to the audit log at `path` and to [`SECURITY_FILE`] beside it (created
+    /// 0600 if missing), each rotated by size as `rotation` says.
     pub fn open_with(path: &Path, rotation: Rotation) -> anyhow::Result<Self> {
         let mut file = RotatingFile::open(path, rotation)
             .with_context(|| format!("cannot open audit log {}", path.display()))?;
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let security_path = path.with_file_name(SECURITY_FILE);
+        let mut security = RotatingFile::open(&security_path, rotation)
+            .with_context(|| format!("cannot open security log {}", security_path.display()))?;
+        let (tx, rx) = sync_channel::<Line>(QUEUE);
         let writer = std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
@@ -267,20 +322,35 @@ impl Audit {
                 // while more queue up. A busy directory (every lookup is audited) then
                 // costs one write and one wake-up per batch instead of one per line.
                 let mut batch = Vec::with_capacity(64 * 1024);
+                let mut secure = Vec::new();
                 while let Ok(first) = rx.recv() {
                     batch.clear();
-                    batch.extend_from_slice(first.as_bytes());
+                    secure.clear();
+                    let add =
+                        |(line, is_security): Line, all: &mut Vec<u8>, secure: &mut Vec<u8>| {
+                            all.extend_from_slice(line.as_bytes());
+                            if is_security {
+                                secure.extend_from_slice(line.as_bytes());
+                            }
+                        };
+                    add(first, &mut batch, &mut secure);
                     while batch.len() < 64 * 1024
                         && let Ok(line) = rx.try_recv()
                     {
-                        batch.extend_from_slice(line.as_bytes());
+                        add(line, &mut batch, &mut secure);
                     }
                     if let Err(e) = file.write(&batch) {
                         tracing::error!("cannot write the audit log: {e}");
                     }
+                    if !secure.is_empty()
+                        && let Err(e) = security.write(&secure)
+                    {
+                        tracing::error!("cannot write the security log: {e}");
+                    }
                     std::thread::sleep(BATCH_PAUSE);
                 }
                 let _ = file.sync();
+                let _ = security.sync();
             })
             .context("cannot start the audit writer")?;
         Ok(Self {
@@ -296,17 +366,22 @@ impl Audit {
         let _ = self.metrics.set(metrics);
     }
 
-    /// Records one event.
+    /// Records one event (an anonymous refusal is only counted).
     pub fn record(&self, event: AuditEvent) {
         if let Some(metrics) = self.metrics.get() {
             metrics.observe(&event);
         }
+        if event.is_anonymous() {
+            tracing::debug!(target: "audit", "{event}");
+            return;
+        }
+        let is_security = event.is_security();
         let line = event.to_string();
         tracing::info!(target: "audit", "{line}");
         let sender = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = sender.as_ref() {
             let stamped = format!("{} {line}\n", clock::format_utc(clock::unix_now()));
-            match tx.try_send(stamped) {
+            match tx.try_send((stamped, is_security)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     tracing::warn!("audit log queue full; a line was not written to the file")
@@ -355,5 +430,50 @@ mod tests {
             lines[1].contains(r#"user="evil\nadmin action=remove""#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn security_events_keep_their_own_log_and_strangers_are_only_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let audit = Audit::open_with(
+            &path,
+            Rotation {
+                max_bytes: 1000,
+                keep: 1,
+            },
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        audit.attach_metrics(metrics.clone());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        audit.record(AuditEvent::LoginFailed {
+            user: "ali".into(),
+            ip,
+            reason: "bad_password",
+        });
+        for i in 0..100 {
+            audit.record(AuditEvent::Lookup {
+                requester: None,
+                target: format!("u{i}"),
+                found: false,
+            });
+            audit.record(AuditEvent::Lookup {
+                requester: Some("bianca".into()),
+                target: format!("u{i}"),
+                found: false,
+            });
+        }
+        audit.close().await;
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        let trail = read(AUDIT_FILE) + &read("audit.log.1");
+        assert!(
+            !trail.contains("lookup by=- "),
+            "a stranger's lookup was written"
+        );
+        let security = read(SECURITY_FILE);
+        assert!(security.contains("login_failed user=ali"), "{security}");
+        assert!(!security.contains("lookup"), "{security}");
+        assert_eq!(Metrics::get(&metrics.lookups), 200, "all counted");
     }
 }

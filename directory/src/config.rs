@@ -34,10 +34,21 @@ pub struct Config {
     /// A connection that has heard nothing for this long is dropped (peers send
     /// keep-alives every 3 s, so a vanished peer disappears from presence this fast).
     pub idle_timeout: Duration,
-    /// Most connections at once, in total. Further ones are refused before the handshake.
+    /// Most logged-in connections at once, in total. Connections that have not logged in
+    /// never count here (see `max_anonymous`), so strangers cannot take these slots.
     pub max_connections: usize,
-    /// Most connections at once from one source address (IPv6: one /64).
+    /// Most connections at once from one source address (IPv6: one /64), logged in or
+    /// not. Further ones are refused before the handshake.
     pub max_connections_per_ip: usize,
+    /// Most connections at once that have not logged in yet, in total; when full, a
+    /// newcomer from a less busy source takes the place of the busiest source's oldest
+    /// one (see [`crate::limits`]). Further ones are refused before the handshake.
+    pub max_anonymous: usize,
+    /// Most connections at once from one source address that have not logged in yet.
+    pub max_anonymous_per_ip: usize,
+    /// How long after `Welcome` a connection may stay without logging in (or proving to
+    /// be another instance); then it is closed. Starts again after a `Logout`.
+    pub login_timeout: Duration,
     /// New connections (handshakes) one source address (IPv6: one /64) may start at once
     /// before it is rate-limited; `None`: as many as `max_connections_per_ip`. Checked
     /// before any handshake work; see [`crate::limits::HandshakeLimits`].
@@ -119,6 +130,9 @@ impl Config {
             idle_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_connections_per_ip: 64,
+            max_anonymous: 1000,
+            max_anonymous_per_ip: 16,
+            login_timeout: Duration::from_secs(10),
             handshake_burst: None,
             handshakes_per_sec: None,
             max_streams_per_connection: 12,
@@ -158,6 +172,16 @@ impl Config {
         self.handshakes_per_sec
             .unwrap_or_else(|| self.effective_handshake_burst() / 4)
             .max(1)
+    }
+
+    /// The connection caps in force (see [`crate::limits`]).
+    pub fn conn_caps(&self) -> crate::limits::ConnCaps {
+        crate::limits::ConnCaps {
+            users: self.max_connections,
+            per_source: self.max_connections_per_ip,
+            anonymous: self.max_anonymous,
+            anonymous_per_source: self.max_anonymous_per_ip,
+        }
     }
 
     /// Path of the SQLite database inside the data directory.

@@ -60,6 +60,9 @@ pub struct FileConfig {
     pub shutdown_grace: Option<u64>,
     pub status: Option<SocketAddr>,
     pub status_token: Option<String>,
+    pub max_anonymous: Option<usize>,
+    pub max_anonymous_per_ip: Option<usize>,
+    pub login_timeout: Option<u64>,
     #[serde(default)]
     pub lockout: LockoutSection,
     #[serde(default)]
@@ -212,6 +215,8 @@ pub struct Overrides {
     pub status: Option<SocketAddr>,
     pub status_token: Option<String>,
     pub log_filter: Option<String>,
+    pub max_anonymous: Option<usize>,
+    pub max_anonymous_per_ip: Option<usize>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -332,6 +337,9 @@ pub fn apply(
         file.max_streams_per_connection,
     );
     set(&mut c.hello_timeout, file.hello_timeout.map(secs));
+    set(&mut c.max_anonymous, file.max_anonymous);
+    set(&mut c.max_anonymous_per_ip, file.max_anonymous_per_ip);
+    set(&mut c.login_timeout, file.login_timeout.map(secs));
     set(&mut c.frame_timeout, file.frame_timeout.map(secs));
     set(&mut c.write_timeout, file.write_timeout.map(secs));
     set(&mut c.notify_queue, file.notify_queue);
@@ -389,6 +397,8 @@ pub fn apply(
     set(&mut c.ticket_lifetime, flags.ticket_lifetime.map(secs));
     set(&mut c.max_connections, flags.max_connections);
     set(&mut c.max_connections_per_ip, flags.max_connections_per_ip);
+    set(&mut c.max_anonymous, flags.max_anonymous);
+    set(&mut c.max_anonymous_per_ip, flags.max_anonymous_per_ip);
     if flags.status.is_some() {
         c.status = flags.status;
     }
@@ -436,6 +446,9 @@ fn check(c: &Config, log: &LogSettings) -> anyhow::Result<()> {
             c.handshakes_per_sec.map_or(1, u64::from),
         ),
         ("hello_timeout", c.hello_timeout.as_secs()),
+        ("max_anonymous", c.max_anonymous as u64),
+        ("max_anonymous_per_ip", c.max_anonymous_per_ip as u64),
+        ("login_timeout", c.login_timeout.as_secs()),
         ("frame_timeout", c.frame_timeout.as_secs()),
         ("write_timeout", c.write_timeout.as_secs()),
         ("notify_queue", c.notify_queue as u64),
@@ -549,6 +562,12 @@ pub fn render(e: &Effective) -> String {
         c.max_streams_per_connection
     ));
     out.push_str(&format!("hello_timeout = {}\n", c.hello_timeout.as_secs()));
+    out.push_str(&format!("max_anonymous = {}\n", c.max_anonymous));
+    out.push_str(&format!(
+        "max_anonymous_per_ip = {}\n",
+        c.max_anonymous_per_ip
+    ));
+    out.push_str(&format!("login_timeout = {}\n", c.login_timeout.as_secs()));
     out.push_str(&format!("frame_timeout = {}\n", c.frame_timeout.as_secs()));
     out.push_str(&format!("write_timeout = {}\n", c.write_timeout.as_secs()));
     out.push_str(&format!("notify_queue = {}\n", c.notify_queue));

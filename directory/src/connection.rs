@@ -6,6 +6,13 @@
 //!                  └──> Error reply, close           └─ Lookup, Who, Register, ...
 //! ```
 //!
+//! A connection starts anonymous, in the anonymous budget of [`crate::limits`]: it must
+//! log in (or prove to be another instance) within `login_timeout` of `Welcome`, or it is
+//! closed with [`close::TIMEOUT`], however many keep-alives or requests it sends
+//! meanwhile. A login moves its slot to the user budget; a `Logout` starts the deadline
+//! again. An anonymous connection whose slot a newcomer took (see [`ConnSlot::evicted`])
+//! is closed with [`close::BUSY`].
+//!
 //! Requests are read and answered one at a time, so a connection never has more than one
 //! request in flight and nothing queues without bound; a per-connection token bucket
 //! answers floods with `Error{RateLimited}`. Between requests the task also listens for
@@ -33,7 +40,7 @@ use crate::admin_requests;
 use crate::audit::AuditEvent;
 use crate::auth::{self, Origin};
 use crate::control::{ControlStream, ReadFailure, WriteFailure};
-use crate::limits::RequestBudget;
+use crate::limits::{ConnSlot, RequestBudget};
 use crate::lookup;
 use crate::mailbox;
 use crate::presence::{ConnHandle, Session};
@@ -56,8 +63,12 @@ pub mod close {
     pub const FORCED_LOGOUT: u32 = 3;
     /// The directory is shutting down.
     pub const SHUTDOWN: u32 = 4;
-    /// The client was too slow (no stream, no `Hello`, not reading replies).
+    /// The client was too slow (no stream, no `Hello`, no login in time, not reading
+    /// replies).
     pub const TIMEOUT: u32 = 5;
+    /// The connection had not logged in and its slot went to a newcomer from a less busy
+    /// source (see [`crate::limits`]).
+    pub const BUSY: u32 = 6;
 }
 
 /// How a connection ends.
@@ -149,6 +160,11 @@ struct State {
     instance: Option<String>,
     /// The QUIC connection (to open it to more streams for an instance link).
     quic: quinn::Connection,
+    /// This connection's place in the connection limits: anonymous until a login.
+    slot: ConnSlot,
+    /// When an anonymous connection (after `Welcome`, or after a `Logout`) must have
+    /// logged in by; `None` before `Hello` and while logged in.
+    login_deadline: Option<Instant>,
 }
 
 /// Serves one established connection until it ends. `id` is unique in this process;
@@ -157,6 +173,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     conn: quinn::Connection,
     id: u64,
+    slot: ConnSlot,
     mut shutdown: Shutdown,
 ) {
     let remote = canonical(conn.remote_address());
@@ -165,6 +182,10 @@ pub(crate) async fn run(
     // The client opens the control stream and sends `Hello` at once.
     let opened = tokio::select! {
         r = timeout(hello_timeout, conn.accept_bi()) => r,
+        () = slot.evicted() => {
+            conn.close(VarInt::from_u32(close::BUSY), b"busy");
+            return;
+        }
         reason = shutdown.recv() => {
             conn.close(VarInt::from_u32(close::SHUTDOWN), reason.as_bytes());
             return;
@@ -201,6 +222,8 @@ pub(crate) async fn run(
         session: None,
         instance: None,
         quic: conn.clone(),
+        slot,
+        login_deadline: None,
     };
     serve(state, &conn, control, (events_rx, notify_rx), shutdown).await;
 }
@@ -220,11 +243,27 @@ async fn serve(
     );
     let hello_timeout = config.hello_timeout;
     let end = loop {
-        // Until `Hello`, the client gets a deadline (no lingering anonymous connections).
-        let deadline = state.nonce.is_none().then_some(hello_timeout);
+        // Until `Hello`, the client gets a deadline for each request; after it, one
+        // deadline to log in by (no lingering anonymous connections).
+        let deadline = match (state.nonce, state.login_deadline) {
+            (None, _) => Some(hello_timeout),
+            (Some(_), Some(by)) => {
+                let left = by.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    tracing::info!("not logged in in time; closing the connection");
+                    break End::close(close::TIMEOUT, "log in sooner");
+                }
+                Some(left)
+            }
+            (Some(_), None) => None,
+        };
         let read = tokio::select! {
             biased;
             reason = shutdown.recv() => break End::event(Event::Shutdown { reason }),
+            () = state.slot.evicted() => {
+                tracing::info!("anonymous connection evicted for a newcomer");
+                break End::close(close::BUSY, "busy");
+            }
             Some(event) = events.recv() => {
                 if let (Event::ForcedLogout { reason }, Some(session)) = (&event, &state.session) {
                     state.shared.audit.record(AuditEvent::ForcedLogout {
@@ -262,6 +301,10 @@ async fn serve(
         let payload = match read {
             Ok(Some(payload)) => payload,
             Ok(None) => break End::close(close::NORMAL, "bye"),
+            Err(ReadFailure::TimedOut) if state.login_deadline.is_some() => {
+                tracing::info!("not logged in in time; closing the connection");
+                break End::close(close::TIMEOUT, "log in sooner");
+            }
             Err(ReadFailure::TimedOut) => {
                 tracing::info!("client too slow to send a request; closing the connection");
                 break End::close(close::TIMEOUT, "too slow");
@@ -320,6 +363,13 @@ impl State {
             conn: &self.conn,
         };
         let shared = &*self.shared;
+        if self.session.is_none() && needs_login(&request) {
+            // Counted, not audited one by one: a stranger must not flush the audit log.
+            shared
+                .metrics
+                .anonymous_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match request {
             Request::Hello { .. } => Step::fatal(
                 ErrorCode::ProtocolViolation,
@@ -366,8 +416,7 @@ impl State {
                     shared, origin, &user, &password, identity, &signature, addresses,
                 )
                 .await;
-                self.session = session;
-                Step::reply(reply)
+                self.logged_in(reply, session)
             }
             Request::Resume {
                 user,
@@ -381,8 +430,7 @@ impl State {
                 }
                 let (reply, session) =
                     auth::resume(shared, origin, &user, &ticket, &signature, addresses).await;
-                self.session = session;
-                Step::reply(reply)
+                self.logged_in(reply, session)
             }
             Request::Lookup { user } => Step::reply(lookup::lookup(
                 shared,
@@ -453,10 +501,36 @@ impl State {
                     shared.audit.record(AuditEvent::LoggedOut {
                         user: session.user().to_string(),
                     });
+                    self.login_deadline = Some(Instant::now() + shared.config.login_timeout);
                 }
                 Step::reply(Reply::LoggedOut)
             }
         }
+    }
+
+    /// After a login or resume: a session moves the connection to the user budget and
+    /// lifts the login deadline. With the user budget full (or this connection's
+    /// anonymous slot taken by a newcomer while the login ran) the session is dropped
+    /// again and the client told to come back later.
+    fn logged_in(&mut self, reply: Reply, session: Option<Session>) -> Step {
+        let Some(session) = session else {
+            return Step::reply(reply);
+        };
+        if !self.slot.promote() {
+            tracing::warn!(
+                "logged-in connection limit ({}) reached; login of {} dropped",
+                self.shared.config.max_connections,
+                session.user()
+            );
+            drop(session);
+            return Step::reply(Reply::Error {
+                code: ErrorCode::RateLimited,
+                message: "the directory is busy; try again later".into(),
+            });
+        }
+        self.session = Some(session);
+        self.login_deadline = None;
+        Step::reply(reply)
     }
 
     /// Another instance of this directory links to us to relay its users' streams (see
@@ -469,6 +543,7 @@ impl State {
             }
             _ => false,
         };
+        let linked = linked && self.slot.promote();
         if !linked {
             tracing::warn!(remote = %self.remote, "instance link refused: not proven with the directory's key");
             return Step::fatal(
@@ -489,6 +564,7 @@ impl State {
         self.quic
             .set_max_concurrent_bi_streams(VarInt::from_u32(streams));
         self.instance = Some(instance);
+        self.login_deadline = None;
         Step::reply(Reply::Done {
             message: "linked".into(),
         })
@@ -506,6 +582,7 @@ impl State {
                 tracing::debug!(software, "hello");
                 let nonce: [u8; 32] = rand::random();
                 self.nonce = Some(nonce);
+                self.login_deadline = Some(Instant::now() + self.shared.config.login_timeout);
                 Step::reply(Reply::Welcome {
                     version: proto::PROTOCOL_VERSION,
                     nonce,
@@ -571,6 +648,19 @@ fn request_kind(request: &Request) -> &'static str {
         Request::InstanceAuth { .. } => "InstanceAuth",
         Request::ChangePassword { .. } => "ChangePassword",
     }
+}
+
+/// Whether `request` is refused (or answered with nothing) without a logged-in user.
+fn needs_login(request: &Request) -> bool {
+    !matches!(
+        request,
+        Request::Hello { .. }
+            | Request::Register { .. }
+            | Request::Login { .. }
+            | Request::Resume { .. }
+            | Request::InstanceAuth { .. }
+            | Request::Logout
+    )
 }
 
 /// The address as the peer would be dialled: IPv4-mapped IPv6 turned back into IPv4.

@@ -2,6 +2,20 @@
 //! many new connections (handshakes) per second per source address, and how many
 //! requests per second on one connection.
 //!
+//! Connections come in two kinds with separate budgets. A new connection is *anonymous*
+//! until it logs in (or proves to be another instance of this directory); anonymous
+//! connections are capped in total (`max_anonymous`) and per source
+//! (`max_anonymous_per_ip`), and must log in within `login_timeout` of `Welcome` (see
+//! [`crate::connection`]). A connection that logs in moves to the *user* budget
+//! (`max_connections` in total), which anonymous connections can never consume. Both
+//! kinds together are capped per source (`max_connections_per_ip`).
+//!
+//! When the anonymous budget is full, a newcomer from a source holding fewer anonymous
+//! connections than the busiest source takes the place of the busiest source's oldest
+//! anonymous connection (which is told through [`ConnSlot::evicted`] and closes). So a
+//! flood of strangers from a few addresses cannot keep anybody else from reaching the
+//! login: it would need as many source addresses as there are anonymous slots.
+//!
 //! The accept loop asks [`HandshakeLimits`] and takes a [`ConnSlot`] for every incoming
 //! connection before doing any work for it (no handshake, no task), and refuses the
 //! connection if either says no. The slot is given back when the connection's task ends,
@@ -10,71 +24,147 @@
 //! Each connection also has a [`RequestBudget`] (a token bucket): requests beyond it are
 //! answered `Error{RateLimited}` without being processed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use crate::ratelimit::source_key;
+
+/// How many connections of each kind one source holds.
+#[derive(Debug, Default)]
+struct Source {
+    /// Logged-in connections.
+    users: usize,
+    /// Anonymous connections, oldest first, with their eviction signals.
+    anonymous: VecDeque<(u64, Arc<Notify>)>,
+}
+
+impl Source {
+    fn total(&self) -> usize {
+        self.users + self.anonymous.len()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Counts {
-    total: usize,
-    per_source: HashMap<IpAddr, usize>,
+    users: usize,
+    anonymous: usize,
+    next_id: u64,
+    per_source: HashMap<IpAddr, Source>,
+}
+
+impl Counts {
+    fn forget_if_empty(&mut self, key: IpAddr) {
+        if self.per_source.get(&key).is_some_and(|s| s.total() == 0) {
+            self.per_source.remove(&key);
+        }
+    }
+
+    /// Evicts the oldest anonymous connection of the source holding the most, if that
+    /// source holds more than `than` + 1 (so the eviction makes the share fairer).
+    fn evict_from_busiest(&mut self, than: usize) -> bool {
+        let busiest = self
+            .per_source
+            .iter()
+            .map(|(key, s)| (s.anonymous.len(), *key))
+            .max();
+        let Some((held, key)) = busiest else {
+            return false;
+        };
+        if held <= than + 1 {
+            return false;
+        }
+        let source = self.per_source.get_mut(&key).expect("just found");
+        let Some((_, notify)) = source.anonymous.pop_front() else {
+            return false;
+        };
+        notify.notify_one();
+        self.anonymous -= 1;
+        self.forget_if_empty(key);
+        true
+    }
+}
+
+/// The caps [`ConnLimits`] enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnCaps {
+    /// Logged-in connections in total.
+    pub users: usize,
+    /// Connections of both kinds from one source.
+    pub per_source: usize,
+    /// Anonymous connections in total.
+    pub anonymous: usize,
+    /// Anonymous connections from one source.
+    pub anonymous_per_source: usize,
 }
 
 /// Counts open connections against the configured limits. Cheap to clone (shared).
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
-    max_total: usize,
-    max_per_source: usize,
+    caps: ConnCaps,
     counts: Arc<Mutex<Counts>>,
 }
 
 impl ConnLimits {
-    /// Limits of `max_total` connections, `max_per_source` from one source (an IPv4
-    /// address or an IPv6 /64).
-    pub fn new(max_total: usize, max_per_source: usize) -> Self {
+    /// Limits of `caps` (a source is an IPv4 address or an IPv6 /64).
+    pub fn new(caps: ConnCaps) -> Self {
         Self {
-            max_total,
-            max_per_source,
+            caps,
             counts: Arc::default(),
         }
     }
 
-    /// A slot for a connection from `ip`, or `None` if a limit is reached.
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An anonymous slot for a new connection from `ip`, or `None` if a limit is reached
+    /// (possibly evicting another source's oldest anonymous connection, see the module
+    /// docs).
     pub fn try_acquire(&self, ip: IpAddr) -> Option<ConnSlot> {
         let key = source_key(ip);
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if counts.total >= self.max_total {
+        let mut counts = self.counts();
+        let (total, anonymous) = counts
+            .per_source
+            .get(&key)
+            .map_or((0, 0), |s| (s.total(), s.anonymous.len()));
+        if total >= self.caps.per_source || anonymous >= self.caps.anonymous_per_source {
             return None;
         }
-        let from_source = counts.per_source.get(&key).copied().unwrap_or(0);
-        if from_source >= self.max_per_source {
+        if counts.anonymous >= self.caps.anonymous && !counts.evict_from_busiest(anonymous) {
             return None;
         }
-        counts.total += 1;
-        counts.per_source.insert(key, from_source + 1);
+        let id = counts.next_id;
+        counts.next_id += 1;
+        counts.anonymous += 1;
+        let evicted = Arc::new(Notify::new());
+        counts
+            .per_source
+            .entry(key)
+            .or_default()
+            .anonymous
+            .push_back((id, evicted.clone()));
         Some(ConnSlot {
             limits: self.clone(),
             key,
+            id,
+            user: false,
+            evicted,
         })
     }
 
-    /// Connections currently holding a slot.
+    /// Connections currently holding a slot (both kinds).
     pub fn open(&self) -> usize {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+        let counts = self.counts();
+        counts.users + counts.anonymous
     }
 
-    fn release(&self, key: IpAddr) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_source.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.per_source.remove(&key);
-            }
-        }
+    /// Anonymous connections (not logged in yet) currently holding a slot.
+    pub fn anonymous(&self) -> usize {
+        self.counts().anonymous
     }
 }
 
@@ -83,11 +173,66 @@ impl ConnLimits {
 pub struct ConnSlot {
     limits: ConnLimits,
     key: IpAddr,
+    id: u64,
+    /// Whether the slot moved to the user budget.
+    user: bool,
+    evicted: Arc<Notify>,
+}
+
+impl ConnSlot {
+    /// Moves this connection to the user budget (on login). `false`, and nothing
+    /// changes, when the user budget is full or this slot was evicted meanwhile.
+    pub fn promote(&mut self) -> bool {
+        if self.user {
+            return true;
+        }
+        let mut counts = self.limits.counts();
+        if counts.users >= self.limits.caps.users {
+            return false;
+        }
+        let Some(source) = counts.per_source.get_mut(&self.key) else {
+            return false;
+        };
+        let Some(at) = source.anonymous.iter().position(|(id, _)| *id == self.id) else {
+            return false;
+        };
+        source.anonymous.remove(at);
+        source.users += 1;
+        counts.anonymous -= 1;
+        counts.users += 1;
+        self.user = true;
+        true
+    }
+
+    /// Whether this connection is logged in (holds a user slot).
+    pub fn is_user(&self) -> bool {
+        self.user
+    }
+
+    /// Completes when this anonymous connection has lost its slot to a newcomer (see
+    /// the module docs); it should close then. Never completes once promoted.
+    pub async fn evicted(&self) {
+        if self.user {
+            return std::future::pending().await;
+        }
+        self.evicted.notified().await
+    }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.limits.release(self.key);
+        let mut counts = self.limits.counts();
+        let Some(source) = counts.per_source.get_mut(&self.key) else {
+            return;
+        };
+        if self.user {
+            source.users = source.users.saturating_sub(1);
+            counts.users = counts.users.saturating_sub(1);
+        } else if let Some(at) = source.anonymous.iter().position(|(id, _)| *id == self.id) {
+            source.anonymous.remove(at);
+            counts.anonymous = counts.anonymous.saturating_sub(1);
+        }
+        counts.forget_if_empty(self.key);
     }
 }
 
@@ -256,9 +401,23 @@ mod tests {
         assert!(!b.try_take(later));
     }
 
+    fn caps(
+        users: usize,
+        per_source: usize,
+        anonymous: usize,
+        anonymous_per_source: usize,
+    ) -> ConnCaps {
+        ConnCaps {
+            users,
+            per_source,
+            anonymous,
+            anonymous_per_source,
+        }
+    }
+
     #[test]
     fn per_source_and_total_limits() {
-        let l = ConnLimits::new(3, 2);
+        let l = ConnLimits::new(caps(3, 2, 3, 2));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let a1 = l.try_acquire(a).unwrap();
@@ -269,6 +428,51 @@ mod tests {
         drop(a1);
         assert_eq!(l.open(), 2);
         let _a3 = l.try_acquire(a).unwrap();
+    }
+
+    #[test]
+    fn logged_in_connections_leave_the_anonymous_budget() {
+        let l = ConnLimits::new(caps(2, 10, 2, 2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut a1 = l.try_acquire(a).unwrap();
+        let mut a2 = l.try_acquire(a).unwrap();
+        assert!(l.try_acquire(a).is_none(), "anonymous per-source limit");
+        assert!(a1.promote() && a1.is_user());
+        assert_eq!((l.open(), l.anonymous()), (2, 1));
+        let mut a3 = l.try_acquire(a).unwrap();
+        assert!(a2.promote());
+        assert!(!a3.promote(), "the user budget is full");
+        assert_eq!((l.open(), l.anonymous()), (3, 1));
+        drop((a1, a2, a3));
+        assert_eq!(l.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_evicts_the_busiest_sources_oldest_stranger() {
+        let l = ConnLimits::new(caps(10, 10, 3, 3));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let flood: Vec<_> = (0..3).map(|_| l.try_acquire(a).unwrap()).collect();
+        assert!(
+            l.try_acquire(a).is_none(),
+            "the busiest source gets no more"
+        );
+        let mut b1 = l.try_acquire(b).expect("another source gets in");
+        tokio::time::timeout(Duration::from_secs(1), flood[0].evicted())
+            .await
+            .expect("the oldest stranger is told to go");
+        assert!(!flood.iter().any(|s| s.is_user()));
+        assert_eq!(l.anonymous(), 3);
+        // b taking a second one would be no fairer than a keeping it.
+        assert!(l.try_acquire(b).is_none(), "no eviction that is not fairer");
+        // A newcomer from c evicts again (a holds 2); then every source holds one.
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let _c1 = l.try_acquire(c).unwrap();
+        let d: IpAddr = "192.0.2.4".parse().unwrap();
+        assert!(l.try_acquire(d).is_none(), "all shares equal: refused");
+        assert!(b1.promote());
+        drop(flood);
+        assert_eq!((l.open(), l.anonymous()), (2, 1));
     }
 
     #[test]

@@ -101,12 +101,18 @@ struct ServeArgs {
     /// Lifetime of session tickets, in seconds [default: 86400]
     #[arg(long, value_name = "SECS")]
     ticket_lifetime: Option<u64>,
-    /// Most connections at once [default: 10000]
+    /// Most logged-in connections at once [default: 10000]
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Most connections at once from one address (IPv6: one /64) [default: 64]
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// Most connections at once that have not logged in yet [default: 1000]
+    #[arg(long, value_name = "N")]
+    max_anonymous: Option<usize>,
+    /// Most connections at once from one address that have not logged in [default: 16]
+    #[arg(long, value_name = "N")]
+    max_anonymous_per_ip: Option<usize>,
     /// Serve the status page, /metrics and /healthz over HTTP on this TCP address
     /// (e.g. 127.0.0.1:8080) [default: off]
     #[arg(long, value_name = "ADDR")]
@@ -238,6 +244,8 @@ fn overrides(cli: &Cli) -> Overrides {
         ticket_lifetime: serve.ticket_lifetime,
         max_connections: serve.max_connections,
         max_connections_per_ip: serve.max_connections_per_ip,
+        max_anonymous: serve.max_anonymous,
+        max_anonymous_per_ip: serve.max_anonymous_per_ip,
         status: serve.status,
         status_token: serve.status_token,
         log_filter: cli.log_filter.clone(),
@@ -361,7 +369,17 @@ async fn user(admin: &Admin, data: &Path, action: UserAction) -> anyhow::Result<
         }
         UserAction::Lock { name } => {
             admin.lock_user(&name).await?;
-            kick(data, &name, "account locked by the operator").await;
+            // The running server ends what it can for the account (rooms, relay,
+            // session) and says what it cannot (direct chats already open).
+            let ended = match operator::request(data, &format!("locked {name}")).await {
+                Ok(reply) => format!("{reply}\n"),
+                Err(OperatorError::NotRunning(_)) => String::new(),
+                Err(e) => {
+                    eprintln!("directory: warning: could not end {name}'s session: {e}");
+                    String::new()
+                }
+            };
+            print!("{ended}");
             println!("locked user {name}; `directory user unlock {name}` lifts it");
         }
         UserAction::Unlock { name } => {

@@ -114,6 +114,10 @@ pub struct Metrics {
     pub admin_requests: AtomicU64,
     /// Administrator requests refused (not an administrator, not logged in).
     pub admin_refused: AtomicU64,
+    /// Requests refused (or answered with nothing) because the connection was not logged
+    /// in: counted here (by [`crate::connection`]) instead of written to the audit log one
+    /// by one.
+    pub anonymous_refused: AtomicU64,
     /// Relay sessions open now (both sides spliced).
     pub relay_sessions: AtomicU64,
     /// Bytes the relay copied in total (both directions).
@@ -148,6 +152,7 @@ impl Metrics {
             lookups_found: AtomicU64::new(0),
             admin_requests: AtomicU64::new(0),
             admin_refused: AtomicU64::new(0),
+            anonymous_refused: AtomicU64::new(0),
             relay_sessions: AtomicU64::new(0),
             relay_bytes: AtomicU64::new(0),
             logins_window: Window::new(60),

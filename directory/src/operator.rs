@@ -13,6 +13,8 @@
 //! ```text
 //! ping                    -> ok pong
 //! logout NAME [REASON...] -> ok logged NAME out | ok NAME is not online
+//! locked NAME [REASON...] -> ok ended ...; cannot end: ...  (the account was locked:
+//!                            rooms, relay, session; see admin_requests::end_locked)
 //! removed NAME            -> ok forgot NAME   (the account is gone: rooms, session)
 //! shutdown                -> ok shutting down
 //! (anything else)         -> error unknown request: ...
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::names::UserName;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
@@ -41,6 +44,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_BY_OPERATOR: &str = "directory shut down by the operator";
 /// What a user is told when the operator ends their session without a reason.
 pub const LOGGED_OUT_BY_OPERATOR: &str = "logged out by the operator";
+/// What a user is told when the operator locks their account.
+pub const LOCKED_BY_OPERATOR: &str = "account locked by the operator";
 /// Why a removed account's session ended.
 pub const ACCOUNT_REMOVED: &str = "account removed by the operator";
 
@@ -110,28 +115,18 @@ async fn client(stream: UnixStream, shared: &Shared) -> io::Result<()> {
         }
         Err(_) => return Ok(()),
     }
-    let reply = handle(shared, line.trim());
+    let reply = handle(shared, line.trim()).await;
     write.write_all(format!("{reply}\n").as_bytes()).await?;
     write.shutdown().await
 }
 
 /// Carries out one request line; returns the reply line.
-fn handle(shared: &Shared, line: &str) -> String {
+async fn handle(shared: &Shared, line: &str) -> String {
     let mut words = line.split_whitespace();
     match (words.next(), words.next()) {
         (Some("ping"), None) => "ok pong".into(),
         (Some("logout"), Some(name)) => {
-            let reason: String = words
-                .collect::<Vec<_>>()
-                .join(" ")
-                .chars()
-                .take(200)
-                .collect();
-            let reason = if reason.is_empty() {
-                LOGGED_OUT_BY_OPERATOR.to_string()
-            } else {
-                reason
-            };
+            let reason = reason(words).unwrap_or_else(|| LOGGED_OUT_BY_OPERATOR.to_string());
             shared.audit.record(AuditEvent::Operator {
                 action: "logout",
                 target: Some(name.to_string()),
@@ -141,6 +136,21 @@ fn handle(shared: &Shared, line: &str) -> String {
             } else {
                 format!("ok {name} is not online")
             }
+        }
+        (Some("locked"), Some(name)) => {
+            let Ok(name) = name.parse::<UserName>() else {
+                return format!("error not a user name: {name}");
+            };
+            let name = &name;
+            let reason = reason(words).unwrap_or_else(|| LOCKED_BY_OPERATOR.to_string());
+            shared.audit.record(AuditEvent::Operator {
+                action: "lock",
+                target: Some(name.to_string()),
+            });
+            format!(
+                "ok {}",
+                crate::admin_requests::end_locked(shared, name, &reason).await
+            )
         }
         (Some("removed"), Some(name)) => {
             shared.audit.record(AuditEvent::Operator {
@@ -164,6 +174,17 @@ fn handle(shared: &Shared, line: &str) -> String {
             format!("error unknown request: {shown:?}")
         }
     }
+}
+
+/// The rest of a request line as a reason for the user, if there is one (cut short).
+fn reason<'a>(words: impl Iterator<Item = &'a str>) -> Option<String> {
+    let reason: String = words
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect();
+    (!reason.is_empty()).then_some(reason)
 }
 
 /// Why the running directory could not be asked.

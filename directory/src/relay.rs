@@ -372,6 +372,18 @@ impl Relay {
     pub fn open_streams(&self) -> usize {
         self.lock().total
     }
+
+    /// A locked account: forgets the offers made by or for `user` (so nobody parks a
+    /// stream waiting for them) and returns how many relay streams they hold now. Those
+    /// are streams on their directory connection: they end when it is closed, and the
+    /// other side's stream is reset with [`proto::message::RELAY_PEER_LOST`].
+    pub fn forget_user(&self, user: &str) -> usize {
+        let mut inner = self.lock();
+        inner
+            .offers
+            .retain(|_, o| o.initiator != user && o.target != user);
+        inner.sessions.get(user).copied().unwrap_or(0)
+    }
 }
 
 /// Takes a new stream a peer opened on its directory connection (logged in as `user`)

@@ -91,16 +91,20 @@ impl RoomIndex {
         }
     }
 
-    /// Forgets every membership of `user` (their account is gone); returns the rooms.
-    pub fn remove_user(&self, user: &str) -> Vec<RoomName> {
-        let rooms: Vec<RoomName> = self
-            .lock()
+    /// The rooms `user` is in, sorted.
+    pub fn rooms_of_user(&self, user: &str) -> Vec<RoomName> {
+        self.lock()
             .by_user
             .get(user)
             .into_iter()
             .flatten()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Forgets every membership of `user` (their account is gone); returns the rooms.
+    pub fn remove_user(&self, user: &str) -> Vec<RoomName> {
+        let rooms = self.rooms_of_user(user);
         for room in &rooms {
             self.remove(room, user);
         }
@@ -240,6 +244,23 @@ pub async fn leave(shared: &Shared, user: Option<&UserName>, room: &RoomName) ->
         },
     );
     members_reply(shared, room)
+}
+
+/// Takes a locked `user` out of every room, as if they had left each (stored, audited,
+/// the remaining members told with `RoomChanged`, so their peers stop sending them room
+/// messages). Returns the rooms left; a room whose membership could not be stored is
+/// logged and kept.
+pub async fn leave_all(shared: &Shared, user: &UserName) -> Vec<RoomName> {
+    let mut left = Vec::new();
+    for room in shared.rooms.rooms_of_user(user) {
+        match leave(shared, Some(user), &room).await {
+            Reply::Error { message, .. } => {
+                tracing::error!(%user, %room, "could not take a locked user out of a room: {message}")
+            }
+            _ => left.push(room),
+        }
+    }
+    left
 }
 
 /// `ListRooms`.

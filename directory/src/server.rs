@@ -1,7 +1,8 @@
 //! The running directory: endpoint set-up, the accept loop, maintenance, shutdown.
 //!
-//! [`Directory::start`] goes data directory → identity key → store → TLS/QUIC config →
-//! endpoint, then spawns the accept loop. The accept loop checks the source's handshake
+//! [`Directory::start`] goes data directory (permissions checked, locked for this server's
+//! life) → identity key → store → TLS/QUIC config → endpoint, then spawns the accept
+//! loop. The accept loop checks the source's handshake
 //! rate and takes a connection slot (see [`crate::limits`]) for each incoming connection,
 //! or refuses it before the handshake, and runs one task per connection
 //! ([`crate::connection`]). Every task holds a clone of a completion sender;
@@ -67,6 +68,8 @@ pub struct Directory {
     accept_task: Option<JoinHandle<()>>,
     maintenance_task: Option<JoinHandle<()>>,
     tasks_done: mpsc::Receiver<()>,
+    /// Held while this server runs (see [`keys::lock_data_dir`]).
+    _lock: keys::DataDirLock,
 }
 
 impl std::fmt::Debug for Directory {
@@ -84,9 +87,12 @@ impl Directory {
     pub async fn start(config: Config) -> anyhow::Result<Directory> {
         let dir = config.data_dir.clone();
         let key_path = config.key_path();
-        let identity = tokio::task::spawn_blocking(move || {
+        // The lock first: a second server on this data directory stops here, before it
+        // touches the database or the running server's control socket.
+        let (lock, identity) = tokio::task::spawn_blocking(move || {
             keys::ensure_data_dir(&dir)?;
-            keys::load_or_create(&key_path)
+            let lock = keys::lock_data_dir(&dir)?;
+            anyhow::Ok((lock, keys::load_or_create(&key_path)?))
         })
         .await
         .context("key loading task failed")??;
@@ -97,10 +103,7 @@ impl Directory {
         let local_addr = endpoint.local_addr()?;
         let shared = Arc::new(Shared::open(config, &endpoint, Arc::new(identity)).await?);
 
-        let limits = ConnLimits::new(
-            shared.config.max_connections,
-            shared.config.max_connections_per_ip,
-        );
+        let limits = ConnLimits::new(shared.config.conn_caps());
         // Before any task starts: a status address that cannot be bound fails the start.
         let status = match shared.config.status {
             Some(listen) => Some(
@@ -158,6 +161,7 @@ impl Directory {
             accept_task: Some(accept_task),
             maintenance_task: Some(maintenance_task),
             tasks_done,
+            _lock: lock,
         })
     }
 
@@ -246,6 +250,11 @@ impl Directory {
     /// Number of open connections (logged in or not).
     pub fn connection_count(&self) -> usize {
         self.limits.open()
+    }
+
+    /// Number of open connections that have not logged in.
+    pub fn anonymous_count(&self) -> usize {
+        self.limits.anonymous()
     }
 
     /// Tells every peer, stops accepting, waits (bounded) for connections to close, and
@@ -379,10 +388,16 @@ async fn accept_loop(
         let done = done.clone();
         tokio::spawn(
             async move {
-                let _slot = slot;
                 let _done = done;
-                match incoming.await {
-                    Ok(conn) => connection::run(shared, conn, id, shutdown).await,
+                let handshake = tokio::select! {
+                    r = incoming => r,
+                    () = slot.evicted() => {
+                        tracing::debug!("evicted during the handshake");
+                        return;
+                    }
+                };
+                match handshake {
+                    Ok(conn) => connection::run(shared, conn, id, slot, shutdown).await,
                     Err(e) => tracing::debug!("handshake failed: {e}"),
                 }
             }

@@ -174,6 +174,8 @@ pub struct Snapshot {
     pub online_count: usize,
     /// Open QUIC connections (logged in or not).
     pub connections: usize,
+    /// Of those, the ones not logged in yet (see [`crate::limits`]).
+    pub connections_anonymous: usize,
     pub logins_last_hour: u64,
     pub login_failures_last_hour: u64,
     pub lookups_total: u64,
@@ -239,6 +241,7 @@ impl Page {
             online_count: online.len(),
             online,
             connections: self.limits.open(),
+            connections_anonymous: self.limits.anonymous(),
             logins_last_hour: m.logins_last_hour(),
             login_failures_last_hour: m.failures_last_hour(),
             lookups_total: Metrics::get(&m.lookups),
@@ -407,6 +410,12 @@ pub fn render_prometheus(s: &Snapshot, m: &Metrics) -> String {
         "Open QUIC connections, logged in or not.",
         s.connections.to_string(),
     );
+    metric(
+        "natter_connections_anonymous",
+        "gauge",
+        "Open QUIC connections not logged in yet.",
+        s.connections_anonymous.to_string(),
+    );
     if let Some(accounts) = s.accounts {
         metric(
             "natter_accounts",
@@ -480,6 +489,12 @@ pub fn render_prometheus(s: &Snapshot, m: &Metrics) -> String {
         "counter",
         "Administrator requests refused (not permitted).",
         count(&m.admin_refused),
+    );
+    metric(
+        "natter_anonymous_refused_total",
+        "counter",
+        "Requests refused for not being logged in (counted, not audited one by one).",
+        count(&m.anonymous_refused),
     );
     metric(
         "natter_logins_last_hour",

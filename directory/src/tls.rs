@@ -52,6 +52,6 @@ pub fn server_config(identity: &Identity, config: &Config) -> anyhow::Result<qui
     // so publishes its new address, instead of keeping a stale one in presence.
     server.migration(false);
     // Bound connection attempts still in their handshake.
-    server.max_incoming(config.max_connections.max(1));
+    server.max_incoming(config.max_anonymous.max(1));
     Ok(server)
 }

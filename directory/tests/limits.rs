@@ -363,6 +363,7 @@ async fn streams_per_connection_are_capped_and_unread_streams_pin_little() {
 async fn total_connections_are_capped_across_source_addresses() {
     let (dir, _data) = start(|c| {
         c.max_connections = 2;
+        c.max_anonymous = 2;
         c.max_connections_per_ip = 10;
     })
     .await;
@@ -389,6 +390,109 @@ async fn total_connections_are_capped_across_source_addresses() {
     );
     drop(conn);
     dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn strangers_must_log_in_in_time_and_cannot_keep_users_out() {
+    const FLOOD: usize = 4;
+    let (dir, _data) = start(|c| {
+        c.max_anonymous = FLOOD;
+        c.max_anonymous_per_ip = FLOOD;
+        c.max_connections = 2;
+        c.login_timeout = Duration::from_secs(2);
+    })
+    .await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+
+    // Strangers fill every anonymous slot from one address, say Hello and then only send
+    // QUIC keep-alives (every 250 ms).
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+        raw.hello().await;
+        flood.push(raw);
+    }
+    let welcomed = Instant::now();
+    assert_eq!(dir.anonymous_count(), FLOOD);
+    assert!(
+        handshake(&endpoint("127.0.0.1"), &dir).await.is_err(),
+        "the flooding source got one more anonymous slot"
+    );
+
+    // A real user from another address still gets in and logs in: a stranger's slot
+    // makes room, and the login leaves the anonymous budget.
+    let id = Identity::generate();
+    let mut ali = Raw::connect(&dir, "127.0.0.2").await;
+    assert!(matches!(
+        ali.login("ali", "secret-ali", &id).await,
+        Reply::Granted { .. }
+    ));
+    assert_eq!(dir.online_count(), 1);
+    assert!(dir.anonymous_count() < FLOOD);
+
+    // Every stranger is gone at the deadline: the one that made room as busy, the
+    // others for not logging in, keep-alives or not.
+    let (mut busy, mut timed_out) = (0, 0);
+    for raw in &flood {
+        match raw.closed_with(WAIT).await {
+            c if c == u64::from(close::BUSY) => busy += 1,
+            c if c == u64::from(close::TIMEOUT) => timed_out += 1,
+            other => panic!("closed with {other}"),
+        }
+    }
+    assert_eq!((busy, timed_out), (1, FLOOD - 1));
+    assert!(welcomed.elapsed() >= Duration::from_millis(1900));
+    assert_eq!(dir.anonymous_count(), 0);
+
+    // Ali, logged in, is past the deadline and stays.
+    assert!(matches!(ali.call(Request::Who).await, Reply::Online { .. }));
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_strangers_flood_cannot_rotate_a_failed_login_out_of_the_audit_log() {
+    const FLOOD: u64 = 190;
+    let (dir, data) = start(|c| {
+        c.audit_rotation = directory::rotating_file::Rotation {
+            max_bytes: 1000,
+            keep: 1,
+        };
+    })
+    .await;
+    dir.add_user("ali", "secret-ali", false).await.unwrap();
+    let id = Identity::generate();
+    let mut guesser = Raw::connect(&dir, "127.0.0.2").await;
+    assert!(matches!(
+        guesser.login("ali", "not-her-password", &id).await,
+        Reply::Refused { .. }
+    ));
+
+    // A stranger asks and asks without logging in (under the request burst).
+    let mut stranger = Raw::connect(&dir, "127.0.0.1").await;
+    stranger.hello().await;
+    for i in 0..FLOOD {
+        let reply = stranger
+            .call(Request::Lookup {
+                user: format!("user{i}").parse().unwrap(),
+            })
+            .await;
+        assert!(matches!(reply, Reply::NotFound { .. }), "{reply:?}");
+    }
+    assert_eq!(
+        directory::metrics::Metrics::get(&dir.metrics().anonymous_refused),
+        FLOOD,
+        "each refusal is counted"
+    );
+    dir.shutdown().await;
+
+    let read = |name: &str| std::fs::read_to_string(data.path().join(name)).unwrap_or_default();
+    let retained = read("audit.log") + &read("audit.log.1");
+    assert!(
+        retained.contains("login_failed user=ali ip=127.0.0.2"),
+        "the failed login was rotated out by the flood:\n{retained}"
+    );
+    assert!(!retained.contains("lookup by=- "), "{retained}");
+    assert!(read("security.log").contains("login_failed user=ali ip=127.0.0.2"));
 }
 
 #[tokio::test]

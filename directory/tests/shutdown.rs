@@ -1,7 +1,8 @@
 //! Stopping the real `directory` binary, four ways: an administrator's `/shutdown`
 //! request, `directory shutdown` on the same machine, SIGTERM, Ctrl-C (SIGINT). Each time every logged-in
 //! peer is told, the process exits 0 and the database opens clean afterwards. Also:
-//! `directory user logout|lock` reaching the running server.
+//! `directory user logout|lock` reaching the running server, and a second server on the
+//! same data directory refusing to start.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -192,6 +193,115 @@ async fn operator_commands_reach_the_running_server() {
         audit.contains("operator action=logout target=bianca"),
         "{audit}"
     );
+}
+
+#[tokio::test]
+async fn locking_an_account_takes_it_out_of_its_rooms_and_says_what_it_cannot_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("natter");
+    accounts(&data).await;
+    let (server, addr) = serve(&data).await;
+    let mut bianca = login(addr, "bianca").await;
+    let mut root = login(addr, "root").await;
+    for who in [&mut bianca, &mut root] {
+        let reply = who
+            .call(Request::JoinRoom {
+                room: "ops".parse().unwrap(),
+            })
+            .await;
+        assert!(matches!(reply, Reply::RoomMembers { .. }), "{reply:?}");
+    }
+
+    let out = run(&data, &["user", "lock", "bianca"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("ended their session"), "{said}");
+    assert!(said.contains("ops"), "the rooms left are named: {said}");
+    assert!(
+        said.contains("cannot end") && said.contains("directly"),
+        "it says plainly what it cannot end: {said}"
+    );
+
+    // Her room-mate is told she left the room (so his peer stops sending her the room's
+    // messages), not only that she went offline.
+    let left = timeout(WAIT, async {
+        loop {
+            match root.event().await {
+                Event::RoomChanged { room, user, joined } => break (room, user, joined),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("no RoomChanged for the locked user");
+    assert_eq!(
+        left,
+        ("ops".parse().unwrap(), "bianca".parse().unwrap(), false)
+    );
+    // (Root's joining the room is still queued for her before the notice.)
+    let notice = loop {
+        match bianca.event().await {
+            Event::RoomChanged { .. } | Event::Presence { .. } => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(
+        notice,
+        Event::ForcedLogout {
+            reason: "account locked by the operator".into()
+        }
+    );
+    match root.call(Request::ListRooms).await {
+        Reply::Rooms { rooms } => {
+            let ops = rooms.iter().find(|r| r.room == "ops").expect("ops");
+            assert_eq!(ops.members, 1, "{rooms:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let out = run(&data, &["shutdown"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    exits_zero(server).await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_a_served_data_directory_refuses_to_start() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("natter");
+    accounts(&data).await;
+    let (server, addr) = serve(&data).await;
+    let socket = data.join("control.sock");
+    let inode = std::fs::metadata(&socket).unwrap().ino();
+
+    let out = run(&data, &["serve", "--listen", "127.0.0.1:0"], None).await;
+    assert!(!out.status.success(), "a second server started");
+    let err = text(&out.stderr);
+    let pid = server.id().unwrap().to_string();
+    assert!(
+        err.contains("already served") && err.contains(&pid),
+        "the refusal says who serves it: {err}"
+    );
+    // The running server's control socket is untouched and still reaches it.
+    assert_eq!(std::fs::metadata(&socket).unwrap().ino(), inode);
+    let mut bianca = login(addr, "bianca").await;
+    let _root = login(addr, "root").await;
+    let out = run(&data, &["shutdown"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        bianca.event().await,
+        Event::Shutdown {
+            reason: "directory shut down by the operator".into()
+        }
+    );
+    exits_zero(server).await;
+    opens_clean(&data).await;
+
+    // Once it has stopped, the data directory can be served again.
+    let (again, _) = serve(&data).await;
+    let out = run(&data, &["shutdown"], None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    exits_zero(again).await;
 }
 
 #[tokio::test]

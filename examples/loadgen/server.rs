@@ -116,6 +116,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.max_connections = args.max_connections;
     config.max_connections_per_ip = args.max_connections;
+    // A login storm is that many connections not logged in yet, all from 127.0.0.1.
+    config.max_anonymous = args.max_connections;
+    config.max_anonymous_per_ip = args.max_connections;
     config.requests_per_sec = args.requests_per_sec;
     config.request_burst = args.request_burst;
     // Every simulated peer comes from 127.0.0.1: the per-source handshake limit would
@@ -173,6 +176,10 @@ impl DirectoryProcess {
                     .arg("--max-connections")
                     .arg(args.max_connections.to_string())
                     .arg("--max-connections-per-ip")
+                    .arg(args.max_connections.to_string())
+                    .arg("--max-anonymous")
+                    .arg(args.max_connections.to_string())
+                    .arg("--max-anonymous-per-ip")
                     .arg(args.max_connections.to_string())
                     .env(
                         "RUST_LOG",

@@ -741,8 +741,7 @@ impl App {
         }
         self.save_marks();
         self.link.logout().await;
-        self.endpoint.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        crate::endpoint::close(&self.endpoint).await;
         self.tasks.abort_all();
     }
 }

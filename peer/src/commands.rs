@@ -243,11 +243,12 @@ async fn register(opts: &Options, name: &str) -> anyhow::Result<()> {
     let attempt = async {
         let endpoint = endpoint::bind(profile.identity(), "0.0.0.0:0".parse()?)?;
         let (client, _, _) = login::connect_directory(&mut profile, &endpoint, opts).await?;
-        client
+        let registered = client
             .register(name, &password, &profile.public_key())
-            .await?;
+            .await;
         client.close();
-        anyhow::Ok(())
+        endpoint::close(&endpoint).await;
+        anyhow::Ok(registered?)
     };
     if let Err(e) = attempt.await {
         if secrets == login::Secrets::Created {
@@ -269,9 +270,9 @@ async fn register(opts: &Options, name: &str) -> anyhow::Result<()> {
 
 async fn who(opts: &Options) -> anyhow::Result<()> {
     let online = login::login(opts, "0.0.0.0:0".parse()?).await?;
-    let users = online.link.who().await?;
-    online.link.logout().await;
-    print(&Note::Who { users });
+    let users = online.link.who().await;
+    online.close().await;
+    print(&Note::Who { users: users? });
     Ok(())
 }
 
@@ -312,8 +313,10 @@ fn fingerprint(opts: &Options, name: Option<&str>) -> anyhow::Result<()> {
 
 async fn trust(opts: &Options, name: &str) -> anyhow::Result<()> {
     let mut online = login::login(opts, "0.0.0.0:0".parse()?).await?;
-    let info = online.link.lookup(name).await?;
+    let info = online.link.lookup(name).await;
     online.link.logout().await;
+    endpoint::close(&online.endpoint).await;
+    let info = info?;
     let Some(info) = info else {
         bail!("{name} is not online: their current key can be trusted once they are");
     };

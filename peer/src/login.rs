@@ -61,6 +61,15 @@ pub struct Online {
     pub first_contact: bool,
 }
 
+impl Online {
+    /// Logs out and closes the directory connection, waiting (bounded) until the
+    /// directory has been told, so a one-shot command frees its slot there at once.
+    pub async fn close(self) {
+        self.link.logout().await;
+        crate::endpoint::close(&self.endpoint).await;
+    }
+}
+
 /// Reads the password: `--password-file` (first line), `PEER_PASSWORD`, or a no-echo
 /// prompt on the terminal (asked twice when `confirm`).
 pub fn password(credentials: &Credentials, confirm: bool) -> anyhow::Result<Zeroizing<String>> {

@@ -46,7 +46,7 @@ pub async fn change(opts: &Options, new: Zeroizing<String>, cost: VaultCost) -> 
     }
     .await;
     link.logout().await;
-    online.endpoint.close(0u32.into(), b"bye");
+    crate::endpoint::close(&online.endpoint).await;
     result
 }
 

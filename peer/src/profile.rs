@@ -13,7 +13,13 @@
 //!
 //! The default location is the platform config directory's `natter/profile`
 //! (`~/.config/natter/profile` on Linux); `--profile DIR` overrides it. The directory is
-//! created with mode 0700 and the key file refused if others can read it.
+//! created with mode 0700. At every open ([`Profile::open`]) the permissions are checked
+//! again: the profile directory and `history/`, when others may enter them, are set back
+//! to 0700 (with a warning when others could write to them; readable, they showed only
+//! names); a secret file (`identity.key`,
+//! `vault`, `prekeys`, a history file) that others may read or write is refused with
+//! [`ProfileError::ExposedKey`], since it may have been copied already: the user must
+//! look and `chmod 600` it.
 //!
 //! [`Profile::open`] needs no password: it gives the settings, the pins and the public
 //! key. The secrets need the password: [`Profile::unlock`] derives the vault key and
@@ -176,6 +182,7 @@ impl Profile {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ProfileError> {
         let dir = dir.into();
         create_private_dir(&dir)?;
+        check_permissions(&dir)?;
         let (identity, fresh) = match load_plain_identity(&dir.join(IDENTITY_FILE))? {
             Stored::Plain(identity) => (Some(*identity), false),
             Stored::Sealed => (None, false),
@@ -547,6 +554,59 @@ fn parse_identity(text: &str) -> Option<Identity> {
     Some(Identity::from_secret_bytes(&seed))
 }
 
+/// The checks of every open (see the module docs): directories fixed, secrets refused.
+#[cfg(unix)]
+fn check_permissions(dir: &Path) -> Result<(), ProfileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let history = dir.join(crate::history::HISTORY_DIR);
+    for folder in [dir, history.as_path()] {
+        let Ok(meta) = std::fs::symlink_metadata(folder) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() && mode & 0o077 != 0 {
+            std::fs::set_permissions(
+                folder,
+                std::fs::Permissions::from_mode(mode & 0o700 | 0o700),
+            )
+            .map_err(|source| ProfileError::Dir {
+                path: folder.to_path_buf(),
+                source,
+            })?;
+            // Readable only showed names (each secret is checked below); writable let
+            // others swap files, which is worth a warning.
+            if mode & 0o022 != 0 {
+                tracing::warn!(
+                    path = %folder.display(),
+                    "profile directory was writable by other users (mode {mode:o}); set to \
+                     700: check its files"
+                );
+            } else {
+                tracing::debug!(path = %folder.display(), "profile directory mode {mode:o} set to 700");
+            }
+        }
+    }
+    let secrets = [IDENTITY_FILE, crate::vault::VAULT_FILE, PREKEYS_FILE]
+        .into_iter()
+        .map(|f| dir.join(f));
+    let logs = std::fs::read_dir(&history)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    for path in secrets.chain(logs) {
+        if path.is_file() {
+            check_private(&path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_dir: &Path) -> Result<(), ProfileError> {
+    Ok(())
+}
+
 #[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), ProfileError> {
     use std::os::unix::fs::PermissionsExt;
@@ -619,6 +679,49 @@ mod tests {
                 Err(ProfileError::ExposedKey { .. })
             ));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn permissions_are_checked_at_every_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("profile");
+        let mut fresh = Profile::open(&p).unwrap();
+        fresh.create_vault("pw-123456", test_cost()).unwrap();
+        let history = p.join(crate::history::HISTORY_DIR);
+        std::fs::create_dir(&history).unwrap();
+        let log = history.join("ali.log");
+        write_private(&log, b"sealed").unwrap();
+
+        // Directories others may enter are closed again, with a warning.
+        set(&p, 0o755);
+        set(&history, 0o755);
+        Profile::open(&p).unwrap();
+        assert_eq!((mode(&p), mode(&history)), (0o700, 0o700));
+
+        // A secret others may read is refused, each of them, until it is private.
+        for secret in [
+            p.join(crate::vault::VAULT_FILE),
+            p.join(PREKEYS_FILE),
+            log.clone(),
+        ] {
+            set(&secret, 0o640);
+            match Profile::open(&p) {
+                Err(ProfileError::ExposedKey { path, mode }) => {
+                    assert_eq!((path, mode), (secret.clone(), 0o640))
+                }
+                Err(e) => panic!("{}: {e}", secret.display()),
+                Ok(_) => panic!("{} open to the group was accepted", secret.display()),
+            }
+            set(&secret, 0o600);
+        }
+        let mut again = Profile::open(&p).unwrap();
+        again.unlock("pw-123456").unwrap();
     }
 
     #[tokio::test]

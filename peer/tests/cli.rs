@@ -460,6 +460,48 @@ async fn who_lists_the_users_online() {
     b.quit().await;
 }
 
+/// Waits (at most `within`) until the directory holds `n` connections.
+async fn connections_back_to(dir: &TestDirectory, n: usize, within: Duration) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while dir.server.connection_count() != n {
+        assert!(
+            started.elapsed() < within,
+            "the directory still holds {} connections {within:?} after the command, not {n}",
+            dir.server.connection_count()
+        );
+        tick.tick().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_free_their_directory_connection_at_once() {
+    let dir = TestDirectory::start(true, &["ali"]).await;
+    let ali = User::new("ali");
+    // Well under the directory's idle timeout (10 s), which is when it would notice a
+    // connection that just went silent.
+    const PROMPTLY: Duration = Duration::from_secs(2);
+
+    // Before the fix the close raced the process exit (lost about two times in three),
+    // so a few rounds.
+    for _ in 0..3 {
+        let out = run(ali.cmd(&dir, &["who"])).await;
+        assert_eq!(out.ok().last(), Some(&"who count=1"), "{out:#?}");
+        connections_back_to(&dir, 0, PROMPTLY).await;
+    }
+
+    let out = run(ali.cmd(&dir, &["trust", "nobody"])).await;
+    out.failed_one_line();
+    connections_back_to(&dir, 0, PROMPTLY).await;
+
+    let chloe = User::new("chloe");
+    let mut cmd = bare_cmd(chloe.profile());
+    cmd.args(["--directory", &dir.addr(), "register", "chloe"])
+        .env("PEER_PASSWORD", PASSWORD);
+    run(cmd).await.ok();
+    connections_back_to(&dir, 0, PROMPTLY).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passwords_count_down_then_lock_the_account() {
     let dir = TestDirectory::start(false, &["ali"]).await;
