@@ -2,7 +2,8 @@
 //! key signature) and `ChangePassword`, each turned into exactly one [`Reply`].
 //!
 //! Order of checks in a login, cheapest first, so that a flood costs us little:
-//! source rate limit → key signature over this connection's nonce → name and password
+//! source rate limit → key signature over this connection's nonce, our key and the TLS
+//! session ([`ChannelBinding`]: a proof relayed from another directory fails here) → name and password
 //! shape → account (an unknown name still pays for a dummy argon2 verify, so timing does
 //! not tell which names exist) → account lockout → password → identity key → ticket and
 //! presence. A resume never touches argon2: it is the cheap path for reconnect storms.
@@ -12,7 +13,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use proto::message::{Refusal, Reply, login_transcript, resume_transcript};
+use proto::message::{ChannelBinding, Refusal, Reply, login_transcript, resume_transcript};
 use proto::names;
 use proto::{PublicKey, Signature};
 
@@ -30,6 +31,8 @@ pub struct Origin<'a> {
     pub remote: SocketAddr,
     /// This connection's nonce from `Welcome`.
     pub nonce: &'a [u8; 32],
+    /// Our key and this connection's TLS exporter: what signatures on it are bound to.
+    pub channel: &'a ChannelBinding,
     /// How presence reaches this connection.
     pub conn: &'a ConnHandle,
 }
@@ -136,7 +139,7 @@ pub async fn login(
         fail("source_blocked");
         return (locked_out(wait.as_secs().max(1)), None);
     }
-    let transcript = login_transcript(origin.nonce, user, &identity);
+    let transcript = login_transcript(origin.channel, origin.nonce, user, &identity);
     if identity.verify(&transcript, signature).is_err() {
         fail("bad_signature");
         note_source_failure(shared, ip);
@@ -364,7 +367,7 @@ pub async fn resume(
     if record.is_expired(now) {
         return fail("expired_ticket", Refusal::TicketInvalid);
     }
-    let transcript = resume_transcript(origin.nonce, user, presented);
+    let transcript = resume_transcript(origin.channel, origin.nonce, user, presented);
     if record.identity.verify(&transcript, signature).is_err() {
         return fail("bad_signature", Refusal::BadSignature);
     }
@@ -532,6 +535,7 @@ mod tests {
         conn: ConnHandle,
         _events: mpsc::Receiver<proto::message::Event>,
         nonce: [u8; 32],
+        channel: ChannelBinding,
         remote: SocketAddr,
     }
 
@@ -543,9 +547,11 @@ mod tests {
             config.open_registration = open_registration;
             let store = SqliteStore::open(config.database_path()).await.unwrap();
             let audit = Audit::open(&config.audit_path()).unwrap();
-            let shared = Shared::with_store(config, Arc::new(store), Arc::new(audit))
-                .await
-                .unwrap();
+            let directory_key = Identity::generate().public();
+            let shared =
+                Shared::with_store(config, Arc::new(store), Arc::new(audit), directory_key)
+                    .await
+                    .unwrap();
             let (tx, rx) = mpsc::channel(1);
             Self {
                 _dir: dir,
@@ -557,6 +563,10 @@ mod tests {
                 },
                 _events: rx,
                 nonce: rand::random(),
+                channel: ChannelBinding {
+                    directory: directory_key,
+                    exporter: rand::random(),
+                },
                 remote: "192.0.2.10:4000".parse().unwrap(),
             }
         }
@@ -565,12 +575,18 @@ mod tests {
             Origin {
                 remote: self.remote,
                 nonce: &self.nonce,
+                channel: &self.channel,
                 conn: &self.conn,
             }
         }
 
         async fn login(&self, user: &str, password: &str, id: &Identity) -> Outcome {
-            let sig = id.sign(&login_transcript(&self.nonce, user, &id.public()));
+            let sig = id.sign(&login_transcript(
+                &self.channel,
+                &self.nonce,
+                user,
+                &id.public(),
+            ));
             login(
                 &self.shared,
                 self.origin(),
@@ -584,7 +600,7 @@ mod tests {
         }
 
         async fn resume(&self, user: &str, ticket: &[u8], id: &Identity) -> Outcome {
-            let sig = id.sign(&resume_transcript(&self.nonce, user, ticket));
+            let sig = id.sign(&resume_transcript(&self.channel, &self.nonce, user, ticket));
             resume(&self.shared, self.origin(), user, ticket, &sig, vec![]).await
         }
     }
@@ -655,6 +671,43 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn proofs_for_another_directory_or_tls_session_are_refused() {
+        let f = Fixture::new(true).await;
+        let id = Identity::generate();
+        register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
+        let (reply, _) = f.login("ali", "secret1", &id).await;
+        let ticket = ticket_of(&reply);
+        let other_directory = ChannelBinding {
+            directory: Identity::generate().public(),
+            ..f.channel
+        };
+        let other_session = ChannelBinding {
+            exporter: rand::random(),
+            ..f.channel
+        };
+        for channel in [other_directory, other_session] {
+            let sig = id.sign(&login_transcript(&channel, &f.nonce, "ali", &id.public()));
+            let (reply, session) = login(
+                &f.shared,
+                f.origin(),
+                "ali",
+                "secret1",
+                id.public(),
+                &sig,
+                vec![],
+            )
+            .await;
+            assert_eq!(reply, refused(Refusal::BadSignature));
+            assert!(session.is_none());
+            let sig = id.sign(&resume_transcript(&channel, &f.nonce, "ali", &ticket));
+            let (reply, session) =
+                resume(&f.shared, f.origin(), "ali", &ticket, &sig, vec![]).await;
+            assert_eq!(reply, refused(Refusal::BadSignature));
+            assert!(session.is_none());
+        }
     }
 
     #[tokio::test]

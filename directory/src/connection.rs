@@ -23,7 +23,9 @@ use std::time::Instant;
 
 use proto::Signature;
 use proto::frame::{self, FrameError};
-use proto::message::{ErrorCode, Event, Refusal, Reply, Request, ServerMsg, instance_transcript};
+use proto::message::{
+    ChannelBinding, ErrorCode, Event, Refusal, Reply, Request, ServerMsg, instance_transcript,
+};
 use quinn::VarInt;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -142,6 +144,8 @@ struct State {
     conn: ConnHandle,
     /// `None` until `Hello`; then this connection's login nonce.
     nonce: Option<[u8; 32]>,
+    /// What login proofs on this connection are bound to (our key, the TLS session).
+    channel: ChannelBinding,
     /// The logged-in user, if any. Dropping it removes them from presence.
     session: Option<Session>,
     /// Set when the other end proved to be another instance of this directory
@@ -161,6 +165,11 @@ pub(crate) async fn run(
 ) {
     let remote = canonical(conn.remote_address());
     let hello_timeout = shared.config.hello_timeout;
+    let Some(channel) = crate::tls::channel_binding(&conn, shared.directory_key) else {
+        tracing::warn!("the TLS session exports no keying material; closing");
+        conn.close(VarInt::from_u32(close::PROTOCOL), b"no channel binding");
+        return;
+    };
 
     // The client opens the control stream and sends `Hello` at once.
     let opened = tokio::select! {
@@ -198,6 +207,7 @@ pub(crate) async fn run(
             notify: notify_tx,
         },
         nonce: None,
+        channel,
         session: None,
         instance: None,
         quic: conn.clone(),
@@ -317,6 +327,7 @@ impl State {
         let origin = Origin {
             remote: self.remote,
             nonce: &nonce,
+            channel: &self.channel,
             conn: &self.conn,
         };
         let shared = &*self.shared;

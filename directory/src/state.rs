@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use proto::Identity;
+use proto::{Identity, PublicKey};
 
 use crate::audit::Audit;
 use crate::config::Config;
@@ -48,6 +48,9 @@ pub struct Shared {
     pub mail_nudges: Arc<crate::mailbox::Nudges>,
     /// Signals shutdown to every task; an administrator's `Shutdown` pulls it too.
     pub shutdown: ShutdownSender,
+    /// The directory's identity key: peers' login proofs are bound to it
+    /// ([`proto::message::ChannelBinding`]).
+    pub directory_key: PublicKey,
     next_conn_id: AtomicU64,
 }
 
@@ -85,7 +88,8 @@ impl Shared {
                 store.config(),
             )
             .await;
-            let shared = Self::with_store(config, store.clone(), Arc::new(audit)).await?;
+            let shared =
+                Self::with_store(config, store.clone(), Arc::new(audit), identity.public()).await?;
             let cluster = crate::cluster::postgres::start(
                 &store,
                 shared.presence.clone(),
@@ -105,14 +109,16 @@ impl Shared {
             .await
             .with_context(|| format!("cannot open {}", config.database_path().display()))?;
         let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
-        Self::with_store(config, Arc::new(store), Arc::new(audit)).await
+        Self::with_store(config, Arc::new(store), Arc::new(audit), identity.public()).await
     }
 
-    /// Shared state over an already open store (another backend, or a test's).
+    /// Shared state over an already open store (another backend, or a test's), for the
+    /// directory whose key is `directory_key`.
     pub async fn with_store(
         config: Config,
         store: Arc<dyn Store>,
         audit: Arc<Audit>,
+        directory_key: PublicKey,
     ) -> anyhow::Result<Self> {
         let passwords = PasswordHashing::new(config.password_cost, config.max_concurrent_hashes);
         passwords.prepare().await?;
@@ -150,6 +156,7 @@ impl Shared {
             store,
             audit,
             config,
+            directory_key,
             next_conn_id: AtomicU64::new(1),
         })
     }

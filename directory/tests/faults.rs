@@ -93,6 +93,7 @@ struct Client {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     nonce: [u8; 32],
+    channel: proto::message::ChannelBinding,
 }
 
 impl Client {
@@ -107,12 +108,14 @@ impl Client {
             Err(_) => return Err("handshake timed out".into()),
         };
         let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let channel = directory::tls::client_channel_binding(&conn).ok_or("no channel binding")?;
         let mut client = Client {
             _endpoint: endpoint,
             _conn: conn,
             send,
             recv,
             nonce: [0; 32],
+            channel,
         };
         let hello = Request::Hello {
             version: proto::PROTOCOL_VERSION,
@@ -157,14 +160,20 @@ impl Client {
             user: user.into(),
             password: PASSWORD.into(),
             identity: id.public(),
-            signature: id.sign(&login_transcript(&self.nonce, user, &id.public())),
+            signature: id.sign(&login_transcript(
+                &self.channel,
+                &self.nonce,
+                user,
+                &id.public(),
+            )),
             addresses: vec![],
         })
         .await
     }
 
     async fn resume(&mut self, user: &str, ticket: &[u8]) -> Result<Reply, String> {
-        let signature = identity(user).sign(&resume_transcript(&self.nonce, user, ticket));
+        let signature =
+            identity(user).sign(&resume_transcript(&self.channel, &self.nonce, user, ticket));
         self.call(&Request::Resume {
             user: user.into(),
             ticket: ticket.to_vec(),
