@@ -148,6 +148,9 @@ struct State {
     channel: ChannelBinding,
     /// The logged-in user, if any. Dropping it removes them from presence.
     session: Option<Session>,
+    /// The hash of the ticket this session was granted: a logout deletes it, a password
+    /// change keeps only it.
+    ticket: Option<[u8; 32]>,
     /// Set when the other end proved to be another instance of this directory
     /// (`InstanceAuth`): its further streams are forwarded relay streams.
     instance: Option<String>,
@@ -209,6 +212,7 @@ pub(crate) async fn run(
         nonce: None,
         channel,
         session: None,
+        ticket: None,
         instance: None,
         quic: conn.clone(),
     };
@@ -346,7 +350,15 @@ impl State {
                 let (old, new) = (Zeroizing::new(old), Zeroizing::new(new));
                 Step::reply(match &self.session {
                     Some(session) => {
-                        auth::change_password(shared, origin, session.user(), &old, &new).await
+                        auth::change_password(
+                            shared,
+                            origin,
+                            session.user(),
+                            &old,
+                            &new,
+                            self.ticket,
+                        )
+                        .await
                     }
                     None => Reply::Error {
                         code: ErrorCode::NotLoggedIn,
@@ -378,6 +390,7 @@ impl State {
                 )
                 .await;
                 self.session = session;
+                self.ticket = granted_ticket(&reply);
                 Step::reply(reply)
             }
             Request::Resume {
@@ -393,6 +406,7 @@ impl State {
                 let (reply, session) =
                     auth::resume(shared, origin, &user, &ticket, &signature, addresses).await;
                 self.session = session;
+                self.ticket = granted_ticket(&reply);
                 Step::reply(reply)
             }
             Request::Lookup { user } => Step::reply(lookup::lookup(
@@ -468,6 +482,12 @@ impl State {
                     shared.audit.record(AuditEvent::LoggedOut {
                         user: session.user().to_string(),
                     });
+                }
+                // The session's ticket dies with it: a logout is meant to last.
+                if let Some(ticket) = self.ticket.take()
+                    && let Err(e) = shared.store.delete_ticket(ticket).await
+                {
+                    return Step::reply(auth::internal(e));
                 }
                 Step::reply(Reply::LoggedOut)
             }
@@ -550,6 +570,14 @@ impl State {
                 )
             }
         }
+    }
+}
+
+/// The hash of the ticket in a `Granted` reply.
+fn granted_ticket(reply: &Reply) -> Option<[u8; 32]> {
+    match reply {
+        Reply::Granted { ticket, .. } => Some(crate::ticket::hash(ticket)),
+        _ => None,
     }
 }
 

@@ -12,6 +12,7 @@ use proto::{Identity, PublicKey};
 
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::lockout::{KnownSources, UnknownNames};
 use crate::metrics::Metrics;
 use crate::password::PasswordHashing;
 use crate::presence::Presence;
@@ -36,6 +37,10 @@ pub struct Shared {
     pub rooms: Arc<RoomIndex>,
     /// Failed logins per source address.
     pub sources: SourceLimiter,
+    /// Lockout counters for names without an account.
+    pub unknown_names: UnknownNames,
+    /// Sources each user logged in from (a password lockout does not stop them there).
+    pub known_sources: KnownSources,
     /// argon2id, bounded.
     pub passwords: PasswordHashing,
     /// The audit trail.
@@ -150,6 +155,8 @@ impl Shared {
             metrics,
             shutdown,
             sources: SourceLimiter::new(config.source_limit),
+            unknown_names: UnknownNames::default(),
+            known_sources: KnownSources::default(),
             presence,
             rooms,
             passwords,

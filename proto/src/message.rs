@@ -76,7 +76,8 @@ pub enum Request {
     Lookup { user: String },
     /// Who is online?
     Who,
-    /// Ends the directory session (the ticket stays valid for a later `Resume`).
+    /// Ends the directory session, and its ticket with it (a later login needs the
+    /// password).
     Logout,
     /// Joins a room (creating it if nobody is in it). Membership lasts until `LeaveRoom`.
     JoinRoom { room: String },
@@ -123,6 +124,7 @@ pub enum Request {
     /// Changes the logged-in user's password. `old` is checked like a login's (a wrong
     /// one counts towards the lockout: `Refused{BadCredentials|LockedOut}`); `new` must
     /// pass [`crate::names::check_new_password`] (`Refused{Invalid}`). `Reply::Done`.
+    /// Every other ticket of the user dies (this session's stays).
     ChangePassword { old: String, new: String },
 }
 
