@@ -154,7 +154,9 @@ async fn another_identity_key_for_an_existing_user_is_refused() {
         matches!(
             e,
             ClientError::Refused {
-                reason: Refusal::KeyMismatch,
+                // Like a wrong password (issue 14: a right password with another key
+                // must not be told apart from a wrong one).
+                reason: Refusal::BadCredentials,
                 ..
             }
         ),
