@@ -575,10 +575,14 @@ mod tests {
 
     impl Fixture {
         async fn new(open_registration: bool) -> Self {
+            Self::with(|c| c.open_registration = open_registration).await
+        }
+
+        async fn with(adjust: impl FnOnce(&mut Config)) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let mut config = Config::new(dir.path());
             config.password_cost = PasswordCost::insecure_fast();
-            config.open_registration = open_registration;
+            adjust(&mut config);
             let store = SqliteStore::open(config.database_path()).await.unwrap();
             let audit = Audit::open(&config.audit_path()).unwrap();
             let directory_key = Identity::generate().public();
@@ -901,6 +905,54 @@ mod tests {
             let (reply, _) = f.login(user, "wrong!", &id).await;
             assert!(is_locked_out(&reply), "{user}: {reply:?}");
         }
+    }
+
+    /// Timing does not tell an unknown name from a real one: both pay one argon2 verify
+    /// at the same cost (a dummy hash for the unknown name), and the reservation's write
+    /// is small beside it. Medians over alternating attempts, so that load on the
+    /// machine hits both alike.
+    #[tokio::test]
+    async fn unknown_and_real_names_take_the_same_time() {
+        let f = Fixture::with(|c| {
+            c.open_registration = true;
+            c.password_cost = PasswordCost {
+                memory_kib: 2048,
+                iterations: 1,
+                parallelism: 1,
+            };
+            c.lockout.max_failures = 1000;
+            c.source_limit.max_failures = 1000;
+        })
+        .await;
+        let id = Identity::generate();
+        register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
+        let mut real = Vec::new();
+        let mut unknown = Vec::new();
+        for _ in 0..15 {
+            for (user, times) in [("ali", &mut real), ("nobody", &mut unknown)] {
+                let start = Instant::now();
+                let (reply, _) = f.login(user, "wrong!", &id).await;
+                times.push(start.elapsed());
+                assert!(matches!(
+                    reply,
+                    Reply::Refused {
+                        reason: Refusal::BadCredentials,
+                        ..
+                    }
+                ));
+            }
+        }
+        let median = |v: &mut Vec<std::time::Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (real, unknown) = (median(&mut real), median(&mut unknown));
+        let (slow, fast) = (real.max(unknown), real.min(unknown));
+        eprintln!("median login: real name {real:?}, unknown name {unknown:?}");
+        assert!(
+            slow.as_secs_f64() < fast.as_secs_f64() * 1.5 + 0.002,
+            "real name {real:?}, unknown name {unknown:?}"
+        );
     }
 
     #[tokio::test]
