@@ -256,7 +256,8 @@ async fn ticket_resumes_after_a_directory_restart() {
     assert!(again.lookup("ali").await.unwrap().is_some());
 
     // The reply to that Resume might have been lost: the same ticket works again for a
-    // short grace (and the new one works too).
+    // short grace, and its new successor replaces the one before (changed by issue 14:
+    // the grace must not fork a second live ticket).
     drop(again);
     let retry = DirectoryClient::connect(&ep, dir.addr(), None)
         .await
@@ -269,7 +270,21 @@ async fn ticket_resumes_after_a_directory_restart() {
     let later = DirectoryClient::connect(&ep, dir.addr(), None)
         .await
         .unwrap();
-    later.resume("ali", &g2.ticket, &id, vec![]).await.unwrap();
+    let e = later
+        .resume("ali", &g2.ticket, &id, vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Refused {
+                reason: Refusal::TicketInvalid,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    later.resume("ali", &g3.ticket, &id, vec![]).await.unwrap();
 }
 
 #[tokio::test]

@@ -235,6 +235,26 @@ async fn check_password(
         Ok(()) => shared.store.account(user).await.map_err(internal)?,
         Err(_) => None,
     };
+    if names::check_password_len(password).is_err() {
+        // No account has such a password: refused like a wrong one, after the same
+        // work, but not counted (for real and unknown names alike).
+        let state = match &account {
+            Some(account) => account.lock,
+            None => shared.unknown_names.get(user),
+        };
+        if let Some(secs) = policy.locked_for(&state, now) {
+            fail("locked");
+            return Err(locked_out(secs));
+        }
+        shared.passwords.verify_dummy("").await.map_err(internal)?;
+        fail(if account.is_some() {
+            "bad_password"
+        } else {
+            "unknown_user"
+        });
+        note_source_failure(shared, ip);
+        return Err(wrong_password(shared, &state));
+    }
     let reservation = match &account {
         Some(_) => shared
             .store
@@ -258,17 +278,16 @@ async fn check_password(
             secs,
         });
     }
-    let right = match (&account, names::check_password_len(password)) {
-        (Some(account), Ok(())) => shared
+    let right = match &account {
+        Some(account) => shared
             .passwords
             .verify(password, &account.password_hash)
             .await
             .map_err(internal)?,
-        (_, shaped) => {
-            let tried = if shaped.is_ok() { password } else { "" };
+        None => {
             shared
                 .passwords
-                .verify_dummy(tried)
+                .verify_dummy(password)
                 .await
                 .map_err(internal)?;
             false

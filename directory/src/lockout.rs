@@ -153,9 +153,18 @@ impl Default for UnknownNames {
 }
 
 impl UnknownNames {
+    fn bucket(&self, name: &str) -> usize {
+        (self.hasher.hash_one(name) as usize) % UNKNOWN_BUCKETS
+    }
+
+    /// `name`'s counters, unchanged.
+    pub fn get(&self, name: &str) -> LockState {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())[self.bucket(name)]
+    }
+
     /// [`LockoutPolicy::reserve`] on `name`'s counters.
     pub fn reserve(&self, name: &str, now: i64, policy: &LockoutPolicy) -> Reservation {
-        let i = (self.hasher.hash_one(name) as usize) % UNKNOWN_BUCKETS;
+        let i = self.bucket(name);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let reservation = policy.reserve(buckets[i], now, false);
         if let Reservation::Granted(state) = reservation {
