@@ -135,7 +135,9 @@ pub enum Refusal {
     BadCredentials,
     /// Too many failures: the account or the source address is locked for a while.
     LockedOut,
-    /// The identity key differs from the one registered for this account.
+    /// The identity key differs from the one registered for this account. (Not sent for
+    /// a login any more: there a wrong key answers like a wrong password,
+    /// `BadCredentials`, so that it does not tell a guesser the password was right.)
     KeyMismatch,
     /// The signature over the nonce does not verify.
     BadSignature,
