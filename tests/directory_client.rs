@@ -353,3 +353,27 @@ async fn passwd_changes_the_directory_password_and_the_profile_together() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_weak_password_is_refused_before_it_seals_a_new_profile() {
+    let dir = TestDirectory::start().await.unwrap();
+    // An account whose password passes the directory's length rule but is one of the
+    // first an attacker with a stolen laptop would try.
+    dir.server
+        .add_user("ali", "qwerty123", false)
+        .await
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let opts = natter::options(&dir, profile.path(), "ali", "qwerty123");
+    let e = match login::login(&opts, "127.0.0.1:0".parse().unwrap()).await {
+        Ok(_) => panic!("a weak password sealed a new profile"),
+        Err(e) => e,
+    };
+    assert!(format!("{e:#}").contains("most common"), "{e:#}");
+    assert!(!peer::vault::Vault::exists(profile.path()), "no vault made");
+    assert_eq!(
+        dir.server.online_count(),
+        0,
+        "nothing sent to the directory"
+    );
+}
