@@ -211,8 +211,9 @@ pub async fn login(
 }
 
 /// Checks `user`'s `password` as a login does, and answers the same way whether the
-/// account exists or not (an unknown or impossible name has counters of its own, in
-/// [`crate::lockout::UnknownNames`], and pays for a dummy argon2 verify).
+/// account exists or not (an unknown or impossible name has counters of its own, see
+/// [`crate::lockout::UnknownNames`], kept and reserved the same way, and pays for a
+/// dummy argon2 verify).
 ///
 /// The attempt is reserved before argon2 runs ([`crate::store::Store::reserve_attempt`]):
 /// it counts as a failure at once, so concurrent guesses cannot all be evaluated; while
@@ -240,7 +241,11 @@ async fn check_password(
         // work, but not counted (for real and unknown names alike).
         let state = match &account {
             Some(account) => account.lock,
-            None => shared.unknown_names.get(user),
+            None => shared
+                .store
+                .unknown_lock(shared.unknown_names.bucket(user))
+                .await
+                .map_err(internal)?,
         };
         if let Some(secs) = policy.locked_for(&state, now) {
             fail("locked");
@@ -255,15 +260,23 @@ async fn check_password(
         note_source_failure(shared, ip);
         return Err(wrong_password(shared, &state));
     }
-    let reservation = match &account {
+    let reserved = match &account {
         Some(_) => shared
             .store
             .reserve_attempt(user, now, policy, past_lock)
             .await
             .map_err(internal)?,
         None => None,
-    }
-    .unwrap_or_else(|| shared.unknown_names.reserve(user, now, &policy));
+    };
+    let reservation = match reserved {
+        Some(reservation) => reservation,
+        // No account (or it was removed a moment ago): its bucket's counters.
+        None => shared
+            .store
+            .reserve_unknown(shared.unknown_names.bucket(user), now, policy)
+            .await
+            .map_err(internal)?,
+    };
     let state = match reservation {
         Reservation::Locked(state) => {
             fail("locked");

@@ -7,10 +7,11 @@
 //! guesses, on any number of connections and instances, get at most `max_failures`
 //! passwords evaluated per lock period.
 //!
-//! Two more tables live here, both in memory and bounded:
-//! - [`UnknownNames`]: the same counters for names that have no account, so that an
-//!   unknown name answers exactly like a real one (attempts left, then locked).
-//! - [`KnownSources`]: sources (an IPv4 address or an IPv6 /64) a user logged in from
+//! Two more things live here:
+//! - [`UnknownNames`]: names that have no account get the same counters, so that an
+//!   unknown name answers exactly like a real one (attempts left, then locked) and costs
+//!   the same (the store keeps them like an account's, in one of 4096 buckets).
+//! - [`KnownSources`] (in memory, bounded): sources (an IPv4 address or an IPv6 /64) a user logged in from
 //!   before. A password lockout, which any stranger can cause, does not stop the user
 //!   from such a source: one attempt past the lock, and a wrong password there forgets
 //!   the source. An administrator's lock stops everyone.
@@ -130,47 +131,23 @@ impl LockoutPolicy {
 }
 
 /// Buckets of [`UnknownNames`].
-const UNKNOWN_BUCKETS: usize = 4096;
+pub const UNKNOWN_BUCKETS: u32 = 4096;
 
-/// Lockout counters for names without an account, so that they answer like real ones.
-///
-/// A fixed array of counters indexed by a keyed hash of the name: bounded whatever
-/// strangers send, and two unknown names share counters only by a collision nobody can
-/// aim for (the key is random per process).
-#[derive(Debug)]
+/// Where the lockout counters of a name without an account live: one of
+/// [`UNKNOWN_BUCKETS`] rows the store keeps like accounts' counters
+/// ([`crate::store::Store::reserve_unknown`]). Bounded whatever strangers send; two
+/// unknown names share counters only by a collision nobody can aim for, since the hash
+/// is keyed with a random key per process (so with several instances each has its own
+/// buckets).
+#[derive(Debug, Default)]
 pub struct UnknownNames {
     hasher: std::collections::hash_map::RandomState,
-    buckets: Mutex<Vec<LockState>>,
-}
-
-impl Default for UnknownNames {
-    fn default() -> Self {
-        Self {
-            hasher: std::collections::hash_map::RandomState::new(),
-            buckets: Mutex::new(vec![LockState::default(); UNKNOWN_BUCKETS]),
-        }
-    }
 }
 
 impl UnknownNames {
-    fn bucket(&self, name: &str) -> usize {
-        (self.hasher.hash_one(name) as usize) % UNKNOWN_BUCKETS
-    }
-
-    /// `name`'s counters, unchanged.
-    pub fn get(&self, name: &str) -> LockState {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner())[self.bucket(name)]
-    }
-
-    /// [`LockoutPolicy::reserve`] on `name`'s counters.
-    pub fn reserve(&self, name: &str, now: i64, policy: &LockoutPolicy) -> Reservation {
-        let i = self.bucket(name);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let reservation = policy.reserve(buckets[i], now, false);
-        if let Reservation::Granted(state) = reservation {
-            buckets[i] = state;
-        }
-        reservation
+    /// The bucket of `name`.
+    pub fn bucket(&self, name: &str) -> u32 {
+        (self.hasher.hash_one(name) % u64::from(UNKNOWN_BUCKETS)) as u32
     }
 }
 
@@ -248,19 +225,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_lock_like_accounts() {
-        let p = LockoutPolicy::default();
+    fn unknown_names_spread_over_the_buckets() {
         let names = UnknownNames::default();
-        for left in [2, 1, 0] {
-            let Reservation::Granted(s) = names.reserve("nobody", 5, &p) else {
-                panic!("locked too early")
-            };
-            assert_eq!(p.attempts_left(&s), left);
-        }
-        assert!(matches!(
-            names.reserve("nobody", 5, &p),
-            Reservation::Locked(_)
-        ));
+        assert_eq!(names.bucket("nobody"), names.bucket("nobody"));
+        let used: std::collections::HashSet<u32> = (0..1000)
+            .map(|i| names.bucket(&format!("user{i}")))
+            .collect();
+        assert!(used.iter().all(|b| *b < UNKNOWN_BUCKETS));
+        assert!(used.len() > 800, "{}", used.len());
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct Shared {
     pub rooms: Arc<RoomIndex>,
     /// Failed logins per source address.
     pub sources: SourceLimiter,
-    /// Lockout counters for names without an account.
+    /// Which bucket of the store holds the lockout counters of a name without an account.
     pub unknown_names: UnknownNames,
     /// Sources each user logged in from (a password lockout does not stop them there).
     pub known_sources: KnownSources,

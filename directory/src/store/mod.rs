@@ -174,6 +174,20 @@ pub trait Store: Send + Sync + 'static {
         past_lock: bool,
     ) -> StoreFuture<'_, Option<Reservation>>;
 
+    /// [`Store::reserve_attempt`] for a name that has no account: on the counters of
+    /// `bucket` (see [`crate::lockout::UnknownNames`]), kept in a table of their own the
+    /// way an account's are, so that the attempt costs the same (a commit) and answers
+    /// the same.
+    fn reserve_unknown(
+        &self,
+        bucket: u32,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> StoreFuture<'_, Reservation>;
+
+    /// The counters of the unknown-name `bucket`, unchanged.
+    fn unknown_lock(&self, bucket: u32) -> StoreFuture<'_, LockState>;
+
     /// Clears the failure and lockout counters after a password proved right at `now`,
     /// unless an administrator has locked the account (perhaps while the password was
     /// being checked): then nothing changes and the answer is `false`, as it is when

@@ -101,8 +101,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX presence_by_instance ON presence(instance);",
     // 5: where each instance takes relay links from the others (crate::relay::forward).
     "ALTER TABLE instances ADD COLUMN relay_address TEXT;",
-    // 6: the ticket a ticket was redeemed for (at most one live successor).
-    "ALTER TABLE tickets ADD COLUMN successor BYTEA;",
+    // 6: the ticket a ticket was redeemed for (at most one live successor); lockout
+    // counters of names without an account (crate::lockout::UnknownNames).
+    "ALTER TABLE tickets ADD COLUMN successor BYTEA;
+    CREATE TABLE unknown_logins (
+        bucket          INTEGER PRIMARY KEY,
+        failed_attempts INTEGER NOT NULL DEFAULT 0,
+        locked_until    BIGINT,
+        lockout_count   INTEGER NOT NULL DEFAULT 0
+    );",
 ];
 
 /// `mail.state` of a message waiting for its recipient.
@@ -268,6 +275,15 @@ fn ticket_from_row(row: &Row) -> Result<TicketRecord, StoreError> {
         user: row.get(1),
         identity: PublicKey(key32(row.get(2), "identity key")?),
         expires_at: row.get(3),
+    })
+}
+
+/// The counters in a row of `failed_attempts, locked_until, lockout_count`.
+fn lock_state_of(row: &Row) -> Result<LockState, StoreError> {
+    Ok(LockState {
+        failed_attempts: count(row.get(0), "failed_attempts")?,
+        locked_until: row.get(1),
+        lockout_count: count(row.get(2), "lockout_count")?,
     })
 }
 
@@ -516,6 +532,67 @@ impl Store for PostgresStore {
                 tx.commit().await.map_err(backend)?;
             }
             Ok(Some(reservation))
+        })
+    }
+
+    fn reserve_unknown(
+        &self,
+        bucket: u32,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> StoreFuture<'_, Reservation> {
+        let bucket = i32::try_from(bucket).unwrap_or(i32::MAX);
+        Box::pin(async move {
+            let mut client = self.conn().await?;
+            let tx = client.transaction().await.map_err(backend)?;
+            tx.execute(
+                "INSERT INTO unknown_logins (bucket) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&bucket],
+            )
+            .await
+            .map_err(backend)?;
+            let row = tx
+                .query_one(
+                    "SELECT failed_attempts, locked_until, lockout_count FROM unknown_logins
+                     WHERE bucket = $1 FOR UPDATE",
+                    &[&bucket],
+                )
+                .await
+                .map_err(backend)?;
+            let reservation = policy.reserve(lock_state_of(&row)?, now, false);
+            if let Reservation::Granted(state) = reservation {
+                let (failed, locked_until, lockouts) = lock_state_params(&state);
+                tx.execute(
+                    "UPDATE unknown_logins SET failed_attempts = $2, locked_until = $3,
+                         lockout_count = $4
+                     WHERE bucket = $1",
+                    &[&bucket, &failed, &locked_until, &lockouts],
+                )
+                .await
+                .map_err(backend)?;
+            }
+            tx.commit().await.map_err(backend)?;
+            Ok(reservation)
+        })
+    }
+
+    fn unknown_lock(&self, bucket: u32) -> StoreFuture<'_, LockState> {
+        let bucket = i32::try_from(bucket).unwrap_or(i32::MAX);
+        Box::pin(async move {
+            let client = self.conn().await?;
+            let row = client
+                .query_opt(
+                    "SELECT failed_attempts, locked_until, lockout_count FROM unknown_logins
+                     WHERE bucket = $1",
+                    &[&bucket],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(row
+                .as_ref()
+                .map(lock_state_of)
+                .transpose()?
+                .unwrap_or_default())
         })
     }
 

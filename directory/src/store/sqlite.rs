@@ -89,8 +89,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX mail_waiting ON mail(recipient, id) WHERE state = 0;
     CREATE INDEX mail_receipts ON mail(sender, id) WHERE state != 0;
     CREATE INDEX mail_expiry ON mail(expires_at);",
-    // 4: the ticket a ticket was redeemed for (at most one live successor).
-    "ALTER TABLE tickets ADD COLUMN successor BLOB;",
+    // 4: the ticket a ticket was redeemed for (at most one live successor); lockout
+    // counters of names without an account (crate::lockout::UnknownNames).
+    "ALTER TABLE tickets ADD COLUMN successor BLOB;
+    CREATE TABLE unknown_logins (
+        bucket          INTEGER PRIMARY KEY NOT NULL,
+        failed_attempts INTEGER NOT NULL DEFAULT 0,
+        locked_until    INTEGER,
+        lockout_count   INTEGER NOT NULL DEFAULT 0
+    ) STRICT;",
 ];
 
 /// `mail.state` of a message waiting for its recipient.
@@ -448,6 +455,42 @@ impl Store for SqliteStore {
             }
             Ok(Some(reservation))
         }))
+    }
+
+    fn reserve_unknown(
+        &self,
+        bucket: u32,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> StoreFuture<'_, Reservation> {
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let state = unknown_lock(&tx, bucket)?;
+            let reservation = policy.reserve(state, now, false);
+            if let Reservation::Granted(state) = reservation {
+                tx.execute(
+                    "INSERT INTO unknown_logins (bucket, failed_attempts, locked_until, lockout_count)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (bucket) DO UPDATE SET failed_attempts = ?2,
+                         locked_until = ?3, lockout_count = ?4",
+                    params![
+                        bucket,
+                        state.failed_attempts,
+                        state.locked_until,
+                        state.lockout_count
+                    ],
+                )
+                .map_err(backend)?;
+                tx.commit().map_err(backend)?;
+            }
+            Ok(reservation)
+        }))
+    }
+
+    fn unknown_lock(&self, bucket: u32) -> StoreFuture<'_, LockState> {
+        Box::pin(self.call(move |conn| unknown_lock(conn, bucket)))
     }
 
     fn record_success(&self, name: &str, now: i64) -> StoreFuture<'_, bool> {
@@ -879,6 +922,24 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+}
+
+fn unknown_lock(conn: &Connection, bucket: u32) -> Result<LockState, StoreError> {
+    conn.query_row(
+        "SELECT failed_attempts, locked_until, lockout_count FROM unknown_logins
+         WHERE bucket = ?1",
+        [bucket],
+        |r| {
+            Ok(LockState {
+                failed_attempts: r.get(0)?,
+                locked_until: r.get(1)?,
+                lockout_count: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+    .map_err(backend)
 }
 
 fn insert_ticket(conn: &Connection, ticket: &TicketRecord, now: i64) -> Result<(), StoreError> {

@@ -76,6 +76,7 @@ suite!(
     password_is_replaced_and_failures_cleared,
     concurrent_failures_all_count,
     concurrent_attempts_are_reserved_before_checking,
+    unknown_names_are_reserved_like_accounts,
     a_success_does_not_lift_an_admin_lock,
     a_password_change_or_logout_ends_tickets,
     tickets_are_redeemed_with_a_grace_and_expire,
@@ -297,6 +298,36 @@ async fn concurrent_attempts_are_reserved_before_checking(f: Fixture) {
             .unwrap(),
         None
     );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+async fn unknown_names_are_reserved_like_accounts(f: Fixture) {
+    let (a, b) = (f.open().await, f.open().await);
+    let policy = LockoutPolicy::default();
+    assert_eq!(a.unknown_lock(7).await.unwrap(), LockState::default());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store.reserve_unknown(7, 1_000, policy).await.unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        if let Reservation::Granted(_) = t.await.unwrap() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 3);
+    let lock = b.unknown_lock(7).await.unwrap();
+    assert_eq!(policy.locked_for(&lock, 1_000), Some(30));
+    assert_eq!(a.unknown_lock(8).await.unwrap(), LockState::default());
+    // After the lock, counting starts again.
+    assert!(matches!(
+        a.reserve_unknown(7, 1_031, policy).await.unwrap(),
+        Reservation::Granted(s) if s.failed_attempts == 1 && s.lockout_count == 1
+    ));
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
