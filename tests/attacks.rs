@@ -4,7 +4,9 @@
 //! Directory side (a raw protocol client, frames by hand): password guessing held to the
 //! lockout rule across reconnects and across source addresses, guessing across accounts
 //! held to the per-source limit, a replayed login, a login signature made for another
-//! user or by another key. Peer side (a hand-driven dialer against the real acceptor): a
+//! user or by another key, a login relayed by a malicious directory, 64 guesses at once
+//! (at most three passwords checked), an unknown name answering like a real one, a
+//! stranger's lockout not stopping the key holder, a logout ending its ticket. Peer side (a hand-driven dialer against the real acceptor): a
 //! key share signed by another identity, a message sealed for another session, a frame
 //! reflected back to its sender, an over-long message, and a sender whose peer never
 //! acknowledges (its queue is bounded).
@@ -24,7 +26,8 @@ use peer::chat::{self, ChatError, ChatEvent, ChatEvents, ChatHandle, EndReason};
 use peer::endpoint;
 use proto::frame;
 use proto::message::{
-    ChatPayload, PeerInfo, PeerMsg, Refusal, Reply, Request, ServerMsg, login_transcript,
+    ChannelBinding, ChatPayload, PeerInfo, PeerMsg, Refusal, Reply, Request, ServerMsg,
+    login_transcript, resume_transcript,
 };
 use proto::session::{Handshake, Opener, Role, SealedFrame, Sealer};
 use proto::{Identity, PublicKey};
@@ -44,6 +47,8 @@ struct Raw {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     nonce: [u8; 32],
+    /// What login proofs on this connection are bound to.
+    channel: ChannelBinding,
 }
 
 impl Raw {
@@ -60,11 +65,13 @@ impl Raw {
         let connecting = endpoint.connect_with(config, dir.addr(), "natter").unwrap();
         let conn = timeout(WAIT, connecting).await.unwrap().unwrap();
         let (send, recv) = conn.open_bi().await.unwrap();
+        let channel = directory::tls::client_channel_binding(&conn).unwrap();
         let mut raw = Raw {
             _endpoint: endpoint,
             send,
             recv,
             nonce: [0; 32],
+            channel,
         };
         let hello = Request::Hello {
             version: proto::PROTOCOL_VERSION,
@@ -97,7 +104,12 @@ impl Raw {
             user: user.parse().unwrap(),
             password: password.into(),
             identity: id.public(),
-            signature: id.sign(&login_transcript(&self.nonce, user, &id.public())),
+            signature: id.sign(&login_transcript(
+                &self.channel,
+                &self.nonce,
+                user,
+                &id.public(),
+            )),
             addresses: vec![],
         }
     }
@@ -206,6 +218,136 @@ async fn guessing_across_many_accounts_blocks_the_source_and_only_it() {
     assert_granted(&other.login("ali", PASSWORD, &id).await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_get_at_most_three_passwords_checked() {
+    // A real password cost, so that guesses are in argon2 at the same time.
+    let dir = TestDirectory::start_with(|c| {
+        c.password_cost = directory::PasswordCost {
+            memory_kib: 4096,
+            iterations: 1,
+            parallelism: 1,
+        }
+    })
+    .await
+    .unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let id = Arc::new(Identity::generate());
+    // 64 connections, half from one address, half from eight others, all ready first;
+    // then every guess goes out at once.
+    let mut raws = Vec::new();
+    for i in 0..64u32 {
+        let ip = if i % 2 == 0 {
+            "127.0.0.1".to_string()
+        } else {
+            format!("127.0.1.{}", i % 16)
+        };
+        raws.push(Raw::connect(&dir, &ip).await);
+    }
+    let mut guesses = tokio::task::JoinSet::new();
+    for mut raw in raws {
+        let id = id.clone();
+        guesses.spawn(async move { raw.login("ali", "guess-1234", &id).await });
+    }
+    let mut checked = 0;
+    while let Some(reply) = guesses.join_next().await {
+        match refusal(&reply.unwrap()) {
+            Refusal::BadCredentials => checked += 1,
+            other => assert_eq!(other, Refusal::LockedOut),
+        }
+    }
+    assert!(checked <= 3, "{checked} wrong passwords checked");
+    let users = dir.server.list_users().await.unwrap();
+    assert!(users[0].locked_for.is_some(), "ali is locked");
+}
+
+#[tokio::test]
+async fn an_unknown_name_answers_like_a_real_account() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let id = Identity::generate();
+    for user in ["ali", "nobody"] {
+        let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+        for left in [2, 1, 0] {
+            assert_eq!(
+                raw.login(user, "guess-1234", &id).await,
+                bad_password(left),
+                "{user}"
+            );
+        }
+        let reply = raw.login(user, "guess-1234", &id).await;
+        assert_eq!(refusal(&reply), Refusal::LockedOut, "{user}");
+    }
+}
+
+#[tokio::test]
+async fn a_stranger_locking_the_password_does_not_lock_the_user_out_of_their_key() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let ali = Identity::generate();
+    let mut home = Raw::connect(&dir, "127.0.0.1").await;
+    let Reply::Granted { ticket, .. } = home.login("ali", PASSWORD, &ali).await else {
+        panic!("ali logs in")
+    };
+    drop(home);
+    // A stranger locks ali's password.
+    let mut stranger = Raw::connect(&dir, "127.0.0.2").await;
+    for left in [2, 1, 0] {
+        assert_eq!(
+            stranger.login("ali", "guess-1234", &ali).await,
+            bad_password(left)
+        );
+    }
+    assert_eq!(
+        refusal(&stranger.login("ali", PASSWORD, &ali).await),
+        Refusal::LockedOut
+    );
+    // Ali's ticket and key still resume, from anywhere...
+    let mut roaming = Raw::connect(&dir, "127.0.0.3").await;
+    let signature = ali.sign(&resume_transcript(
+        &roaming.channel,
+        &roaming.nonce,
+        "ali",
+        &ticket,
+    ));
+    let resume = Request::Resume {
+        user: "ali".parse().unwrap(),
+        ticket,
+        signature,
+        addresses: vec![],
+    };
+    assert_granted(&roaming.call(&resume).await);
+    drop(roaming);
+    // ...and her password still works from where she logged in before.
+    let mut home = Raw::connect(&dir, "127.0.0.1").await;
+    assert_granted(&home.login("ali", PASSWORD, &ali).await);
+}
+
+#[tokio::test]
+async fn a_logout_ends_the_ticket() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali"]).await.unwrap();
+    let ali = Identity::generate();
+    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let Reply::Granted { ticket, .. } = raw.login("ali", PASSWORD, &ali).await else {
+        panic!("ali logs in")
+    };
+    assert_eq!(raw.call(&Request::Logout).await, Reply::LoggedOut);
+    let mut again = Raw::connect(&dir, "127.0.0.1").await;
+    let signature = ali.sign(&resume_transcript(
+        &again.channel,
+        &again.nonce,
+        "ali",
+        &ticket,
+    ));
+    let resume = Request::Resume {
+        user: "ali".parse().unwrap(),
+        ticket,
+        signature,
+        addresses: vec![],
+    };
+    assert_eq!(refusal(&again.call(&resume).await), Refusal::TicketInvalid);
+}
+
 #[tokio::test]
 async fn a_replayed_login_is_refused() {
     let dir = TestDirectory::start().await.unwrap();
@@ -236,7 +378,12 @@ async fn a_login_signature_made_for_another_user_is_refused() {
     // connection and presents it, with her key, as ali's: ali has no key registered yet,
     // so accepting it would bind bianca's key to ali's account.
     let mut raw = Raw::connect(&dir, "127.0.0.1").await;
-    let for_bianca = bianca.sign(&login_transcript(&raw.nonce, "bianca", &bianca.public()));
+    let for_bianca = bianca.sign(&login_transcript(
+        &raw.channel,
+        &raw.nonce,
+        "bianca",
+        &bianca.public(),
+    ));
     let forged = Request::Login {
         user: "ali".parse().unwrap(),
         password: PASSWORD.into(),
@@ -259,7 +406,8 @@ async fn a_login_signature_made_for_another_user_is_refused() {
     assert_granted(&real.login("ali", PASSWORD, &ali).await);
     let mut later = Raw::connect(&dir, "127.0.0.3").await;
     let reply = later.login("ali", PASSWORD, &bianca).await;
-    assert_eq!(refusal(&reply), Refusal::KeyMismatch);
+    // Another key answers like a wrong password (issue 14: no oracle for the password).
+    assert_eq!(refusal(&reply), Refusal::BadCredentials);
 }
 
 #[tokio::test]
@@ -270,7 +418,12 @@ async fn a_login_signed_by_another_key_than_the_one_presented_is_refused() {
     let mallory = Identity::generate();
     let mut raw = Raw::connect(&dir, "127.0.0.1").await;
     // The transcript names ali's key, but mallory (without ali's private key) signs it.
-    let signature = mallory.sign(&login_transcript(&raw.nonce, "ali", &ali.public()));
+    let signature = mallory.sign(&login_transcript(
+        &raw.channel,
+        &raw.nonce,
+        "ali",
+        &ali.public(),
+    ));
     let request = Request::Login {
         user: "ali".parse().unwrap(),
         password: PASSWORD.into(),
@@ -280,6 +433,79 @@ async fn a_login_signed_by_another_key_than_the_one_presented_is_refused() {
     };
     assert_eq!(refusal(&raw.call(&request).await), Refusal::BadSignature);
     assert_eq!(dir.server.online_count(), 0);
+}
+
+/// A malicious directory B, built from our own TLS configuration with its own key: the
+/// victim pinned B (it is the victim's directory) and logs in to it. B logs in to the
+/// honest directory A as the victim by relaying: it hands the victim A's nonce in its
+/// `Welcome` and forwards the victim's signed `Login` to A. Returns A's answer.
+async fn relay_login_through_malicious_directory(a: &TestDirectory, victim: &Identity) -> Reply {
+    let b_identity = Identity::generate();
+    let b_data = tempfile::tempdir().unwrap();
+    let b_config = directory::Config::new(b_data.path());
+    let b_endpoint = quinn::Endpoint::server(
+        directory::tls::server_config(&b_identity, &b_config).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let b_addr = b_endpoint.local_addr().unwrap();
+
+    let mut upstream = Raw::connect(a, "127.0.0.2").await;
+    let a_nonce = upstream.nonce;
+    let proxy = tokio::spawn(async move {
+        let conn = b_endpoint.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let hello: Option<Request> = frame::read_frame(&mut recv).await.unwrap();
+        assert!(matches!(hello, Some(Request::Hello { .. })), "{hello:?}");
+        let welcome = Reply::Welcome {
+            version: proto::PROTOCOL_VERSION,
+            nonce: a_nonce,
+            open_registration: false,
+        };
+        frame::write_frame(&mut send, &ServerMsg::Reply(welcome))
+            .await
+            .unwrap();
+        let login: Request = frame::read_frame(&mut recv).await.unwrap().unwrap();
+        assert!(matches!(login, Request::Login { .. }));
+        let reply = upstream.call(&login).await;
+        // The victim hears what A said; B keeps the connection until the victim is done.
+        frame::write_frame(&mut send, &ServerMsg::Reply(reply.clone()))
+            .await
+            .unwrap();
+        let _ = timeout(WAIT, recv.read_to_end(0)).await;
+        (reply, b_endpoint)
+    });
+
+    let endpoint = endpoint::bind(victim, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let client = peer::directory_client::DirectoryClient::connect(
+        &endpoint,
+        b_addr,
+        Some(b_identity.public()),
+    )
+    .await
+    .unwrap();
+    let victim_saw = client.login("ali", PASSWORD, victim, vec![]).await;
+    client.close();
+    let (reply, _b) = timeout(WAIT, proxy).await.unwrap().unwrap();
+    assert!(victim_saw.is_err(), "{victim_saw:?}");
+    reply
+}
+
+#[tokio::test]
+async fn a_login_relayed_by_a_malicious_directory_is_refused() {
+    let a = TestDirectory::start().await.unwrap();
+    a.add_users(&["ali"]).await.unwrap();
+    let victim = Identity::generate();
+    let reply = relay_login_through_malicious_directory(&a, &victim).await;
+    // The victim signed for B's key and B's TLS session: A sees neither.
+    assert_eq!(refusal(&reply), Refusal::BadSignature);
+    assert_eq!(a.server.online_count(), 0);
+    let users = a.server.list_users().await.unwrap();
+    let ali = users.iter().find(|u| u.name == "ali").unwrap();
+    assert_eq!(ali.identity, None, "no key registered by the relayed login");
+    // The victim's own login to A is unaffected.
+    let mut raw = Raw::connect(&a, "127.0.0.1").await;
+    assert_granted(&raw.login("ali", PASSWORD, &victim).await);
 }
 
 // ---------------------------------------------------------------------------------------

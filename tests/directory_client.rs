@@ -154,7 +154,9 @@ async fn another_identity_key_for_an_existing_user_is_refused() {
         matches!(
             e,
             ClientError::Refused {
-                reason: Refusal::KeyMismatch,
+                // Like a wrong password (issue 14: a right password with another key
+                // must not be told apart from a wrong one).
+                reason: Refusal::BadCredentials,
                 ..
             }
         ),
@@ -254,7 +256,8 @@ async fn ticket_resumes_after_a_directory_restart() {
     assert!(again.lookup("ali").await.unwrap().is_some());
 
     // The reply to that Resume might have been lost: the same ticket works again for a
-    // short grace (and the new one works too).
+    // short grace, and its new successor replaces the one before (changed by issue 14:
+    // the grace must not fork a second live ticket).
     drop(again);
     let retry = DirectoryClient::connect(&ep, dir.addr(), None)
         .await
@@ -267,7 +270,21 @@ async fn ticket_resumes_after_a_directory_restart() {
     let later = DirectoryClient::connect(&ep, dir.addr(), None)
         .await
         .unwrap();
-    later.resume("ali", &g2.ticket, &id, vec![]).await.unwrap();
+    let e = later
+        .resume("ali", &g2.ticket, &id, vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Refused {
+                reason: Refusal::TicketInvalid,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    later.resume("ali", &g3.ticket, &id, vec![]).await.unwrap();
 }
 
 #[tokio::test]
@@ -334,5 +351,29 @@ async fn passwd_changes_the_directory_password_and_the_profile_together() {
             }
         ),
         "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_weak_password_is_refused_before_it_seals_a_new_profile() {
+    let dir = TestDirectory::start().await.unwrap();
+    // An account whose password passes the directory's length rule but is one of the
+    // first an attacker with a stolen laptop would try.
+    dir.server
+        .add_user("ali", "qwerty123", false)
+        .await
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let opts = natter::options(&dir, profile.path(), "ali", "qwerty123");
+    let e = match login::login(&opts, "127.0.0.1:0".parse().unwrap()).await {
+        Ok(_) => panic!("a weak password sealed a new profile"),
+        Err(e) => e,
+    };
+    assert!(format!("{e:#}").contains("most common"), "{e:#}");
+    assert!(!peer::vault::Vault::exists(profile.path()), "no vault made");
+    assert_eq!(
+        dir.server.online_count(),
+        0,
+        "nothing sent to the directory"
     );
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use directory::{Config, Directory, PasswordCost, close};
 use proto::message::{
-    ErrorCode, Event, Refusal, Reply, Request, ServerMsg, login_transcript, resume_transcript,
+    ChannelBinding, ErrorCode, Event, Refusal, Reply, Request, ServerMsg, login_transcript,
+    resume_transcript,
 };
 use proto::{Identity, PublicKey};
 use quinn::crypto::rustls::QuicClientConfig;
@@ -138,6 +139,11 @@ impl Raw {
         }
     }
 
+    /// What this connection's login proofs are bound to.
+    fn channel(&self) -> ChannelBinding {
+        directory::tls::client_channel_binding(&self.conn).expect("a channel binding")
+    }
+
     async fn login(
         &mut self,
         nonce: &[u8; 32],
@@ -145,7 +151,12 @@ impl Raw {
         password: &str,
         id: &Identity,
     ) -> Reply {
-        let signature = id.sign(&login_transcript(nonce, user, &id.public()));
+        let signature = id.sign(&login_transcript(
+            &self.channel(),
+            nonce,
+            user,
+            &id.public(),
+        ));
         self.call(Request::Login {
             user: user.parse().unwrap(),
             password: password.into(),
@@ -430,18 +441,20 @@ async fn key_mismatch_replay_and_lookup_rules() {
         ErrorCode::NotLoggedIn
     );
 
-    // The first login registered ali's key; another key is refused.
+    // The first login registered ali's key; another key is refused, like a wrong
+    // password (issue 14: no oracle telling that the password was right).
     let impostor = Identity::generate();
     let reply = anon
         .login(&anon_nonce, "ali", "secret-ali", &impostor)
         .await;
-    assert_eq!(refusal(&reply), Refusal::KeyMismatch);
+    assert_eq!(refusal(&reply), Refusal::BadCredentials);
 
     // A signature made for another connection's nonce does not verify here.
     let bianca_id = Identity::generate();
     let mut victim = Raw::to(&dir).await;
     let victim_nonce = victim.hello().await;
     let stolen = bianca_id.sign(&login_transcript(
+        &victim.channel(),
         &victim_nonce,
         "bianca",
         &bianca_id.public(),
@@ -574,7 +587,7 @@ async fn restart_keeps_key_accounts_and_tickets() {
         .call(Request::Resume {
             user: "ali".parse().unwrap(),
             ticket: ticket.clone(),
-            signature: id.sign(&resume_transcript(&nonce, "ali", &ticket)),
+            signature: id.sign(&resume_transcript(&raw.channel(), &nonce, "ali", &ticket)),
             addresses: vec![],
         })
         .await;
@@ -596,7 +609,7 @@ async fn restart_keeps_key_accounts_and_tickets() {
     let reply = raw
         .login(&nonce, "ali", "secret-ali", &Identity::generate())
         .await;
-    assert_eq!(refusal(&reply), Refusal::KeyMismatch);
+    assert_eq!(refusal(&reply), Refusal::BadCredentials, "another key");
     let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
     assert!(
         matches!(reply, Reply::Granted { admin: true, .. }),
@@ -769,7 +782,7 @@ async fn operator_actions_end_sessions() {
         .call(Request::Resume {
             user: "ali".parse().unwrap(),
             ticket: ticket.clone(),
-            signature: id.sign(&resume_transcript(&nonce, "ali", &ticket)),
+            signature: id.sign(&resume_transcript(&raw.channel(), &nonce, "ali", &ticket)),
             addresses: vec![],
         })
         .await;

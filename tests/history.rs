@@ -137,7 +137,15 @@ async fn history_is_sealed_and_needs_the_password() {
     let locked = Profile::open(ali_profile.path()).unwrap();
     assert_eq!(locked.known_public_key(), Some(profile.identity().public()));
 
-    // Changing the password re-encrypts: the old one no longer opens anything.
+    // Changing the password re-encrypts: the old one no longer opens anything. It also
+    // re-seals at the cost given (the profile was made at the tests' cheap one).
+    assert!(
+        profile
+            .vault()
+            .unwrap()
+            .cost()
+            .weaker_than(&VaultCost::default())
+    );
     peer::profile::change_password(
         ali_profile.path(),
         PASSWORD,
@@ -151,6 +159,7 @@ async fn history_is_sealed_and_needs_the_password() {
         Err(ProfileError::Vault(VaultError::WrongPassword))
     ));
     reopened.unlock("a brand new password").unwrap();
+    assert_eq!(reopened.vault().unwrap().cost(), VaultCost::default());
     assert_eq!(reopened.identity().public(), profile.identity().public());
     let (again, _) =
         peer::history::read(reopened.dir(), reopened.vault().unwrap(), "bianca").unwrap();

@@ -30,7 +30,9 @@ use std::time::Instant;
 
 use proto::Signature;
 use proto::frame::{self, FrameError};
-use proto::message::{ErrorCode, Event, Refusal, Reply, Request, ServerMsg, instance_transcript};
+use proto::message::{
+    ChannelBinding, ErrorCode, Event, Refusal, Reply, Request, ServerMsg, instance_transcript,
+};
 use quinn::VarInt;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -153,8 +155,13 @@ struct State {
     conn: ConnHandle,
     /// `None` until `Hello`; then this connection's login nonce.
     nonce: Option<[u8; 32]>,
+    /// What login proofs on this connection are bound to (our key, the TLS session).
+    channel: ChannelBinding,
     /// The logged-in user, if any. Dropping it removes them from presence.
     session: Option<Session>,
+    /// The hash of the ticket this session was granted: a logout deletes it, a password
+    /// change keeps only it.
+    ticket: Option<[u8; 32]>,
     /// Set when the other end proved to be another instance of this directory
     /// (`InstanceAuth`): its further streams are forwarded relay streams.
     instance: Option<String>,
@@ -178,6 +185,11 @@ pub(crate) async fn run(
 ) {
     let remote = canonical(conn.remote_address());
     let hello_timeout = shared.config.hello_timeout;
+    let Some(channel) = crate::tls::channel_binding(&conn, shared.directory_key) else {
+        tracing::warn!("the TLS session exports no keying material; closing");
+        conn.close(VarInt::from_u32(close::PROTOCOL), b"no channel binding");
+        return;
+    };
 
     // The client opens the control stream and sends `Hello` at once.
     let opened = tokio::select! {
@@ -219,7 +231,9 @@ pub(crate) async fn run(
             notify: notify_tx,
         },
         nonce: None,
+        channel,
         session: None,
+        ticket: None,
         instance: None,
         quic: conn.clone(),
         slot,
@@ -360,6 +374,7 @@ impl State {
         let origin = Origin {
             remote: self.remote,
             nonce: &nonce,
+            channel: &self.channel,
             conn: &self.conn,
         };
         let shared = &*self.shared;
@@ -385,7 +400,15 @@ impl State {
                 let (old, new) = (Zeroizing::new(old), Zeroizing::new(new));
                 Step::reply(match &self.session {
                     Some(session) => {
-                        auth::change_password(shared, origin, session.user(), &old, &new).await
+                        auth::change_password(
+                            shared,
+                            origin,
+                            session.user(),
+                            &old,
+                            &new,
+                            self.ticket,
+                        )
+                        .await
                     }
                     None => Reply::Error {
                         code: ErrorCode::NotLoggedIn,
@@ -503,6 +526,12 @@ impl State {
                     });
                     self.login_deadline = Some(Instant::now() + shared.config.login_timeout);
                 }
+                // The session's ticket dies with it: a logout is meant to last.
+                if let Some(ticket) = self.ticket.take()
+                    && let Err(e) = shared.store.delete_ticket(ticket).await
+                {
+                    return Step::reply(auth::internal(e));
+                }
                 Step::reply(Reply::LoggedOut)
             }
         }
@@ -529,6 +558,7 @@ impl State {
             });
         }
         self.session = Some(session);
+        self.ticket = granted_ticket(&reply);
         self.login_deadline = None;
         Step::reply(reply)
     }
@@ -612,6 +642,14 @@ impl State {
                 )
             }
         }
+    }
+}
+
+/// The hash of the ticket in a `Granted` reply.
+fn granted_ticket(reply: &Reply) -> Option<[u8; 32]> {
+    match reply {
+        Reply::Granted { ticket, .. } => Some(crate::ticket::hash(ticket)),
+        _ => None,
     }
 }
 

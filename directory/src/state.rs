@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use proto::Identity;
+use proto::{Identity, PublicKey};
 
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::lockout::{KnownSources, UnknownNames};
 use crate::metrics::Metrics;
 use crate::password::PasswordHashing;
 use crate::presence::Presence;
@@ -36,6 +37,10 @@ pub struct Shared {
     pub rooms: Arc<RoomIndex>,
     /// Failed logins per source address.
     pub sources: SourceLimiter,
+    /// Which bucket of the store holds the lockout counters of a name without an account.
+    pub unknown_names: UnknownNames,
+    /// Sources each user logged in from (a password lockout does not stop them there).
+    pub known_sources: KnownSources,
     /// argon2id, bounded.
     pub passwords: PasswordHashing,
     /// The audit trail.
@@ -48,6 +53,9 @@ pub struct Shared {
     pub mail_nudges: Arc<crate::mailbox::Nudges>,
     /// Signals shutdown to every task; an administrator's `Shutdown` pulls it too.
     pub shutdown: ShutdownSender,
+    /// The directory's identity key: peers' login proofs are bound to it
+    /// ([`proto::message::ChannelBinding`]).
+    pub directory_key: PublicKey,
     next_conn_id: AtomicU64,
 }
 
@@ -85,7 +93,8 @@ impl Shared {
                 store.config(),
             )
             .await;
-            let shared = Self::with_store(config, store.clone(), Arc::new(audit)).await?;
+            let shared =
+                Self::with_store(config, store.clone(), Arc::new(audit), identity.public()).await?;
             let cluster = crate::cluster::postgres::start(
                 &store,
                 shared.presence.clone(),
@@ -105,14 +114,16 @@ impl Shared {
             .await
             .with_context(|| format!("cannot open {}", config.database_path().display()))?;
         let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
-        Self::with_store(config, Arc::new(store), Arc::new(audit)).await
+        Self::with_store(config, Arc::new(store), Arc::new(audit), identity.public()).await
     }
 
-    /// Shared state over an already open store (another backend, or a test's).
+    /// Shared state over an already open store (another backend, or a test's), for the
+    /// directory whose key is `directory_key`.
     pub async fn with_store(
         config: Config,
         store: Arc<dyn Store>,
         audit: Arc<Audit>,
+        directory_key: PublicKey,
     ) -> anyhow::Result<Self> {
         let passwords = PasswordHashing::new(config.password_cost, config.max_concurrent_hashes);
         passwords.prepare().await?;
@@ -144,12 +155,15 @@ impl Shared {
             metrics,
             shutdown,
             sources: SourceLimiter::new(config.source_limit),
+            unknown_names: UnknownNames::default(),
+            known_sources: KnownSources::default(),
             presence,
             rooms,
             passwords,
             store,
             audit,
             config,
+            directory_key,
             next_conn_id: AtomicU64::new(1),
         })
     }

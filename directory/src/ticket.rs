@@ -5,7 +5,13 @@
 //! and a `Resume` must carry a signature by that key, so a stolen ticket alone is useless.
 //! Redeeming a ticket replaces it with a fresh one (see [`crate::store::Store::replace_ticket`]);
 //! the old one still works for [`REDEEM_GRACE`], so that a client whose reply was lost (a
-//! dropped packet, a directory that crashed right after answering) can simply try again.
+//! dropped packet, a directory that crashed right after answering) can simply try again;
+//! a repeat replaces the successor it got before, so a ticket never has two live
+//! successors.
+//!
+//! Tickets die with a logout (that session's), a password change (all but the session
+//! that changed it), an operator's `reset-key` or `remove` (all of the user's), and at
+//! expiry.
 
 use proto::PublicKey;
 use sha2::{Digest, Sha256};

@@ -3,12 +3,14 @@
 //! The certificate is self-signed with the directory's identity key (made fresh from the
 //! key on every start, so the pinned fingerprint never changes). Clients are not asked for
 //! a certificate: users prove themselves with a password and a key signature instead.
-//! The transport settings bound what one connection may cost us.
+//! The transport settings bound what one connection may cost us. [`channel_binding`]
+//! is what a peer's login proofs on one connection are bound to.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use proto::Identity;
+use proto::message::{CHANNEL_EXPORTER_LABEL, CHANNEL_EXPORTER_LEN, ChannelBinding};
+use proto::{Identity, PublicKey};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
@@ -54,4 +56,30 @@ pub fn server_config(identity: &Identity, config: &Config) -> anyhow::Result<qui
     // Bound connection attempts still in their handshake.
     server.max_incoming(config.max_anonymous.max(1));
     Ok(server)
+}
+
+/// [`channel_binding`] as a client of the directory computes it from its end of `conn`:
+/// bound to the key the directory presented in the handshake. For clients that speak the
+/// protocol by hand (tests, load generators); the peer has its own, which checks the pin.
+pub fn client_channel_binding(conn: &quinn::Connection) -> Option<ChannelBinding> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let key = proto::cert::public_key_of(certs.first()?).ok()?;
+    channel_binding(conn, key)
+}
+
+/// What a peer's signatures on `conn` must be bound to: the directory's own key
+/// (`directory`) and the TLS exporter of our side of the session. `None` when the session
+/// cannot export keying material (the handshake did not complete). Test clients use it
+/// from their side too: both ends export the same bytes.
+pub fn channel_binding(conn: &quinn::Connection, directory: PublicKey) -> Option<ChannelBinding> {
+    let mut exporter = [0u8; CHANNEL_EXPORTER_LEN];
+    conn.export_keying_material(&mut exporter, CHANNEL_EXPORTER_LABEL, b"")
+        .ok()?;
+    Some(ChannelBinding {
+        directory,
+        exporter,
+    })
 }

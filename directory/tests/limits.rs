@@ -145,7 +145,12 @@ impl Raw {
             user: user.parse().unwrap(),
             password: password.into(),
             identity: id.public(),
-            signature: id.sign(&login_transcript(&nonce, user, &id.public())),
+            signature: id.sign(&login_transcript(
+                &directory::tls::client_channel_binding(&self.conn).unwrap(),
+                &nonce,
+                user,
+                &id.public(),
+            )),
             addresses: vec![],
         })
         .await

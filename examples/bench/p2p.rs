@@ -69,6 +69,8 @@ impl AppPeer {
                 password: Some(Zeroizing::new(accounts::PASSWORD.to_string())),
                 password_file: None,
             },
+            // The benchmark measures chat, not the vault's key derivation.
+            vault_cost: peer::vault::VaultCost::insecure_fast(),
         };
         let online = peer::login::login(&opts, "127.0.0.1:0".parse()?)
             .await

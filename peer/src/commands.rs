@@ -45,7 +45,7 @@ async fn history(opts: &Options, name: &str, last: Option<usize>) -> anyhow::Res
         bail!("this profile has no history yet (log in once to start one)");
     }
     let password = login::password(&opts.credentials, false)?;
-    let (profile, _) = login::open_secrets(profile, &password).await?;
+    let (profile, _) = login::open_secrets(profile, &password, opts.vault_cost).await?;
     drop(password);
     let vault = profile.vault().context("the profile did not unlock")?;
     let (mut entries, damaged) = match crate::history::read(profile.dir(), vault, name) {
@@ -87,7 +87,7 @@ async fn passwd(opts: &Options) -> anyhow::Result<()> {
         }
         Err(_) => bail!("no new password: set PEER_NEW_PASSWORD"),
     };
-    crate::passwd::change(&opts, new, crate::vault::VaultCost::default()).await?;
+    crate::passwd::change(&opts, new, opts.vault_cost).await?;
     print(&Note::Info(
         "Password changed at the directory, and the profile's keys and history are sealed \
          with it"
@@ -217,6 +217,7 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
             password: None,
             password_file,
         },
+        vault_cost: crate::vault::VaultCost::from_env(),
     })
 }
 
@@ -237,9 +238,10 @@ async fn register(opts: &Options, name: &str) -> anyhow::Result<()> {
     proto::names::check_username(name)?;
     let profile = Profile::open(&opts.profile)?;
     let password = login::password(&opts.credentials, true)?;
-    // Said here, in words, rather than as the directory's bare "invalid".
-    proto::names::check_new_password(&password)?;
-    let (mut profile, secrets) = login::open_secrets(profile, &password).await?;
+    // Said here, in words, rather than as the directory's bare "invalid"; and it will
+    // seal the profile's keys, so it must stand an offline attack.
+    crate::passwd::check_strength(name, &password)?;
+    let (mut profile, secrets) = login::open_secrets(profile, &password, opts.vault_cost).await?;
     let attempt = async {
         let endpoint = endpoint::bind(profile.identity(), "0.0.0.0:0".parse()?)?;
         let (client, _, _) = login::connect_directory(&mut profile, &endpoint, opts).await?;
@@ -257,7 +259,7 @@ async fn register(opts: &Options, name: &str) -> anyhow::Result<()> {
         return Err(e);
     }
     if secrets == login::Secrets::Plaintext {
-        profile = login::seal_secrets(profile, &password).await?;
+        profile = login::seal_secrets(profile, &password, opts.vault_cost).await?;
     }
     profile.settings.user = Some(name.to_string());
     profile.save_settings()?;

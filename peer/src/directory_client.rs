@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use proto::frame::{self, FrameError};
 use proto::message::{
-    AdminRequest, ErrorCode, Event, MailItem, MailReceipt, OnlineUser, PeerInfo, Refusal, Reply,
-    Request, RoomInfo, RoomMember, ServerMsg, login_transcript, resume_transcript,
+    AdminRequest, ChannelBinding, ErrorCode, Event, MailItem, MailReceipt, OnlineUser, PeerInfo,
+    Refusal, Reply, Request, RoomInfo, RoomMember, ServerMsg, login_transcript, resume_transcript,
 };
 use proto::message::{RelayMsg, RelayRefusal, RelayToken};
 use proto::names::{NameError, RoomName, UserName};
@@ -146,6 +146,7 @@ pub struct DirectoryClient {
     addr: SocketAddr,
     key: PublicKey,
     nonce: [u8; 32],
+    channel: ChannelBinding,
     open_registration: bool,
 }
 
@@ -222,6 +223,14 @@ impl DirectoryClient {
                 presented: key.fingerprint(),
             });
         }
+        // Our login proofs are bound to the key we accepted and to this TLS session, so a
+        // directory cannot relay them to another one.
+        let Some(channel) = endpoint::channel_binding(&conn, key) else {
+            conn.close(1u32.into(), b"no channel binding");
+            return Err(ClientError::Unexpected(
+                "the TLS session exports no keying material".into(),
+            ));
+        };
         let (mut send, mut recv) = conn
             .open_bi()
             .await
@@ -266,6 +275,7 @@ impl DirectoryClient {
             addr,
             key,
             nonce,
+            channel,
             open_registration,
         })
     }
@@ -339,7 +349,8 @@ impl DirectoryClient {
         }
     }
 
-    /// Logs in with a password and a signature by `identity` over this connection's nonce.
+    /// Logs in with a password and a signature by `identity` over this connection's nonce,
+    /// the directory's key and the TLS session.
     pub async fn login(
         &self,
         user: &str,
@@ -349,7 +360,7 @@ impl DirectoryClient {
     ) -> Result<Grant, ClientError> {
         proto::names::check_password_len(password)?;
         let key = identity.public();
-        let signature = identity.sign(&login_transcript(&self.nonce, user, &key));
+        let signature = identity.sign(&login_transcript(&self.channel, &self.nonce, user, &key));
         let reply = self
             .request(Request::Login {
                 user: UserName::parse(user)?,
@@ -370,7 +381,7 @@ impl DirectoryClient {
         identity: &Identity,
         addresses: Vec<SocketAddr>,
     ) -> Result<Grant, ClientError> {
-        let signature = identity.sign(&resume_transcript(&self.nonce, user, ticket));
+        let signature = identity.sign(&resume_transcript(&self.channel, &self.nonce, user, ticket));
         let reply = self
             .request(Request::Resume {
                 user: UserName::parse(user)?,

@@ -132,6 +132,22 @@ pub async fn dial_peer(
     dial(endpoint, config, addr).await
 }
 
+/// What our signatures for the directory on `conn` are bound to: the directory key we
+/// accepted (`directory`, the pinned one when there is a pin) and the TLS exporter of our
+/// side of the session. `None` when the session cannot export keying material.
+pub fn channel_binding(
+    conn: &quinn::Connection,
+    directory: PublicKey,
+) -> Option<proto::message::ChannelBinding> {
+    let mut exporter = [0u8; proto::message::CHANNEL_EXPORTER_LEN];
+    conn.export_keying_material(&mut exporter, proto::message::CHANNEL_EXPORTER_LABEL, b"")
+        .ok()?;
+    Some(proto::message::ChannelBinding {
+        directory,
+        exporter,
+    })
+}
+
 /// The ed25519 key the other side of `conn` proved in its TLS handshake.
 pub fn remote_key(conn: &quinn::Connection) -> Option<PublicKey> {
     let certs = conn

@@ -49,6 +49,9 @@ pub struct Options {
     /// `--directory-fingerprint`: the key the directory must have (replaces a pin).
     pub directory_fingerprint: Option<Fingerprint>,
     pub credentials: Credentials,
+    /// argon2id cost of a vault made now (a new profile, a password change):
+    /// [`VaultCost::from_env`] for the `peer` program.
+    pub vault_cost: VaultCost,
 }
 
 /// A peer that is logged in.
@@ -270,6 +273,7 @@ pub enum Secrets {
 pub async fn open_secrets(
     profile: Profile,
     password: &Zeroizing<String>,
+    cost: VaultCost,
 ) -> anyhow::Result<(Profile, Secrets)> {
     let password = password.clone();
     tokio::task::spawn_blocking(move || {
@@ -278,7 +282,7 @@ pub async fn open_secrets(
             profile.unlock(&password)?;
             Secrets::Unlocked
         } else if profile.is_new() {
-            profile.create_vault(&password, VaultCost::default())?;
+            profile.create_vault(&password, cost)?;
             Secrets::Created
         } else if profile.try_identity().is_none() {
             bail!(
@@ -299,11 +303,12 @@ pub async fn open_secrets(
 pub async fn seal_secrets(
     profile: Profile,
     password: &Zeroizing<String>,
+    cost: VaultCost,
 ) -> anyhow::Result<Profile> {
     let password = password.clone();
     tokio::task::spawn_blocking(move || {
         let mut profile = profile;
-        profile.create_vault(&password, VaultCost::default())?;
+        profile.create_vault(&password, cost)?;
         tracing::info!("identity key sealed with the password (migrated from plaintext)");
         Ok(profile)
     })
@@ -320,7 +325,18 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
     let password = password(&opts.credentials, false)?;
     // No account can have a longer one: say so instead of spending a login attempt.
     proto::names::check_password_len(&password)?;
-    let (mut profile, secrets) = open_secrets(profile, &password).await?;
+    // A new profile seals its keys with this password: it must stand an offline attack.
+    if profile.is_new() {
+        crate::passwd::check_strength(&user, &password)?;
+    }
+    let (mut profile, secrets) = open_secrets(profile, &password, opts.vault_cost).await?;
+    if let Some(vault) = profile.vault()
+        && vault.cost().weaker_than(&VaultCost::default())
+    {
+        tracing::info!(
+            "this profile's keys are sealed at an older, cheaper cost; `peer passwd` re-seals them"
+        );
+    }
     let attempt = async {
         let endpoint = endpoint::bind(profile.identity(), listen)?;
         let (client, first_contact, names) =
@@ -349,7 +365,7 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
         }
     };
     if secrets == Secrets::Plaintext {
-        profile = seal_secrets(profile, &password).await?;
+        profile = seal_secrets(profile, &password, opts.vault_cost).await?;
     }
     drop(password);
     if let Some((created_at, secret)) = profile.current_prekey() {

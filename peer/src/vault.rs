@@ -24,6 +24,17 @@
 //!
 //! argon2 is slow on purpose; callers on an async runtime run [`Vault::create`] and
 //! [`Vault::unlock`] in `spawn_blocking`.
+//!
+//! **Cost.** The vault is what a thief of the laptop attacks, offline and without any
+//! lockout, so it costs more than the directory's online login (19 MiB, 2 passes): new
+//! vaults use [`VaultCost::default`], argon2id with 128 MiB, 3 passes, 1 lane, which
+//! takes about 0.55 s to unlock on the machine this was measured on (release build,
+//! a shared 2-core VM; 19 MiB/2 passes took 48 ms there, 64 MiB/3 passes 0.25 s). The cost
+//! is recorded in the vault file, so vaults made with an older, cheaper cost still open;
+//! `peer passwd` re-seals them at the current cost (a login says so). The password
+//! itself is checked for strength when it is chosen ([`crate::passwd::check_strength`]).
+//! `NATTER_VAULT_COST=MEMORY_KIB,PASSES,LANES` overrides the cost of new vaults (for
+//! tests and very slow machines; see [`VaultCost::from_env`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,13 +65,63 @@ pub struct VaultCost {
 }
 
 impl Default for VaultCost {
-    /// OWASP's recommendation for argon2id: m = 19 MiB, t = 2, p = 1.
+    /// m = 128 MiB, t = 3, p = 1: about half a second (see the module docs).
     fn default() -> Self {
         Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
+            memory_kib: 128 * 1024,
+            iterations: 3,
             parallelism: 1,
         }
+    }
+}
+
+impl VaultCost {
+    /// The cost of vaults made before issue 14 (the online login's: 19 MiB, 2 passes).
+    /// Such vaults still open; `peer passwd` re-seals them at [`VaultCost::default`].
+    pub const LEGACY: VaultCost = VaultCost {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    /// The smallest cost argon2 allows. For tests only: it protects nothing.
+    pub fn insecure_fast() -> Self {
+        Self {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    /// The cost for new vaults: `NATTER_VAULT_COST=MEMORY_KIB,PASSES,LANES` when set and
+    /// well formed (a malformed value is ignored, with a warning), else the default.
+    pub fn from_env() -> Self {
+        match std::env::var("NATTER_VAULT_COST") {
+            Ok(text) => Self::parse(&text).unwrap_or_else(|| {
+                tracing::warn!(
+                    "NATTER_VAULT_COST={text:?} is not MEMORY_KIB,PASSES,LANES; ignored"
+                );
+                Self::default()
+            }),
+            Err(_) => Self::default(),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(',').map(|p| p.trim().parse::<u32>().ok());
+        let cost = Self {
+            memory_kib: parts.next()??,
+            iterations: parts.next()??,
+            parallelism: parts.next()??,
+        };
+        let valid = parts.next().is_none()
+            && Params::new(cost.memory_kib, cost.iterations, cost.parallelism, Some(32)).is_ok();
+        valid.then_some(cost)
+    }
+
+    /// Whether this cost is below `other` in memory or passes (a vault worth re-sealing).
+    pub fn weaker_than(&self, other: &VaultCost) -> bool {
+        self.memory_kib < other.memory_kib || self.iterations < other.iterations
     }
 }
 
@@ -201,6 +262,11 @@ impl Vault {
     /// The vault id (first bytes of every sealed file after the magic).
     pub fn id(&self) -> [u8; 16] {
         self.id
+    }
+
+    /// The argon2id cost its key was derived with.
+    pub fn cost(&self) -> VaultCost {
+        self.cost
     }
 
     fn aad(&self, purpose: &str) -> Vec<u8> {
@@ -379,11 +445,7 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 pub(crate) fn test_cost() -> VaultCost {
-    VaultCost {
-        memory_kib: 8,
-        iterations: 1,
-        parallelism: 1,
-    }
+    VaultCost::insecure_fast()
 }
 
 #[cfg(test)]
@@ -419,5 +481,36 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_cost_is_recorded_so_older_cheaper_vaults_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // A vault as made before the cost went up.
+        let old = Vault::create("right password", VaultCost::LEGACY).unwrap();
+        old.save(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(VAULT_FILE)).unwrap();
+        assert!(text.contains("\nm=19456\nt=2\np=1\n"), "{text}");
+        let again = Vault::unlock(dir.path(), "right password").unwrap();
+        assert_eq!(again.cost(), VaultCost::LEGACY);
+        assert!(again.cost().weaker_than(&VaultCost::default()));
+        assert!(!VaultCost::default().weaker_than(&VaultCost::LEGACY));
+    }
+
+    #[test]
+    fn new_vaults_cost_more_than_an_online_login() {
+        let d = VaultCost::default();
+        assert!(d.memory_kib >= 64 * 1024 && d.iterations >= 3, "{d:?}");
+        assert_eq!(
+            VaultCost::parse("1024,2,1"),
+            Some(VaultCost {
+                memory_kib: 1024,
+                iterations: 2,
+                parallelism: 1,
+            })
+        );
+        for bad in ["", "1024", "1024,2", "1024,2,1,1", "x,2,1", "1,1,1"] {
+            assert_eq!(VaultCost::parse(bad), None, "{bad:?}");
+        }
     }
 }

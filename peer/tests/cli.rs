@@ -24,6 +24,9 @@ const WAIT: Duration = Duration::from_secs(15);
 const PASSWORD: &str = "correct horse battery";
 /// The path of the binary under test.
 const PEER: &str = env!("CARGO_BIN_EXE_peer");
+/// argon2 cost of the vaults the tests make (`NATTER_VAULT_COST`): the cheapest, since a
+/// real one takes seconds in a debug build.
+const CHEAP_VAULT: &str = "8,1,1";
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -126,6 +129,7 @@ fn bare_cmd(profile: &Path) -> Command {
     cmd.arg("--profile")
         .arg(profile)
         .env("HOME", profile)
+        .env("NATTER_VAULT_COST", CHEAP_VAULT)
         .kill_on_drop(true);
     cmd
 }
@@ -415,6 +419,7 @@ async fn who_lists_the_users_online() {
 
     // Global flags may come after the subcommand too; the user name is remembered.
     let mut cmd = Command::new(PEER);
+    cmd.env("NATTER_VAULT_COST", CHEAP_VAULT);
     cmd.arg("who")
         .arg("--profile")
         .arg(ali.profile())
@@ -906,6 +911,7 @@ async fn a_received_message_cannot_forge_output_lines() {
             password: Some(zeroize::Zeroizing::new(PASSWORD.into())),
             password_file: None,
         },
+        vault_cost: peer::vault::VaultCost::insecure_fast(),
     };
     let online = peer::login::login(&opts, "127.0.0.1:0".parse().unwrap())
         .await

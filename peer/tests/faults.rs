@@ -142,6 +142,8 @@ impl PeerProcess {
             .args(args)
             .env("PEER_PASSWORD", PASSWORD)
             .env("HOME", profile)
+            // The cheapest vault (a real one takes seconds in a debug build).
+            .env("NATTER_VAULT_COST", "8,1,1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -315,6 +315,7 @@ impl Net {
                 &[
                     ("PEER_PASSWORD", PASSWORD),
                     ("HOME", profile_s),
+                    ("NATTER_VAULT_COST", "8,1,1"),
                     ("PEER_DIRECT_TIMEOUT_MS", direct_timeout_ms),
                     ("RUST_LOG", "info,quinn=warn,rustls=warn"),
                 ],

@@ -28,8 +28,11 @@ pub mod verify;
 pub use identity::{Fingerprint, Identity, PublicKey, Signature};
 
 /// Version of the wire protocol spoken by this build. Sent in the first message of every
-/// connection; a different version is refused with a clear error.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// connection; a different version is refused with a clear error. Version 2 binds the
+/// login and resume signatures to the directory's key and the TLS session
+/// ([`message::ChannelBinding`]): a version 1 signature would never verify, so the version
+/// says so up front instead of a confusing `BadSignature`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// ALPN protocol id of a connection to the directory.
 pub const ALPN_DIRECTORY: &[u8] = b"natter-dir/1";

@@ -9,7 +9,7 @@
 //! client                                  directory
 //!   Hello{version}                 ->
 //!                                  <-     Reply::Welcome{nonce}
-//!   Login{user, password, key, sig(nonce)} ->
+//!   Login{user, password, key, sig(nonce, directory key, TLS exporter)} ->
 //!                                  <-     Reply::Granted{ticket} | Reply::Refused{..}
 //!   Lookup{user} / Who / ...       ->
 //!                                  <-     Reply::Found / NotFound / Online / ...
@@ -62,7 +62,8 @@ pub enum Request {
         identity: PublicKey,
     },
     /// Password login, proven with a signature by the identity key over
-    /// [`login_transcript`] (which includes this connection's fresh nonce).
+    /// [`login_transcript`] (which includes this connection's fresh nonce, the directory's
+    /// key and the TLS session's [`ChannelBinding`]).
     Login {
         user: UserName,
         password: String,
@@ -83,7 +84,8 @@ pub enum Request {
     Lookup { user: UserName },
     /// Who is online?
     Who,
-    /// Ends the directory session (the ticket stays valid for a later `Resume`).
+    /// Ends the directory session, and its ticket with it (a later login needs the
+    /// password).
     Logout,
     /// Joins a room (creating it if nobody is in it). Membership lasts until `LeaveRoom`.
     JoinRoom { room: RoomName },
@@ -133,6 +135,7 @@ pub enum Request {
     /// Changes the logged-in user's password. `old` is checked like a login's (a wrong
     /// one counts towards the lockout: `Refused{BadCredentials|LockedOut}`); `new` must
     /// pass [`crate::names::check_new_password`] (`Refused{Invalid}`). `Reply::Done`.
+    /// Every other ticket of the user dies (this session's stays).
     ChangePassword { old: String, new: String },
 }
 
@@ -143,7 +146,9 @@ pub enum Refusal {
     BadCredentials,
     /// Too many failures: the account or the source address is locked for a while.
     LockedOut,
-    /// The identity key differs from the one registered for this account.
+    /// The identity key differs from the one registered for this account. (Not sent for
+    /// a login any more: there a wrong key answers like a wrong password,
+    /// `BadCredentials`, so that it does not tell a guesser the password was right.)
     KeyMismatch,
     /// The signature over the nonce does not verify.
     BadSignature,
@@ -571,10 +576,47 @@ pub struct AccountInfo {
     pub created_at: i64,
 }
 
+/// Label of the TLS keying-material exporter (RFC 5705, RFC 8446 section 7.5) whose output
+/// binds a peer's signatures for the directory to the connection they travel on. The
+/// exporter's context is empty.
+pub const CHANNEL_EXPORTER_LABEL: &[u8] = b"EXPORTER-natter directory login v2";
+/// Bytes taken from that exporter.
+pub const CHANNEL_EXPORTER_LEN: usize = 32;
+
+/// What every signature a peer makes for the directory is bound to besides its own
+/// content: the directory it is meant for and the TLS session it travels on. Both sides
+/// compute it, each from its own end: the directory from its own key and its side of the
+/// connection, the peer from the directory key it pinned (or just accepted) and its side.
+/// A directory that relays a peer's proof to another directory has neither that
+/// directory's key nor the TLS session the proof was made in, so the proof does not
+/// verify there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelBinding {
+    /// The directory's identity key.
+    pub directory: PublicKey,
+    /// [`CHANNEL_EXPORTER_LABEL`] exported from this connection's TLS session.
+    pub exporter: [u8; CHANNEL_EXPORTER_LEN],
+}
+
 /// Bytes signed for a password login: binds the signature to this connection's nonce,
-/// the user name and the key, so it cannot be replayed elsewhere.
-pub fn login_transcript(nonce: &[u8; 32], user: &str, identity: &PublicKey) -> Vec<u8> {
-    transcript("natter-login-v1", &[nonce, user.as_bytes(), &identity.0])
+/// the user name and the key, and to the directory and the TLS session (`channel`), so
+/// it cannot be replayed elsewhere nor relayed to another directory.
+pub fn login_transcript(
+    channel: &ChannelBinding,
+    nonce: &[u8; 32],
+    user: &str,
+    identity: &PublicKey,
+) -> Vec<u8> {
+    transcript(
+        "natter-login-v2",
+        &[
+            &channel.directory.0,
+            &channel.exporter,
+            nonce,
+            user.as_bytes(),
+            &identity.0,
+        ],
+    )
 }
 
 /// Bytes a directory instance signs, with the directory's key, to open a link to another
@@ -583,9 +625,23 @@ pub fn instance_transcript(nonce: &[u8; 32], instance: &str) -> Vec<u8> {
     transcript("natter-instance-v1", &[nonce, instance.as_bytes()])
 }
 
-/// Bytes signed for a ticket login.
-pub fn resume_transcript(nonce: &[u8; 32], user: &str, ticket: &[u8]) -> Vec<u8> {
-    transcript("natter-resume-v1", &[nonce, user.as_bytes(), ticket])
+/// Bytes signed for a ticket login, bound like [`login_transcript`].
+pub fn resume_transcript(
+    channel: &ChannelBinding,
+    nonce: &[u8; 32],
+    user: &str,
+    ticket: &[u8],
+) -> Vec<u8> {
+    transcript(
+        "natter-resume-v2",
+        &[
+            &channel.directory.0,
+            &channel.exporter,
+            nonce,
+            user.as_bytes(),
+            ticket,
+        ],
+    )
 }
 
 /// Names one connection attempt on the relay; made by the directory at `Rendezvous` and

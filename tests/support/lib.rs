@@ -143,6 +143,8 @@ pub fn options_at(
             password: Some(Zeroizing::new(password.to_string())),
             password_file: None,
         },
+        // Tests exercise logic, not argon2 (a real vault takes seconds in a debug build).
+        vault_cost: peer::vault::VaultCost::insecure_fast(),
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use proto::PublicKey;
 use proto::sealed::SignedPrekey;
 
-use crate::lockout::{LockState, LockoutPolicy};
+use crate::lockout::{LockState, LockoutPolicy, Reservation};
 use crate::mailbox::MailboxPolicy;
 use crate::ticket::TicketRecord;
 
@@ -162,12 +162,48 @@ pub trait Store: Send + Sync + 'static {
         policy: LockoutPolicy,
     ) -> StoreFuture<'_, Option<LockState>>;
 
-    /// Clears the failure and lockout counters after a successful login.
-    fn record_success(&self, name: &str) -> StoreFuture<'_, ()>;
+    /// Reserves one password attempt for `name` at `now`, before the password is
+    /// checked: [`LockoutPolicy::reserve`] applied and stored in one transaction, so
+    /// concurrent attempts (on any instance) each see the others' counts. `None` if no
+    /// such account.
+    fn reserve_attempt(
+        &self,
+        name: &str,
+        now: i64,
+        policy: LockoutPolicy,
+        past_lock: bool,
+    ) -> StoreFuture<'_, Option<Reservation>>;
 
-    /// Replaces the password hash of `name` and clears its failure counters. `false` if
-    /// there was no such account.
-    fn set_password(&self, name: &str, password_hash: String) -> StoreFuture<'_, bool>;
+    /// [`Store::reserve_attempt`] for a name that has no account: on the counters of
+    /// `bucket` (see [`crate::lockout::UnknownNames`]), kept in a table of their own the
+    /// way an account's are, so that the attempt costs the same (a commit) and answers
+    /// the same.
+    fn reserve_unknown(
+        &self,
+        bucket: u32,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> StoreFuture<'_, Reservation>;
+
+    /// The counters of the unknown-name `bucket`, unchanged.
+    fn unknown_lock(&self, bucket: u32) -> StoreFuture<'_, LockState>;
+
+    /// Clears the failure and lockout counters after a password proved right at `now`,
+    /// unless an administrator has locked the account (perhaps while the password was
+    /// being checked): then nothing changes and the answer is `false`, as it is when
+    /// there is no such account. The check and the write are one statement, so a login
+    /// in flight cannot undo a lock set after it read the account.
+    fn record_success(&self, name: &str, now: i64) -> StoreFuture<'_, bool>;
+
+    /// Replaces the password hash of `name`, clears its failure counters and deletes
+    /// its tickets except `keep` (the session that changed it), in one transaction.
+    /// `false` if there was no such account.
+    fn set_password(
+        &self,
+        name: &str,
+        password_hash: String,
+        keep: Option<[u8; 32]>,
+    ) -> StoreFuture<'_, bool>;
 
     /// Lifts a lockout and clears all counters. `false` if there was no such account.
     fn unlock(&self, name: &str) -> StoreFuture<'_, bool>;
@@ -179,10 +215,16 @@ pub trait Store: Send + Sync + 'static {
     /// The ticket stored under `hash`, if any (expired ones too: the caller checks).
     fn ticket(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<TicketRecord>>;
 
+    /// Deletes the ticket stored under `hash` (a logout). `false` if there was none.
+    fn delete_ticket(&self, hash: [u8; 32]) -> StoreFuture<'_, bool>;
+
     /// Redeems the ticket `old` for `new`, atomically: `old` now expires at `grace_until`
     /// at the latest, and `new` is stored. `false` (and nothing stored) if `old` is gone
     /// or expired at `now`. So a ticket is redeemed for good after a short grace, during
-    /// which the same `Resume` can be repeated when its reply was lost.
+    /// which the same `Resume` can be repeated when its reply was lost. A ticket has at
+    /// most one live successor: redeeming it again within the grace deletes the
+    /// successor it was redeemed for before (and that one's successors), so the grace
+    /// cannot fork a second chain of tickets.
     fn replace_ticket(
         &self,
         old: [u8; 32],

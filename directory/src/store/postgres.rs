@@ -25,7 +25,8 @@ use tokio_postgres::{NoTls, Row};
 use super::{
     Account, DepositOutcome, NewMail, Store, StoreError, StoreFuture, StoredMail, StoredReceipt,
 };
-use crate::lockout::{LockState, LockoutPolicy};
+use crate::admin::ADMIN_LOCK_THRESHOLD;
+use crate::lockout::{LockState, LockoutPolicy, Reservation};
 use crate::mailbox::MailboxPolicy;
 use crate::ticket::{MAX_TICKETS_PER_USER, TicketRecord};
 
@@ -100,6 +101,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX presence_by_instance ON presence(instance);",
     // 5: where each instance takes relay links from the others (crate::relay::forward).
     "ALTER TABLE instances ADD COLUMN relay_address TEXT;",
+    // 6: the ticket a ticket was redeemed for (at most one live successor); lockout
+    // counters of names without an account (crate::lockout::UnknownNames).
+    "ALTER TABLE tickets ADD COLUMN successor BYTEA;
+    CREATE TABLE unknown_logins (
+        bucket          INTEGER PRIMARY KEY,
+        failed_attempts INTEGER NOT NULL DEFAULT 0,
+        locked_until    BIGINT,
+        lockout_count   INTEGER NOT NULL DEFAULT 0
+    );",
 ];
 
 /// `mail.state` of a message waiting for its recipient.
@@ -265,6 +275,15 @@ fn ticket_from_row(row: &Row) -> Result<TicketRecord, StoreError> {
         user: row.get(1),
         identity: PublicKey(key32(row.get(2), "identity key")?),
         expires_at: row.get(3),
+    })
+}
+
+/// The counters in a row of `failed_attempts, locked_until, lockout_count`.
+fn lock_state_of(row: &Row) -> Result<LockState, StoreError> {
+    Ok(LockState {
+        failed_attempts: count(row.get(0), "failed_attempts")?,
+        locked_until: row.get(1),
+        lockout_count: count(row.get(2), "lockout_count")?,
     })
 }
 
@@ -479,29 +498,132 @@ impl Store for PostgresStore {
         })
     }
 
-    fn record_success(&self, name: &str) -> StoreFuture<'_, ()> {
+    fn reserve_attempt(
+        &self,
+        name: &str,
+        now: i64,
+        policy: LockoutPolicy,
+        past_lock: bool,
+    ) -> StoreFuture<'_, Option<Reservation>> {
         let name = name.to_string();
         Box::pin(async move {
-            let client = self.conn().await?;
-            // Only write when there is something to clear: most logins change nothing.
-            client
-                .execute(
-                    "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
-                     WHERE name = $1 AND (failed_attempts <> 0 OR lockout_count <> 0
-                                          OR locked_until IS NOT NULL)",
+            let mut client = self.conn().await?;
+            let tx = client.transaction().await.map_err(backend)?;
+            // The row lock serialises attempts from every instance.
+            let row = tx
+                .query_opt(
+                    &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1 FOR UPDATE"),
                     &[&name],
                 )
                 .await
                 .map_err(backend)?;
-            Ok(())
+            let Some(row) = row else { return Ok(None) };
+            let account = account_from_row(&row)?;
+            let reservation = policy.reserve(account.lock, now, past_lock);
+            if let Reservation::Granted(state) = reservation {
+                let (failed, locked_until, lockouts) = lock_state_params(&state);
+                tx.execute(
+                    "UPDATE accounts SET failed_attempts = $2, locked_until = $3, lockout_count = $4
+                     WHERE name = $1",
+                    &[&name, &failed, &locked_until, &lockouts],
+                )
+                .await
+                .map_err(backend)?;
+                tx.commit().await.map_err(backend)?;
+            }
+            Ok(Some(reservation))
         })
     }
 
-    fn set_password(&self, name: &str, password_hash: String) -> StoreFuture<'_, bool> {
+    fn reserve_unknown(
+        &self,
+        bucket: u32,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> StoreFuture<'_, Reservation> {
+        let bucket = i32::try_from(bucket).unwrap_or(i32::MAX);
+        Box::pin(async move {
+            let mut client = self.conn().await?;
+            let tx = client.transaction().await.map_err(backend)?;
+            tx.execute(
+                "INSERT INTO unknown_logins (bucket) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&bucket],
+            )
+            .await
+            .map_err(backend)?;
+            let row = tx
+                .query_one(
+                    "SELECT failed_attempts, locked_until, lockout_count FROM unknown_logins
+                     WHERE bucket = $1 FOR UPDATE",
+                    &[&bucket],
+                )
+                .await
+                .map_err(backend)?;
+            let reservation = policy.reserve(lock_state_of(&row)?, now, false);
+            if let Reservation::Granted(state) = reservation {
+                let (failed, locked_until, lockouts) = lock_state_params(&state);
+                tx.execute(
+                    "UPDATE unknown_logins SET failed_attempts = $2, locked_until = $3,
+                         lockout_count = $4
+                     WHERE bucket = $1",
+                    &[&bucket, &failed, &locked_until, &lockouts],
+                )
+                .await
+                .map_err(backend)?;
+            }
+            tx.commit().await.map_err(backend)?;
+            Ok(reservation)
+        })
+    }
+
+    fn unknown_lock(&self, bucket: u32) -> StoreFuture<'_, LockState> {
+        let bucket = i32::try_from(bucket).unwrap_or(i32::MAX);
+        Box::pin(async move {
+            let client = self.conn().await?;
+            let row = client
+                .query_opt(
+                    "SELECT failed_attempts, locked_until, lockout_count FROM unknown_logins
+                     WHERE bucket = $1",
+                    &[&bucket],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(row
+                .as_ref()
+                .map(lock_state_of)
+                .transpose()?
+                .unwrap_or_default())
+        })
+    }
+
+    fn record_success(&self, name: &str, now: i64) -> StoreFuture<'_, bool> {
         let name = name.to_string();
+        let admin_lock = now.saturating_add(ADMIN_LOCK_THRESHOLD as i64);
         Box::pin(async move {
             let client = self.conn().await?;
             let n = client
+                .execute(
+                    "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
+                     WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $2)",
+                    &[&name, &admin_lock],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn set_password(
+        &self,
+        name: &str,
+        password_hash: String,
+        keep: Option<[u8; 32]>,
+    ) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let mut client = self.conn().await?;
+            let tx = client.transaction().await.map_err(backend)?;
+            let n = tx
                 .execute(
                     "UPDATE accounts SET password_hash = $2, failed_attempts = 0
                      WHERE name = $1",
@@ -509,6 +631,14 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(backend)?;
+            let keep = keep.map(|k| k.to_vec());
+            tx.execute(
+                "DELETE FROM tickets WHERE username = $1 AND hash IS DISTINCT FROM $2",
+                &[&name, &keep],
+            )
+            .await
+            .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
             Ok(n > 0)
         })
     }
@@ -565,20 +695,50 @@ impl Store for PostgresStore {
             let mut client = self.conn().await?;
             let tx = client.transaction().await.map_err(backend)?;
             // The row lock orders redemptions from every instance.
-            let n = tx
-                .execute(
-                    "UPDATE tickets SET expires_at = LEAST(expires_at, $2)
-                     WHERE hash = $1 AND expires_at > $3",
-                    &[&&old[..], &grace_until, &now],
+            let row = tx
+                .query_opt(
+                    "SELECT successor FROM tickets WHERE hash = $1 AND expires_at > $2
+                     FOR UPDATE",
+                    &[&&old[..], &now],
                 )
                 .await
                 .map_err(backend)?;
-            if n == 0 {
-                return Ok(false);
+            let Some(row) = row else { return Ok(false) };
+            let mut successor: Option<Vec<u8>> = row.get(0);
+            // Redeemed before (within the grace): that successor, and any it was
+            // redeemed for in turn, die; the chain is bounded by the per-user cap.
+            for _ in 0..=MAX_TICKETS_PER_USER {
+                let Some(hash) = successor else { break };
+                successor = tx
+                    .query_opt(
+                        "DELETE FROM tickets WHERE hash = $1 RETURNING successor",
+                        &[&hash],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .and_then(|row| row.get::<_, Option<Vec<u8>>>(0));
             }
+            tx.execute(
+                "UPDATE tickets SET expires_at = LEAST(expires_at, $2), successor = $3
+                 WHERE hash = $1",
+                &[&&old[..], &grace_until, &&new.hash[..]],
+            )
+            .await
+            .map_err(backend)?;
             insert_ticket(&tx, &new, now).await?;
             tx.commit().await.map_err(backend)?;
             Ok(true)
+        })
+    }
+
+    fn delete_ticket(&self, hash: [u8; 32]) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let client = self.conn().await?;
+            let n = client
+                .execute("DELETE FROM tickets WHERE hash = $1", &[&&hash[..]])
+                .await
+                .map_err(backend)?;
+            Ok(n > 0)
         })
     }
 

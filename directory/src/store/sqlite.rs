@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Account, DepositOutcome, NewMail, Store, StoreError, StoreFuture, StoredMail, StoredReceipt,
 };
-use crate::lockout::{LockState, LockoutPolicy};
+use crate::admin::ADMIN_LOCK_THRESHOLD;
+use crate::lockout::{LockState, LockoutPolicy, Reservation};
 use crate::mailbox::MailboxPolicy;
 use crate::ticket::{MAX_TICKETS_PER_USER, TicketRecord};
 
@@ -88,6 +89,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX mail_waiting ON mail(recipient, id) WHERE state = 0;
     CREATE INDEX mail_receipts ON mail(sender, id) WHERE state != 0;
     CREATE INDEX mail_expiry ON mail(expires_at);",
+    // 4: the ticket a ticket was redeemed for (at most one live successor); lockout
+    // counters of names without an account (crate::lockout::UnknownNames).
+    "ALTER TABLE tickets ADD COLUMN successor BLOB;
+    CREATE TABLE unknown_logins (
+        bucket          INTEGER PRIMARY KEY NOT NULL,
+        failed_attempts INTEGER NOT NULL DEFAULT 0,
+        locked_until    INTEGER,
+        lockout_count   INTEGER NOT NULL DEFAULT 0
+    ) STRICT;",
 ];
 
 /// `mail.state` of a message waiting for its recipient.
@@ -413,31 +423,115 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn record_success(&self, name: &str) -> StoreFuture<'_, ()> {
+    fn reserve_attempt(
+        &self,
+        name: &str,
+        now: i64,
+        policy: LockoutPolicy,
+        past_lock: bool,
+    ) -> StoreFuture<'_, Option<Reservation>> {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {
-            // Only write when there is something to clear: most logins change nothing.
-            conn.execute(
-                "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
-                 WHERE name = ?1 AND (failed_attempts != 0 OR lockout_count != 0
-                                      OR locked_until IS NOT NULL)",
-                [&name],
-            )
-            .map_err(backend)?;
-            Ok(())
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let Some(account) = load_account(&tx, &name)? else {
+                return Ok(None);
+            };
+            let reservation = policy.reserve(account.lock, now, past_lock);
+            if let Reservation::Granted(state) = reservation {
+                tx.execute(
+                    "UPDATE accounts SET failed_attempts = ?2, locked_until = ?3, lockout_count = ?4
+                     WHERE name = ?1",
+                    params![
+                        name,
+                        state.failed_attempts,
+                        state.locked_until,
+                        state.lockout_count
+                    ],
+                )
+                .map_err(backend)?;
+                tx.commit().map_err(backend)?;
+            }
+            Ok(Some(reservation))
         }))
     }
 
-    fn set_password(&self, name: &str, password_hash: String) -> StoreFuture<'_, bool> {
+    fn reserve_unknown(
+        &self,
+        bucket: u32,
+        now: i64,
+        policy: LockoutPolicy,
+    ) -> StoreFuture<'_, Reservation> {
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let state = unknown_lock(&tx, bucket)?;
+            let reservation = policy.reserve(state, now, false);
+            if let Reservation::Granted(state) = reservation {
+                tx.execute(
+                    "INSERT INTO unknown_logins (bucket, failed_attempts, locked_until, lockout_count)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (bucket) DO UPDATE SET failed_attempts = ?2,
+                         locked_until = ?3, lockout_count = ?4",
+                    params![
+                        bucket,
+                        state.failed_attempts,
+                        state.locked_until,
+                        state.lockout_count
+                    ],
+                )
+                .map_err(backend)?;
+                tx.commit().map_err(backend)?;
+            }
+            Ok(reservation)
+        }))
+    }
+
+    fn unknown_lock(&self, bucket: u32) -> StoreFuture<'_, LockState> {
+        Box::pin(self.call(move |conn| unknown_lock(conn, bucket)))
+    }
+
+    fn record_success(&self, name: &str, now: i64) -> StoreFuture<'_, bool> {
         let name = name.to_string();
+        let admin_lock = now.saturating_add(ADMIN_LOCK_THRESHOLD as i64);
         Box::pin(self.call(move |conn| {
             let n = conn
+                .execute(
+                    "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
+                     WHERE name = ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
+                    params![name, admin_lock],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn set_password(
+        &self,
+        name: &str,
+        password_hash: String,
+        keep: Option<[u8; 32]>,
+    ) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        Box::pin(self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let n = tx
                 .execute(
                     "UPDATE accounts SET password_hash = ?2, failed_attempts = 0
                      WHERE name = ?1",
                     params![name, password_hash],
                 )
                 .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM tickets WHERE user = ?1 AND hash IS NOT ?2",
+                params![name, keep],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
             Ok(n > 0)
         }))
     }
@@ -489,19 +583,48 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            let n = tx
-                .execute(
-                    "UPDATE tickets SET expires_at = MIN(expires_at, ?2)
-                     WHERE hash = ?1 AND expires_at > ?3",
-                    params![old, grace_until, now],
+            let successor: Option<Option<[u8; 32]>> = tx
+                .query_row(
+                    "SELECT successor FROM tickets WHERE hash = ?1 AND expires_at > ?2",
+                    params![old, now],
+                    |r| r.get(0),
                 )
+                .optional()
                 .map_err(backend)?;
-            if n == 0 {
+            let Some(mut successor) = successor else {
                 return Ok(false);
+            };
+            // Redeemed before (within the grace): that successor, and any it was
+            // redeemed for in turn, die; the chain is bounded by the per-user cap.
+            for _ in 0..=MAX_TICKETS_PER_USER {
+                let Some(hash) = successor else { break };
+                successor = tx
+                    .query_row(
+                        "DELETE FROM tickets WHERE hash = ?1 RETURNING successor",
+                        [hash],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?
+                    .flatten();
             }
+            tx.execute(
+                "UPDATE tickets SET expires_at = MIN(expires_at, ?2), successor = ?3
+                 WHERE hash = ?1",
+                params![old, grace_until, new.hash],
+            )
+            .map_err(backend)?;
             insert_ticket(&tx, &new, now)?;
             tx.commit().map_err(backend)?;
             Ok(true)
+        }))
+    }
+
+    fn delete_ticket(&self, hash: [u8; 32]) -> StoreFuture<'_, bool> {
+        Box::pin(self.call(move |conn| {
+            conn.execute("DELETE FROM tickets WHERE hash = ?1", [hash])
+                .map(|n| n > 0)
+                .map_err(backend)
         }))
     }
 
@@ -799,6 +922,24 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+}
+
+fn unknown_lock(conn: &Connection, bucket: u32) -> Result<LockState, StoreError> {
+    conn.query_row(
+        "SELECT failed_attempts, locked_until, lockout_count FROM unknown_logins
+         WHERE bucket = ?1",
+        [bucket],
+        |r| {
+            Ok(LockState {
+                failed_attempts: r.get(0)?,
+                locked_until: r.get(1)?,
+                lockout_count: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+    .map_err(backend)
 }
 
 fn insert_ticket(conn: &Connection, ticket: &TicketRecord, now: i64) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ use proto::sealed::SignedPrekey;
 use super::postgres::{self, PostgresStore};
 use super::sqlite::{DB_FILE, SqliteStore};
 use super::*;
-use crate::lockout::{LockState, LockoutPolicy};
+use crate::lockout::{LockState, LockoutPolicy, Reservation};
 use crate::mailbox::MailboxPolicy;
 use crate::ticket::{self, MAX_TICKETS_PER_USER, TicketRecord};
 
@@ -75,6 +75,10 @@ suite!(
     failures_lock_and_unlock,
     password_is_replaced_and_failures_cleared,
     concurrent_failures_all_count,
+    concurrent_attempts_are_reserved_before_checking,
+    unknown_names_are_reserved_like_accounts,
+    a_success_does_not_lift_an_admin_lock,
+    a_password_change_or_logout_ends_tickets,
     tickets_are_redeemed_with_a_grace_and_expire,
     concurrent_redemptions_share_one_grace,
     rooms_are_durable_and_go_with_the_account,
@@ -178,14 +182,19 @@ async fn password_is_replaced_and_failures_cleared(f: Fixture) {
         .unwrap();
     assert!(
         store
-            .set_password("ali", "$argon2id$new".into())
+            .set_password("ali", "$argon2id$new".into(), None)
             .await
             .unwrap()
     );
     let stored = store.account("ali").await.unwrap().unwrap();
     assert_eq!(stored.password_hash, "$argon2id$new");
     assert_eq!(stored.lock.failed_attempts, 0);
-    assert!(!store.set_password("nobody", "x".into()).await.unwrap());
+    assert!(
+        !store
+            .set_password("nobody", "x".into(), None)
+            .await
+            .unwrap()
+    );
     store.close().await.unwrap();
 }
 
@@ -214,7 +223,7 @@ async fn failures_lock_and_unlock(f: Fixture) {
         store.record_failure("nobody", now, policy).await.unwrap(),
         None
     );
-    store.record_success("ali").await.unwrap();
+    assert!(store.record_success("ali", now).await.unwrap());
     assert_eq!(
         store.account("ali").await.unwrap().unwrap().lock,
         LockState::default()
@@ -250,6 +259,149 @@ async fn concurrent_failures_all_count(f: Fixture) {
     assert_eq!(lock.failed_attempts, 40);
     a.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+/// Many attempts at once through two stores (instances): exactly `max_failures` are
+/// granted a password check; the rest find the account locked.
+async fn concurrent_attempts_are_reserved_before_checking(f: Fixture) {
+    let (a, b) = (f.open().await, f.open().await);
+    a.create_account(account("ali")).await.unwrap();
+    let policy = LockoutPolicy::default();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .reserve_attempt("ali", 1_000, policy, false)
+                .await
+                .unwrap()
+                .unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        if let Reservation::Granted(_) = t.await.unwrap() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 3);
+    let lock = a.account("ali").await.unwrap().unwrap().lock;
+    assert_eq!(policy.locked_for(&lock, 1_000), Some(30));
+    // A known source passes the lockout (and is counted); nobody passes an admin lock.
+    assert!(matches!(
+        a.reserve_attempt("ali", 1_000, policy, true).await.unwrap(),
+        Some(Reservation::Granted(s)) if s.failed_attempts == 1
+    ));
+    assert_eq!(
+        a.reserve_attempt("nobody", 1_000, policy, false)
+            .await
+            .unwrap(),
+        None
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+async fn unknown_names_are_reserved_like_accounts(f: Fixture) {
+    let (a, b) = (f.open().await, f.open().await);
+    let policy = LockoutPolicy::default();
+    assert_eq!(a.unknown_lock(7).await.unwrap(), LockState::default());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store.reserve_unknown(7, 1_000, policy).await.unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        if let Reservation::Granted(_) = t.await.unwrap() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 3);
+    let lock = b.unknown_lock(7).await.unwrap();
+    assert_eq!(policy.locked_for(&lock, 1_000), Some(30));
+    assert_eq!(a.unknown_lock(8).await.unwrap(), LockState::default());
+    // After the lock, counting starts again.
+    assert!(matches!(
+        a.reserve_unknown(7, 1_031, policy).await.unwrap(),
+        Reservation::Granted(s) if s.failed_attempts == 1 && s.lockout_count == 1
+    ));
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// A login whose password proved right after an administrator locked the account (it
+/// read the account before) must not lift the lock.
+async fn a_success_does_not_lift_an_admin_lock(f: Fixture) {
+    let store = f.open().await;
+    store.create_account(account("ali")).await.unwrap();
+    let now = 1_000;
+    let forever = LockoutPolicy {
+        max_failures: 1,
+        base: crate::admin::ADMIN_LOCK,
+        max: crate::admin::ADMIN_LOCK,
+    };
+    store.record_failure("ali", now, forever).await.unwrap();
+    let locked = store.account("ali").await.unwrap().unwrap().lock;
+    assert!(locked.locked_by_admin(now));
+    assert!(!store.record_success("ali", now).await.unwrap());
+    assert_eq!(store.account("ali").await.unwrap().unwrap().lock, locked);
+    assert!(!store.record_success("nobody", now).await.unwrap());
+    // An ordinary lockout is lifted by a success.
+    store.unlock("ali").await.unwrap();
+    for _ in 0..3 {
+        store
+            .record_failure("ali", now, LockoutPolicy::default())
+            .await
+            .unwrap();
+    }
+    assert!(store.record_success("ali", now).await.unwrap());
+    assert_eq!(
+        store.account("ali").await.unwrap().unwrap().lock,
+        LockState::default()
+    );
+    store.close().await.unwrap();
+}
+
+async fn a_password_change_or_logout_ends_tickets(f: Fixture) {
+    let store = f.open().await;
+    store.create_account(account("ali")).await.unwrap();
+    store.create_account(account("bianca")).await.unwrap();
+    let key = proto::Identity::generate().public();
+    let now = crate::clock::unix_now();
+    let tickets: Vec<_> = (0..3).map(|_| ticket_for("ali", key, now + 100)).collect();
+    let hers = ticket_for("bianca", key, now + 100);
+    for t in tickets.iter().chain([&hers]) {
+        store.insert_ticket(t.clone(), now).await.unwrap();
+    }
+    assert!(
+        store
+            .set_password("ali", "$argon2id$new".into(), Some(tickets[0].hash))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.ticket(tickets[0].hash).await.unwrap().is_some(),
+        "kept"
+    );
+    for t in &tickets[1..] {
+        assert_eq!(store.ticket(t.hash).await.unwrap(), None);
+    }
+    assert!(
+        store.ticket(hers.hash).await.unwrap().is_some(),
+        "not ali's"
+    );
+    assert!(store.delete_ticket(tickets[0].hash).await.unwrap());
+    assert!(!store.delete_ticket(tickets[0].hash).await.unwrap());
+    assert_eq!(store.ticket(tickets[0].hash).await.unwrap(), None);
+    // Without a ticket to keep, all go.
+    let t = ticket_for("ali", key, now + 100);
+    store.insert_ticket(t.clone(), now).await.unwrap();
+    store.set_password("ali", "x".into(), None).await.unwrap();
+    assert_eq!(store.ticket(t.hash).await.unwrap(), None);
+    store.close().await.unwrap();
 }
 
 async fn tickets_are_redeemed_with_a_grace_and_expire(f: Fixture) {
@@ -289,6 +441,28 @@ async fn tickets_are_redeemed_with_a_grace_and_expire(f: Fixture) {
         now + 30,
         "a repeat does not extend the grace"
     );
+    // ...and replaces the successor it got before: one live successor at most.
+    assert_eq!(store.ticket(t2.hash).await.unwrap(), None);
+    assert_eq!(store.ticket(t3.hash).await.unwrap(), Some(t3.clone()));
+    // A successor's own successor goes with it.
+    let t3b = ticket_for("ali", key, now + 100);
+    assert!(
+        store
+            .replace_ticket(t3.hash, t3b.clone(), now + 10, now + 40)
+            .await
+            .unwrap()
+    );
+    let t3c = ticket_for("ali", key, now + 100);
+    assert!(
+        store
+            .replace_ticket(t1.hash, t3c.clone(), now + 10, now + 40)
+            .await
+            .unwrap()
+    );
+    for gone in [&t3, &t3b] {
+        assert_eq!(store.ticket(gone.hash).await.unwrap(), None);
+    }
+    assert!(store.ticket(t3c.hash).await.unwrap().is_some());
     // ...after it, never.
     let t4 = ticket_for("ali", key, now + 100);
     assert!(
@@ -327,7 +501,11 @@ async fn tickets_are_redeemed_with_a_grace_and_expire(f: Fixture) {
             .await
             .unwrap();
     }
-    assert_eq!(store.ticket(t2.hash).await.unwrap(), None, "oldest dropped");
+    assert_eq!(
+        store.ticket(t3c.hash).await.unwrap(),
+        None,
+        "oldest dropped"
+    );
 
     // A reset key takes the tickets with it; so does removing the account.
     let t4 = ticket_for("ali", key, now + 10_000);
@@ -342,8 +520,9 @@ async fn tickets_are_redeemed_with_a_grace_and_expire(f: Fixture) {
 }
 
 /// The same ticket redeemed through two stores (instances) at once: both redemptions
-/// are serialised on the ticket's row, both fall in the grace, and the grace is not
-/// extended by the second.
+/// are serialised on the ticket's row, both fall in the grace, the grace is not
+/// extended by the second, and only the second's successor lives (changed by issue 14:
+/// the grace no longer forks a second live ticket).
 async fn concurrent_redemptions_share_one_grace(f: Fixture) {
     let (a, b) = (f.open().await, f.open().await);
     a.create_account(account("ali")).await.unwrap();
@@ -363,8 +542,11 @@ async fn concurrent_redemptions_share_one_grace(f: Fixture) {
         assert!(x.unwrap() && y.unwrap(), "both within the grace");
         let left = a.ticket(t.hash).await.unwrap().unwrap().expires_at;
         assert_eq!(left, now + 30, "the earlier grace holds");
-        assert!(a.ticket(n1.hash).await.unwrap().is_some());
-        assert!(b.ticket(n2.hash).await.unwrap().is_some());
+        let alive = [
+            a.ticket(n1.hash).await.unwrap().is_some(),
+            b.ticket(n2.hash).await.unwrap().is_some(),
+        ];
+        assert_eq!(alive.iter().filter(|x| **x).count(), 1, "{alive:?}");
         assert!(
             !a.replace_ticket(
                 t.hash,

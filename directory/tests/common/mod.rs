@@ -122,6 +122,7 @@ impl Client {
             .unwrap()
             .unwrap();
         let (send, recv) = conn.open_bi().await.unwrap();
+        let channel = directory::tls::client_channel_binding(&conn).unwrap();
         let mut client = Self {
             send,
             recv,
@@ -141,7 +142,7 @@ impl Client {
                 user: user.parse().unwrap(),
                 password: password.into(),
                 identity: key,
-                signature: identity.sign(&login_transcript(&nonce, user, &key)),
+                signature: identity.sign(&login_transcript(&channel, &nonce, user, &key)),
                 addresses: vec![],
             })
             .await;
