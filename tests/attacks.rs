@@ -17,14 +17,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use natter::TestDirectory;
+use natter::{TestDirectory, TestPeer};
+use peer::app::Start;
 use peer::chat::{self, ChatError, ChatEvent, ChatEvents, ChatHandle, EndReason};
 use peer::endpoint;
+use peer::ui::Note;
 use proto::frame;
 use proto::message::{
-    ChatPayload, PeerInfo, PeerMsg, Refusal, Reply, Request, ServerMsg, login_transcript,
+    ChatPayload, ConnectRefusal, PeerInfo, PeerMsg, Refusal, Reply, Request, ServerMsg,
+    login_transcript,
 };
 use proto::session::{Handshake, Opener, Role, SealedFrame, Sealer};
 use proto::{Identity, PublicKey};
@@ -592,4 +596,161 @@ async fn a_peer_that_never_acknowledges_cannot_make_the_sender_buffer_without_bo
         matches!(first, ChatPayload::Text { id: 1, .. }),
         "{first:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A listening peer under a flood of calls
+// ---------------------------------------------------------------------------------------
+
+/// Where a peer running the real app listens, and its key.
+async fn listening(p: &mut TestPeer) -> (SocketAddr, PublicKey) {
+    let addr = match p
+        .expect("listening", |n| matches!(n, Note::Listening { .. }))
+        .await
+    {
+        Note::Listening { addr } => addr,
+        _ => unreachable!(),
+    };
+    p.say("/fingerprint").await;
+    let key = match p
+        .expect("its key", |n| matches!(n, Note::Fingerprint { .. }))
+        .await
+    {
+        Note::Fingerprint { key, .. } => key,
+        _ => unreachable!(),
+    };
+    (addr, key)
+}
+
+/// One call with a throwaway key claiming to be `claimed`: the refusal it got, if it got
+/// as far as the connect request (`None`: refused before, or no answer).
+async fn throwaway_call(
+    endpoint: &quinn::Endpoint,
+    to: SocketAddr,
+    key: PublicKey,
+    claimed: &str,
+) -> Option<ConnectRefusal> {
+    let id = Identity::generate();
+    let conn = endpoint::dial_peer(endpoint, &id, to, key).await.ok()?;
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    let connect = PeerMsg::Connect {
+        version: proto::PROTOCOL_VERSION,
+        initiator: claimed.into(),
+        background: false,
+    };
+    frame::write_frame(&mut send, &connect).await.ok()?;
+    let reply = timeout(WAIT, frame::read_frame::<_, PeerMsg>(&mut recv)).await;
+    conn.close(0u32.into(), b"");
+    match reply {
+        Ok(Ok(Some(PeerMsg::Refused { reason }))) => Some(reason),
+        other => panic!("a throwaway key was not refused: {other:?}"),
+    }
+}
+
+fn refusal_note(n: &Note) -> bool {
+    matches!(
+        n,
+        Note::IncomingRefused { .. } | Note::IncomingRefusals { .. }
+    )
+}
+
+#[tokio::test]
+async fn a_flood_of_throwaway_keys_claiming_to_be_ali_locks_nobody_out() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali", "bianca"]).await.unwrap();
+    let mut bianca = TestPeer::start(&dir, "bianca", Start::Idle).await.unwrap();
+    let (to, key) = listening(&mut bianca).await;
+
+    // Mallory floods bianca from another source address, 16 calls at a time, a fresh
+    // key each, every one claiming to be ali, until told to stop.
+    const MAX_CALLS: usize = 20_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let endpoint = quinn::Endpoint::client("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (endpoint, stop, calls, busy, started) = (
+            endpoint.clone(),
+            stop.clone(),
+            calls.clone(),
+            busy.clone(),
+            started.clone(),
+        );
+        flood.spawn(async move {
+            while !stop.load(Ordering::Relaxed) && calls.load(Ordering::Relaxed) < MAX_CALLS {
+                let reason = throwaway_call(&endpoint, to, key, "ali").await;
+                if reason == Some(ConnectRefusal::Busy) {
+                    busy.fetch_add(1, Ordering::Relaxed);
+                }
+                if calls.fetch_add(1, Ordering::Relaxed) == 200 {
+                    started.notify_one();
+                }
+            }
+        });
+    }
+    started.notified().await;
+
+    // During the flood, ali's genuine call gets through and bianca's own requests to
+    // the directory are answered.
+    let mut ali = TestPeer::start(&dir, "ali", Start::Connect("bianca".into()))
+        .await
+        .unwrap();
+    ali.expect(
+        "connected",
+        |n| matches!(n, Note::Connected { peer, .. } if peer == "bianca"),
+    )
+    .await;
+    bianca
+        .expect(
+            "ali's call",
+            |n| matches!(n, Note::Connected { peer, .. } if peer == "ali"),
+        )
+        .await;
+    ali.say("hello through the flood").await;
+    bianca
+        .expect_message("ali", "hello through the flood")
+        .await;
+    bianca.say("/who").await;
+    bianca
+        .expect(
+            "who",
+            |n| matches!(n, Note::Who { users } if users.len() == 2),
+        )
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    while flood.join_next().await.is_some() {}
+    let made = calls.load(Ordering::Relaxed);
+    assert!(
+        made < MAX_CALLS,
+        "the flood ended before ali's call was done"
+    );
+
+    // Bianca's screen: refusals are summarised, not shown one line each.
+    bianca.say("/who").await;
+    bianca
+        .expect("who", |n| matches!(n, Note::Who { .. }))
+        .await;
+    let shown = bianca.seen.iter().filter(|n| refusal_note(n)).count();
+    assert!(
+        shown <= 3,
+        "{shown} refusal notes on bianca's screen for {made} calls"
+    );
+    assert!(
+        busy.load(Ordering::Relaxed) > 0,
+        "the flood was never held back"
+    );
+    let summary = bianca
+        .expect("a summary", |n| matches!(n, Note::IncomingRefusals { .. }))
+        .await;
+    match summary {
+        Note::IncomingRefusals {
+            count, by_reason, ..
+        } => {
+            assert!(count > 0);
+            assert_eq!(by_reason.iter().map(|(_, n)| n).sum::<u64>(), count);
+        }
+        _ => unreachable!(),
+    }
 }

@@ -8,6 +8,8 @@
 //!
 //! - [`chats`]: opening sessions, routing what we send, what their events mean.
 //! - [`rooms`]: rooms and presence.
+//! - [`gate`]: what strangers calling us can make us spend (bounds, lookup cache,
+//!   summarised refusals).
 //!
 //! Beside them, the app runs the sealed mailbox's two tasks ([`crate::mailbox`]): a
 //! private message that cannot reach its recipient directly is sealed and queued at the
@@ -15,6 +17,7 @@
 //! to the profile's encrypted history ([`crate::history`]).
 
 mod chats;
+pub mod gate;
 mod rooms;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -76,6 +79,8 @@ enum Report {
         peer: Option<String>,
         reason: String,
     },
+    /// Time to show the refusals counted since the last one shown.
+    RefusalSummary,
     Chat {
         id: u64,
         event: ChatEvent,
@@ -161,6 +166,8 @@ pub struct App {
     reach: ReachOptions,
     /// Punching attempts running (for `Event::Incoming`), at most `reach::MAX_PUNCHES`.
     punching: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bounds on what incoming calls cost us, and the refusal tally.
+    gate: gate::Gate,
     rooms: BTreeMap<String, rooms::RoomState>,
     /// Room message numbers seen and sent (kept in the profile).
     marks: rooms::Marks,
@@ -245,6 +252,7 @@ impl App {
             punches: Punches::default(),
             reach: ReachOptions::from_env(),
             punching: Arc::default(),
+            gate: gate::Gate::default(),
             rooms: BTreeMap::new(),
             marks: rooms::Marks::load(online.profile.dir()),
             profile_dir: online.profile.dir().to_path_buf(),
@@ -487,6 +495,15 @@ impl App {
             Report::ConnectFailed { peer, reason } => self.connect_failed(peer, reason),
             Report::IncomingRefused { peer, reason } => {
                 self.show(Note::IncomingRefused { peer, reason })
+            }
+            Report::RefusalSummary => {
+                if let Some(s) = self.gate.summary() {
+                    self.show(Note::IncomingRefusals {
+                        count: s.count,
+                        secs: s.secs,
+                        by_reason: s.by_reason,
+                    });
+                }
             }
             Report::Chat { id, event } => self.chat_event(id, event),
             Report::Link(event) => self.link_event(event),

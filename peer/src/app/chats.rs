@@ -18,9 +18,11 @@ use proto::message::{ConnectRefusal, PeerInfo, RelayToken, RoomTag};
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 
+use super::gate::{self, Gate, Shown};
 use super::{App, MAX_QUEUED_LINES, OpenChat, Outgoing, Report};
 use crate::alerts::Alert;
 use crate::chat::{self, ChatEvent, ChatEvents, ChatHandle, EndReason, Transport};
+use crate::endpoint;
 use crate::link::Link;
 use crate::pins::{PinCheck, Pins};
 use crate::reach::{self, Punches, ReachOptions};
@@ -40,6 +42,7 @@ struct Opener {
     tx: mpsc::Sender<Report>,
     punches: Punches,
     reach: ReachOptions,
+    gate: Gate,
 }
 
 /// A call to answer: a connection (one that called us, or one we made while punching
@@ -53,9 +56,37 @@ impl Opener {
     /// Answers a call: checks the caller (directory, pins, key), and reports the session
     /// or the refusal. A connection the dialer dropped because another path won is
     /// nothing to report.
+    ///
+    /// Before the directory is asked about the caller, the [`Gate`] holds the caller's
+    /// source and all lookups to their bounds, and a recent answer that accepts this
+    /// very connection is used instead of a new lookup.
     async fn take_call(&self, call: Call) {
-        let lookup =
-            async |claimed: &str| self.link.lookup(claimed).await.map_err(|e| e.to_string());
+        let (source, proven) = match &call {
+            Call::Direct(conn) => (
+                Some(gate::source_of(conn.remote_address())),
+                endpoint::remote_key(conn).map(|key| (key, conn.remote_address())),
+            ),
+            Call::Relayed(_) => (None, None),
+        };
+        let lookup = async |claimed: &str| {
+            self.gate.admit_source(source)?;
+            if let (Some((key, remote)), Some(info)) = (proven, self.gate.cached(claimed))
+                && chat::verify_initiator(claimed, &key, remote, Some(&info)).is_ok()
+            {
+                return Ok(Some(info));
+            }
+            self.gate.admit_lookup()?;
+            match self.link.lookup(claimed).await {
+                Ok(info) => {
+                    self.gate.remember(claimed, info.as_ref());
+                    Ok(info)
+                }
+                Err(e) => {
+                    tracing::debug!(%e, "directory lookup for an incoming call failed");
+                    Err(ConnectRefusal::DirectoryUnavailable)
+                }
+            }
+        };
         let pin_check = |claimed: &str, key: &PublicKey| match self
             .pins
             .lock()
@@ -85,12 +116,44 @@ impl Opener {
                 tracing::debug!(error = %e, "unused path closed by the dialer");
                 return;
             }
-            Err(e) => Report::IncomingRefused {
-                peer: e.claimed().map(str::to_string),
-                reason: e.to_string(),
-            },
+            Err(e) => {
+                let reason = match &e {
+                    chat::ChatError::RefusedIncoming { reason, .. } => Some(reason),
+                    _ => None,
+                };
+                match self.gate.refused(gate::refusal_kind(reason)) {
+                    Shown::Now => Report::IncomingRefused {
+                        peer: e.claimed().map(str::to_string),
+                        reason: e.to_string(),
+                    },
+                    Shown::SummaryDue(at) => {
+                        self.summary_at(at);
+                        return;
+                    }
+                    Shown::Counted => return,
+                }
+            }
         };
         let _ = self.tx.send(report).await;
+    }
+
+    /// A connection refused before it was even answered (too many at once): counted.
+    fn refused_at_the_door(&self) {
+        if let Shown::SummaryDue(at) = self
+            .gate
+            .refused(gate::refusal_kind(Some(&ConnectRefusal::Busy)))
+        {
+            self.summary_at(at);
+        }
+    }
+
+    /// Asks the app to show the refusal summary at `at`.
+    fn summary_at(&self, at: tokio::time::Instant) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let _ = tx.send(Report::RefusalSummary).await;
+        });
     }
 }
 
@@ -150,6 +213,7 @@ impl App {
             tx: self.tx.clone(),
             punches: self.punches.clone(),
             reach: self.reach.clone(),
+            gate: self.gate.clone(),
         }
     }
 
@@ -200,13 +264,24 @@ impl App {
         });
     }
 
-    /// Takes every call that arrives on the endpoint, each in a task of its own.
+    /// Takes every call that arrives on the endpoint, each in a task of its own. Beyond
+    /// the [`Gate`]'s bounds on connections being answered, a connection is refused
+    /// before any TLS work.
     pub(super) fn spawn_accept_loop(&mut self) {
         let opener = self.opener();
         self.tasks.spawn(async move {
             while let Some(incoming) = opener.endpoint.accept().await {
+                let Some(entered) = opener
+                    .gate
+                    .enter(gate::source_of(incoming.remote_address()))
+                else {
+                    incoming.refuse();
+                    opener.refused_at_the_door();
+                    continue;
+                };
                 let o = opener.clone();
                 tokio::spawn(async move {
+                    let _entered = entered;
                     let conn = match incoming.await {
                         Ok(c) => c,
                         Err(e) => {

@@ -203,6 +203,13 @@ pub enum Note {
     Info(String),
     Warning(String),
     Error(String),
+    /// Incoming connections refused since the last refusal shown (a flood is summarised
+    /// instead of shown one line each): how many, over how many seconds, per reason.
+    IncomingRefusals {
+        count: u64,
+        secs: u64,
+        by_reason: Vec<(String, u64)>,
+    },
 }
 
 /// `2026-11-24 00:17:31 UTC` for a time in milliseconds since the Unix epoch.

@@ -44,6 +44,7 @@
 //! undelivered to=bianca id=3 text=are you there?
 //! connect-failed peer=bianca reason=bianca is not online
 //! incoming-refused peer=mallory reason=...
+//! incoming-refusals count=1326 secs=10 reasons=unknown-initiator:1300,busy:26
 //! online user=ali secs=42
 //! who count=1
 //! fingerprint user=ali key=3F2A... peer=bianca peer-key=91C0... safety=12345 67890 ...
@@ -310,6 +311,20 @@ pub fn render(note: &Note) -> String {
         Note::Info(text) => format!("info text={text}"),
         Note::Warning(text) => format!("warning text={}", text.replace('\n', " ")),
         Note::Error(text) => format!("error text={}", text.replace('\n', " ")),
+        Note::IncomingRefusals {
+            count,
+            secs,
+            by_reason,
+        } => {
+            let reasons: Vec<String> = by_reason
+                .iter()
+                .map(|(why, n)| format!("{}:{n}", why.replace(' ', "-")))
+                .collect();
+            format!(
+                "incoming-refusals count={count} secs={secs} reasons={}",
+                reasons.join(",")
+            )
+        }
     }
 }
 

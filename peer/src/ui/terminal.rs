@@ -316,6 +316,21 @@ pub fn render(note: &Note) -> String {
         Note::Info(text) => text.clone(),
         Note::Warning(text) => format!("WARNING: {text}"),
         Note::Error(text) => format!("Error: {text}"),
+        Note::IncomingRefusals {
+            count,
+            secs,
+            by_reason,
+        } => {
+            let reasons: Vec<String> = by_reason
+                .iter()
+                .map(|(why, n)| format!("{why}: {}", thousands(*n)))
+                .collect();
+            format!(
+                "Refused {} incoming connections in the last {secs} s ({})",
+                thousands(*count),
+                reasons.join(", ")
+            )
+        }
     }
 }
 
@@ -365,4 +380,17 @@ fn path_text(path: &super::Path) -> &'static str {
         super::Path::Direct { .. } => "direct",
         super::Path::Relayed { .. } => "relayed by the directory",
     }
+}
+
+/// `1326` as `1,326`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
