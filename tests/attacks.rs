@@ -54,6 +54,11 @@ impl Raw {
     /// Connects from `ip` and says `Hello`.
     async fn connect(dir: &TestDirectory, ip: &str) -> Raw {
         let endpoint = quinn::Endpoint::client(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+        Raw::connect_on(dir, endpoint).await
+    }
+
+    /// Connects on `endpoint` (the directory then observes its address) and says `Hello`.
+    async fn connect_on(dir: &TestDirectory, endpoint: quinn::Endpoint) -> Raw {
         let tls = proto::verify::client_config(
             None,
             Some(dir.server.public_key()),
@@ -109,6 +114,15 @@ impl Raw {
     async fn login(&mut self, user: &str, password: &str, id: &Identity) -> Reply {
         let request = self.login_request(user, password, id);
         self.call(&request).await
+    }
+
+    /// Logs in reporting `addresses` as our own.
+    async fn login_reporting(&mut self, user: &str, id: &Identity, addresses: Vec<SocketAddr>) {
+        let mut request = self.login_request(user, PASSWORD, id);
+        if let Request::Login { addresses: a, .. } = &mut request {
+            *a = addresses;
+        }
+        assert_granted(&self.call(&request).await);
     }
 }
 
@@ -752,5 +766,67 @@ async fn a_flood_of_throwaway_keys_claiming_to_be_ali_locks_nobody_out() {
             assert_eq!(by_reason.iter().map(|(_, n)| n).sum::<u64>(), count);
         }
         _ => unreachable!(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendezvous cannot aim a peer at someone else
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_caller_cannot_make_the_target_send_packets_to_addresses_it_chose() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["mallory", "bianca"]).await.unwrap();
+    let mut bianca = TestPeer::start(&dir, "bianca", Start::Idle).await.unwrap();
+    listening(&mut bianca).await;
+
+    // A third process on bianca's host (think of a local service), which mallory wants
+    // bianca to send packets to.
+    let victim = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let victim_addr = victim.local_addr().unwrap();
+    // Mallory logs in from a real peer endpoint (so bianca's punch towards the address
+    // the directory observes can be seen arriving), reporting the victim's address and
+    // a multicast group as her own.
+    let mallory_id = Arc::new(Identity::generate());
+    let mallory_endpoint = endpoint::bind(&mallory_id, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut mallory = Raw::connect_on(&dir, mallory_endpoint.clone()).await;
+    let reported = vec![
+        victim_addr,
+        SocketAddr::new("224.0.0.251".parse().unwrap(), victim_addr.port()),
+    ];
+    mallory
+        .login_reporting("mallory", &mallory_id, reported)
+        .await;
+    let reply = mallory
+        .call(&Request::Rendezvous {
+            user: "bianca".into(),
+        })
+        .await;
+    assert!(
+        matches!(reply, Reply::Rendezvous { direct: true, .. }),
+        "{reply:?}"
+    );
+
+    // Bianca punches towards mallory: her connection to the observed address arrives
+    // (that is the event that her punching ran; every address gets its first packet at
+    // once, long before a handshake completes)...
+    let punched = timeout(WAIT, async {
+        loop {
+            let incoming = mallory_endpoint.accept().await.expect("endpoint open");
+            if let Ok(conn) = incoming.await {
+                return conn;
+            }
+        }
+    })
+    .await
+    .expect("bianca's punch towards the observed address");
+    assert!(peer::reach::is_punch(&punched));
+    punched.close(0u32.into(), b"");
+    // ... and nothing reached the victim.
+    let mut buf = [0u8; 2048];
+    match victim.try_recv_from(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((n, from)) => panic!("bianca sent {n} bytes from {from} to {victim_addr}"),
+        Err(e) => panic!("{e}"),
     }
 }

@@ -237,8 +237,9 @@ impl App {
             return;
         }
         let (o, punching) = (self.opener(), self.punching.clone());
+        let near = self.link.client().addr().ip();
         self.tasks.spawn(async move {
-            let conn = reach::punch(&o.endpoint, &o.identity, &from).await;
+            let conn = reach::punch(&o.endpoint, near, &o.identity, &from).await;
             punching.fetch_sub(1, Ordering::Relaxed);
             if let Some(conn) = conn {
                 o.take_call(Call::Direct(conn)).await;
