@@ -19,7 +19,7 @@ use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 
 use super::gate::{self, Gate, Shown};
-use super::{App, MAX_QUEUED_LINES, OpenChat, Outgoing, Report};
+use super::{App, ChangedKeys, MAX_QUEUED_LINES, OpenChat, Outgoing, Report};
 use crate::alerts::Alert;
 use crate::chat::{self, ChatEvent, ChatEvents, ChatHandle, EndReason, Transport};
 use crate::endpoint;
@@ -43,6 +43,7 @@ struct Opener {
     punches: Punches,
     reach: ReachOptions,
     gate: Gate,
+    changed_keys: ChangedKeys,
 }
 
 /// A call to answer: a connection (one that called us, or one we made while punching
@@ -92,7 +93,10 @@ impl Opener {
             .lock()
             .map(|p| p.check(claimed, key))
         {
-            Ok(PinCheck::Changed { .. }) => Err(ConnectRefusal::PinnedKeyChanged),
+            Ok(PinCheck::Changed { .. }) => {
+                self.changed_keys.note(claimed, *key);
+                Err(ConnectRefusal::PinnedKeyChanged)
+            }
             _ => Ok(()),
         };
         let (result, duplicate) = match call {
@@ -214,6 +218,7 @@ impl App {
             punches: self.punches.clone(),
             reach: self.reach.clone(),
             gate: self.gate.clone(),
+            changed_keys: self.changed_keys.clone(),
         }
     }
 
@@ -592,6 +597,7 @@ async fn dial(
         .map(|p| p.check(peer, &info.identity))
         .map_err(|_| "pin store poisoned".to_string())?;
     if let PinCheck::Changed { pinned } = check {
+        o.changed_keys.note(peer, info.identity);
         return Err(format!(
             "{peer}'s key has CHANGED: pinned {}, the directory now gives {}. This may be an attack. \
              If {peer} really has a new key (ask them), run `/trust {peer}` and compare the safety number.",

@@ -316,6 +316,33 @@ pub fn render(note: &Note) -> String {
         Note::Info(text) => text.clone(),
         Note::Warning(text) => format!("WARNING: {text}"),
         Note::Error(text) => format!("Error: {text}"),
+        Note::PendingKey {
+            peer,
+            pinned,
+            pending,
+            safety,
+            asking,
+        } => {
+            let mut s = match pinned {
+                Some(old) => format!(
+                    "{peer}'s key has CHANGED.\n  pinned key: {}\n  new key:    {}",
+                    old.fingerprint(),
+                    pending.fingerprint()
+                ),
+                None => format!("{peer}'s key: {} (not pinned yet)", pending.fingerprint()),
+            };
+            s.push_str(&format!("\nSafety number with the new key: {safety}"));
+            if *asking {
+                s.push_str(&format!(
+                    "\nCompare it with {peer} in person or by phone. Type yes to trust this key, anything else to keep the pin as it is."
+                ));
+            } else {
+                s.push_str(&format!(
+                    "\nNot trusted: chats with this key are refused until you check it with {peer} and `/trust {peer}`."
+                ));
+            }
+            s
+        }
         Note::IncomingRefusals {
             count,
             secs,
