@@ -830,3 +830,91 @@ async fn a_caller_cannot_make_the_target_send_packets_to_addresses_it_chose() {
         Err(e) => panic!("{e}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Offline mail handed out again
+// ---------------------------------------------------------------------------------------
+
+/// Seals `text` from ali (logged in on `raw` with `id`) to bianca and deposits it;
+/// returns the blob.
+async fn deposit_to_bianca(raw: &mut Raw, id: &Identity, text: &str) -> Vec<u8> {
+    let (identity, prekey) = match raw
+        .call(&Request::FetchPrekey {
+            user: "bianca".into(),
+        })
+        .await
+    {
+        Reply::Prekey {
+            identity,
+            prekey: Some(prekey),
+            ..
+        } => (identity, prekey),
+        other => panic!("expected bianca's prekey, got {other:?}"),
+    };
+    let (blob, _) = proto::sealed::seal(
+        id,
+        "ali",
+        "bianca",
+        &identity,
+        &prekey,
+        text,
+        1_800_000_000_000,
+    )
+    .unwrap();
+    deposit_blob(raw, &blob).await;
+    blob
+}
+
+async fn deposit_blob(raw: &mut Raw, blob: &[u8]) {
+    let reply = raw
+        .call(&Request::Deposit {
+            to: "bianca".into(),
+            blob: blob.to_vec(),
+        })
+        .await;
+    assert!(matches!(reply, Reply::Queued { .. }), "{reply:?}");
+}
+
+fn offline_message(text: &'static str) -> impl Fn(&Note) -> bool {
+    move |n| matches!(n, Note::OfflineMessage { text: t, .. } if t == text)
+}
+
+#[tokio::test]
+async fn a_redelivered_offline_message_is_never_shown_twice_even_after_a_restart() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali", "bianca"]).await.unwrap();
+    // Bianca logs in once (publishing her prekey) and leaves.
+    let bianca = TestPeer::start(&dir, "bianca", Start::Idle).await.unwrap();
+    let profile = bianca.quit().await;
+
+    let ali_id = Identity::generate();
+    let mut ali = Raw::connect(&dir, "127.0.0.1").await;
+    assert_granted(&ali.login("ali", PASSWORD, &ali_id).await);
+    let blob = deposit_to_bianca(&mut ali, &ali_id, "see you at eight").await;
+    let mut bianca = TestPeer::start_in(&dir, "bianca", profile, Start::Idle)
+        .await
+        .unwrap();
+    bianca
+        .expect("the message", offline_message("see you at eight"))
+        .await;
+    let profile = bianca.quit().await;
+
+    // The very same blob is handed to the directory again (a lost acknowledgement, a
+    // replaying sender or directory), then a new message.
+    deposit_blob(&mut ali, &blob).await;
+    deposit_to_bianca(&mut ali, &ali_id, "new message").await;
+    let mut bianca = TestPeer::start_in(&dir, "bianca", profile, Start::Idle)
+        .await
+        .unwrap();
+    // Mail comes oldest first: once the new message is shown, the old copy was handled.
+    bianca
+        .expect("the new message", offline_message("new message"))
+        .await;
+    let again = bianca
+        .seen
+        .iter()
+        .filter(|n| offline_message("see you at eight")(n))
+        .count();
+    assert_eq!(again, 0, "shown again after a restart: {:#?}", bianca.seen);
+    bianca.quit().await;
+}

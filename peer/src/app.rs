@@ -300,6 +300,7 @@ impl App {
                 mail,
                 prekeys,
                 self.history.clone(),
+                &self.profile_dir,
                 &mut self.tasks,
             ));
         }
