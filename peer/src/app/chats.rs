@@ -125,7 +125,16 @@ impl Opener {
                     chat::ChatError::RefusedIncoming { reason, .. } => Some(reason),
                     _ => None,
                 };
-                match self.gate.refused(gate::refusal_kind(reason)) {
+                // Only direct calls, which anyone can make, are summarised. A relayed
+                // call comes from a logged-in user the directory paired us with (and
+                // bounds), and a contact whose key changed got past the directory's
+                // check: those are always named, never flood noise.
+                let shown = match reason {
+                    Some(ConnectRefusal::PinnedKeyChanged) => Shown::Now,
+                    _ if source.is_none() => Shown::Now,
+                    _ => self.gate.refused(gate::refusal_kind(reason)),
+                };
+                match shown {
                     Shown::Now => Report::IncomingRefused {
                         peer: e.claimed().map(str::to_string),
                         reason: e.to_string(),

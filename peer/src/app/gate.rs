@@ -19,7 +19,9 @@
 //!    costs a fresh lookup; it never accepts someone the directory would not have.
 //! 4. Refusals are summarised ([`Gate::refused`]): the first one after a quiet spell is
 //!    shown as it happens, the others are counted and shown as one note per
-//!    [`SUMMARY_INTERVAL`].
+//!    [`SUMMARY_INTERVAL`]. (The app summarises only direct calls, which anyone can
+//!    make; a relayed call, which the directory paired and bounds, and a contact whose
+//!    pinned key changed, who got past the directory's check, are always named.)
 //!
 //! A source is an IPv4 address or an IPv6 /64. Every table is bounded; when the source
 //! table is full of active sources, a new source is not tracked (it still meets the
