@@ -705,6 +705,7 @@ async fn a_flood_of_throwaway_keys_claiming_to_be_ali_locks_nobody_out() {
         });
     }
     started.notified().await;
+    let flood_started = std::time::Instant::now();
 
     // During the flood, ali's genuine call gets through and bianca's own requests to
     // the directory are answered.
@@ -736,6 +737,11 @@ async fn a_flood_of_throwaway_keys_claiming_to_be_ali_locks_nobody_out() {
     stop.store(true, Ordering::Relaxed);
     while flood.join_next().await.is_some() {}
     let made = calls.load(Ordering::Relaxed);
+    let secs = flood_started.elapsed().as_secs();
+    eprintln!(
+        "flood: {made} calls, {} answered Busy, ali's call and bianca's /who done within {secs} s",
+        busy.load(Ordering::Relaxed)
+    );
     assert!(
         made < MAX_CALLS,
         "the flood ended before ali's call was done"
@@ -746,10 +752,12 @@ async fn a_flood_of_throwaway_keys_claiming_to_be_ali_locks_nobody_out() {
     bianca
         .expect("who", |n| matches!(n, Note::Who { .. }))
         .await;
-    let shown = bianca.seen.iter().filter(|n| refusal_note(n)).count();
+    // The first refusal, then one summary per interval (however slow this machine).
+    let shown = bianca.seen.iter().filter(|n| refusal_note(n)).count() as u64;
+    let bound = 2 + secs / peer::app::gate::SUMMARY_INTERVAL.as_secs();
     assert!(
-        shown <= 3,
-        "{shown} refusal notes on bianca's screen for {made} calls"
+        shown <= bound,
+        "{shown} refusal notes on bianca's screen for {made} calls (at most {bound})"
     );
     assert!(
         busy.load(Ordering::Relaxed) > 0,
