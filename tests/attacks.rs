@@ -19,15 +19,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use natter::TestDirectory;
+use natter::{TestDirectory, TestPeer};
+use peer::app::Start;
 use peer::chat::{self, ChatError, ChatEvent, ChatEvents, ChatHandle, EndReason};
 use peer::endpoint;
+use peer::ui::Note;
 use proto::frame;
 use proto::message::{
-    ChannelBinding, ChatPayload, PeerInfo, PeerMsg, Refusal, Reply, Request, ServerMsg,
-    login_transcript, resume_transcript,
+    ChannelBinding, ChatPayload, ConnectRefusal, PeerInfo, PeerMsg, Refusal, Reply, Request,
+    ServerMsg, login_transcript, resume_transcript,
 };
 use proto::session::{Handshake, Opener, Role, SealedFrame, Sealer};
 use proto::{Identity, PublicKey};
@@ -55,6 +58,11 @@ impl Raw {
     /// Connects from `ip` and says `Hello`.
     async fn connect(dir: &TestDirectory, ip: &str) -> Raw {
         let endpoint = quinn::Endpoint::client(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+        Raw::connect_on(dir, endpoint).await
+    }
+
+    /// Connects on `endpoint` (the directory then observes its address) and says `Hello`.
+    async fn connect_on(dir: &TestDirectory, endpoint: quinn::Endpoint) -> Raw {
         let tls = proto::verify::client_config(
             None,
             Some(dir.server.public_key()),
@@ -117,6 +125,15 @@ impl Raw {
     async fn login(&mut self, user: &str, password: &str, id: &Identity) -> Reply {
         let request = self.login_request(user, password, id);
         self.call(&request).await
+    }
+
+    /// Logs in reporting `addresses` as our own.
+    async fn login_reporting(&mut self, user: &str, id: &Identity, addresses: Vec<SocketAddr>) {
+        let mut request = self.login_request(user, PASSWORD, id);
+        if let Request::Login { addresses: a, .. } = &mut request {
+            *a = addresses;
+        }
+        assert_granted(&self.call(&request).await);
     }
 }
 
@@ -818,4 +835,319 @@ async fn a_peer_that_never_acknowledges_cannot_make_the_sender_buffer_without_bo
         matches!(first, ChatPayload::Text { id: 1, .. }),
         "{first:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A listening peer under a flood of calls
+// ---------------------------------------------------------------------------------------
+
+/// Where a peer running the real app listens, and its key.
+async fn listening(p: &mut TestPeer) -> (SocketAddr, PublicKey) {
+    let addr = match p
+        .expect("listening", |n| matches!(n, Note::Listening { .. }))
+        .await
+    {
+        Note::Listening { addr } => addr,
+        _ => unreachable!(),
+    };
+    p.say("/fingerprint").await;
+    let key = match p
+        .expect("its key", |n| matches!(n, Note::Fingerprint { .. }))
+        .await
+    {
+        Note::Fingerprint { key, .. } => key,
+        _ => unreachable!(),
+    };
+    (addr, key)
+}
+
+/// One call with a throwaway key claiming to be `claimed`: the refusal it got, if it got
+/// as far as the connect request (`None`: refused before, or no answer).
+async fn throwaway_call(
+    endpoint: &quinn::Endpoint,
+    to: SocketAddr,
+    key: PublicKey,
+    claimed: &str,
+) -> Option<ConnectRefusal> {
+    let id = Identity::generate();
+    let conn = endpoint::dial_peer(endpoint, &id, to, key).await.ok()?;
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    let connect = PeerMsg::Connect {
+        version: proto::PROTOCOL_VERSION,
+        initiator: claimed.parse().unwrap(),
+        background: false,
+    };
+    frame::write_frame(&mut send, &connect).await.ok()?;
+    let reply = timeout(WAIT, frame::read_frame::<_, PeerMsg>(&mut recv)).await;
+    conn.close(0u32.into(), b"");
+    match reply {
+        Ok(Ok(Some(PeerMsg::Refused { reason }))) => Some(reason),
+        other => panic!("a throwaway key was not refused: {other:?}"),
+    }
+}
+
+fn refusal_note(n: &Note) -> bool {
+    matches!(
+        n,
+        Note::IncomingRefused { .. } | Note::IncomingRefusals { .. }
+    )
+}
+
+#[tokio::test]
+async fn a_flood_of_throwaway_keys_claiming_to_be_ali_locks_nobody_out() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali", "bianca"]).await.unwrap();
+    let mut bianca = TestPeer::start(&dir, "bianca", Start::Idle).await.unwrap();
+    let (to, key) = listening(&mut bianca).await;
+
+    // Mallory floods bianca from another source address, 16 calls at a time, a fresh
+    // key each, every one claiming to be ali, until told to stop.
+    const MAX_CALLS: usize = 20_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let endpoint = quinn::Endpoint::client("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (endpoint, stop, calls, busy, started) = (
+            endpoint.clone(),
+            stop.clone(),
+            calls.clone(),
+            busy.clone(),
+            started.clone(),
+        );
+        flood.spawn(async move {
+            while !stop.load(Ordering::Relaxed) && calls.load(Ordering::Relaxed) < MAX_CALLS {
+                let reason = throwaway_call(&endpoint, to, key, "ali").await;
+                if reason == Some(ConnectRefusal::Busy) {
+                    busy.fetch_add(1, Ordering::Relaxed);
+                }
+                if calls.fetch_add(1, Ordering::Relaxed) == 200 {
+                    started.notify_one();
+                }
+            }
+        });
+    }
+    started.notified().await;
+    let flood_started = std::time::Instant::now();
+
+    // During the flood, ali's genuine call gets through and bianca's own requests to
+    // the directory are answered.
+    let mut ali = TestPeer::start(&dir, "ali", Start::Connect("bianca".into()))
+        .await
+        .unwrap();
+    ali.expect(
+        "connected",
+        |n| matches!(n, Note::Connected { peer, .. } if peer == "bianca"),
+    )
+    .await;
+    bianca
+        .expect(
+            "ali's call",
+            |n| matches!(n, Note::Connected { peer, .. } if peer == "ali"),
+        )
+        .await;
+    ali.say("hello through the flood").await;
+    bianca
+        .expect_message("ali", "hello through the flood")
+        .await;
+    bianca.say("/who").await;
+    bianca
+        .expect(
+            "who",
+            |n| matches!(n, Note::Who { users } if users.len() == 2),
+        )
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    while flood.join_next().await.is_some() {}
+    let made = calls.load(Ordering::Relaxed);
+    let secs = flood_started.elapsed().as_secs();
+    eprintln!(
+        "flood: {made} calls, {} answered Busy, ali's call and bianca's /who done within {secs} s",
+        busy.load(Ordering::Relaxed)
+    );
+    assert!(
+        made < MAX_CALLS,
+        "the flood ended before ali's call was done"
+    );
+
+    // Bianca's screen: refusals are summarised, not shown one line each.
+    bianca.say("/who").await;
+    bianca
+        .expect("who", |n| matches!(n, Note::Who { .. }))
+        .await;
+    // The first refusal, then one summary per interval (however slow this machine).
+    let shown = bianca.seen.iter().filter(|n| refusal_note(n)).count() as u64;
+    let bound = 2 + secs / peer::app::gate::SUMMARY_INTERVAL.as_secs();
+    assert!(
+        shown <= bound,
+        "{shown} refusal notes on bianca's screen for {made} calls (at most {bound})"
+    );
+    assert!(
+        busy.load(Ordering::Relaxed) > 0,
+        "the flood was never held back"
+    );
+    let summary = bianca
+        .expect("a summary", |n| matches!(n, Note::IncomingRefusals { .. }))
+        .await;
+    match summary {
+        Note::IncomingRefusals {
+            count, by_reason, ..
+        } => {
+            assert!(count > 0);
+            assert_eq!(by_reason.iter().map(|(_, n)| n).sum::<u64>(), count);
+        }
+        _ => unreachable!(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendezvous cannot aim a peer at someone else
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_caller_cannot_make_the_target_send_packets_to_addresses_it_chose() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["mallory", "bianca"]).await.unwrap();
+    let mut bianca = TestPeer::start(&dir, "bianca", Start::Idle).await.unwrap();
+    listening(&mut bianca).await;
+
+    // A third process on bianca's host (think of a local service), which mallory wants
+    // bianca to send packets to.
+    let victim = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let victim_addr = victim.local_addr().unwrap();
+    // Mallory logs in from a real peer endpoint (so bianca's punch towards the address
+    // the directory observes can be seen arriving), reporting the victim's address and
+    // a multicast group as her own.
+    let mallory_id = Arc::new(Identity::generate());
+    let mallory_endpoint = endpoint::bind(&mallory_id, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut mallory = Raw::connect_on(&dir, mallory_endpoint.clone()).await;
+    let reported = vec![
+        victim_addr,
+        SocketAddr::new("224.0.0.251".parse().unwrap(), victim_addr.port()),
+    ];
+    mallory
+        .login_reporting("mallory", &mallory_id, reported)
+        .await;
+    let reply = mallory
+        .call(&Request::Rendezvous {
+            user: "bianca".parse().unwrap(),
+        })
+        .await;
+    assert!(
+        matches!(reply, Reply::Rendezvous { direct: true, .. }),
+        "{reply:?}"
+    );
+
+    // Bianca punches towards mallory: her connection to the observed address arrives
+    // (that is the event that her punching ran; every address gets its first packet at
+    // once, long before a handshake completes)...
+    let punched = timeout(WAIT, async {
+        loop {
+            let incoming = mallory_endpoint.accept().await.expect("endpoint open");
+            if let Ok(conn) = incoming.await {
+                return conn;
+            }
+        }
+    })
+    .await
+    .expect("bianca's punch towards the observed address");
+    assert!(peer::reach::is_punch(&punched));
+    punched.close(0u32.into(), b"");
+    // ... and nothing reached the victim.
+    let mut buf = [0u8; 2048];
+    match victim.try_recv_from(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((n, from)) => panic!("bianca sent {n} bytes from {from} to {victim_addr}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Offline mail handed out again
+// ---------------------------------------------------------------------------------------
+
+/// Seals `text` from ali (logged in on `raw` with `id`) to bianca and deposits it;
+/// returns the blob.
+async fn deposit_to_bianca(raw: &mut Raw, id: &Identity, text: &str) -> Vec<u8> {
+    let (identity, prekey) = match raw
+        .call(&Request::FetchPrekey {
+            user: "bianca".parse().unwrap(),
+        })
+        .await
+    {
+        Reply::Prekey {
+            identity,
+            prekey: Some(prekey),
+            ..
+        } => (identity, prekey),
+        other => panic!("expected bianca's prekey, got {other:?}"),
+    };
+    let (blob, _) = proto::sealed::seal(
+        id,
+        &"ali".parse().unwrap(),
+        &"bianca".parse().unwrap(),
+        &identity,
+        &prekey,
+        text,
+        1_800_000_000_000,
+    )
+    .unwrap();
+    deposit_blob(raw, &blob).await;
+    blob
+}
+
+async fn deposit_blob(raw: &mut Raw, blob: &[u8]) {
+    let reply = raw
+        .call(&Request::Deposit {
+            to: "bianca".parse().unwrap(),
+            blob: blob.to_vec(),
+        })
+        .await;
+    assert!(matches!(reply, Reply::Queued { .. }), "{reply:?}");
+}
+
+fn offline_message(text: &'static str) -> impl Fn(&Note) -> bool {
+    move |n| matches!(n, Note::OfflineMessage { text: t, .. } if t == text)
+}
+
+#[tokio::test]
+async fn a_redelivered_offline_message_is_never_shown_twice_even_after_a_restart() {
+    let dir = TestDirectory::start().await.unwrap();
+    dir.add_users(&["ali", "bianca"]).await.unwrap();
+    // Bianca logs in once (publishing her prekey) and leaves.
+    let bianca = TestPeer::start(&dir, "bianca", Start::Idle).await.unwrap();
+    let profile = bianca.quit().await;
+
+    let ali_id = Identity::generate();
+    let mut ali = Raw::connect(&dir, "127.0.0.1").await;
+    assert_granted(&ali.login("ali", PASSWORD, &ali_id).await);
+    let blob = deposit_to_bianca(&mut ali, &ali_id, "see you at eight").await;
+    let mut bianca = TestPeer::start_in(&dir, "bianca", profile, Start::Idle)
+        .await
+        .unwrap();
+    bianca
+        .expect("the message", offline_message("see you at eight"))
+        .await;
+    let profile = bianca.quit().await;
+
+    // The very same blob is handed to the directory again (a lost acknowledgement, a
+    // replaying sender or directory), then a new message.
+    deposit_blob(&mut ali, &blob).await;
+    deposit_to_bianca(&mut ali, &ali_id, "new message").await;
+    let mut bianca = TestPeer::start_in(&dir, "bianca", profile, Start::Idle)
+        .await
+        .unwrap();
+    // Mail comes oldest first: once the new message is shown, the old copy was handled.
+    bianca
+        .expect("the new message", offline_message("new message"))
+        .await;
+    let again = bianca
+        .seen
+        .iter()
+        .filter(|n| offline_message("see you at eight")(n))
+        .count();
+    assert_eq!(again, 0, "shown again after a restart: {:#?}", bianca.seen);
+    bianca.quit().await;
 }

@@ -372,7 +372,8 @@ async fn directory_failure_refuses_with_directory_unavailable() {
     let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
     let accept = async {
         let conn = bianca.endpoint.accept().await.unwrap().await.unwrap();
-        let lookup = async |_: &str| Err("directory connection lost".to_string());
+        // The directory connection is lost: the app answers DirectoryUnavailable.
+        let lookup = async |_: &str| Err(ConnectRefusal::DirectoryUnavailable);
         chat::accept(
             conn,
             &bianca.identity,

@@ -228,8 +228,58 @@ async fn a_changed_key_is_refused_until_trusted() {
     assert!(format!("{note:?}").contains("CHANGED"), "{note:?}");
 
     // Her side refuses ali too? No: bianca's new profile has no pin for ali. But ali's
-    // pin protects ali: nothing was sent. After checking, ali trusts the new key.
+    // pin protects ali: nothing was sent. `/fingerprint bianca` shows the changed key
+    // beside the pinned one.
+    ali.say("/fingerprint bianca").await;
+    let pinned = match ali
+        .expect("fingerprint", |n| matches!(n, Note::Fingerprint { .. }))
+        .await
+    {
+        Note::Fingerprint {
+            peer: Some((_, key, _)),
+            ..
+        } => key,
+        other => panic!("{other:?}"),
+    };
+    let changed = match ali
+        .expect("the changed key", |n| matches!(n, Note::PendingKey { .. }))
+        .await
+    {
+        Note::PendingKey {
+            peer,
+            pinned: Some(old),
+            pending,
+            asking: false,
+            ..
+        } if peer == "bianca" && old == pinned && pending != pinned => pending,
+        other => panic!("{other:?}"),
+    };
+    // `/trust` shows the new key's safety number and asks first: answering anything but
+    // yes pins nothing.
     ali.say("/trust bianca").await;
+    let asked = |n: &Note| {
+        matches!(n, Note::PendingKey { peer, pinned: Some(old), pending, asking: true, .. }
+            if peer == "bianca" && *old == pinned && *pending == changed)
+    };
+    ali.expect("the question", asked).await;
+    ali.say("no").await;
+    ali.expect(
+        "not trusted",
+        |n| matches!(n, Note::Info(t) if t.contains("not trusted")),
+    )
+    .await;
+    ali.say("/connect bianca").await;
+    let note = ali
+        .expect(
+            "refused again",
+            |n| matches!(n, Note::ConnectFailed { peer, .. } if peer == "bianca"),
+        )
+        .await;
+    assert!(format!("{note:?}").contains("CHANGED"), "{note:?}");
+    // After checking, ali trusts the new key.
+    ali.say("/trust bianca").await;
+    ali.expect("the question", asked).await;
+    ali.say("yes").await;
     ali.expect(
         "trusted",
         |n| matches!(n, Note::Info(t) if t.contains("now trusting bianca")),

@@ -101,6 +101,12 @@ pub struct MailboxSection {
     pub max_messages: Option<u32>,
     /// Most bytes of messages waiting for one recipient.
     pub max_bytes: Option<u64>,
+    /// Most messages from one sender waiting for one recipient.
+    pub max_messages_per_sender: Option<u32>,
+    /// Most bytes of messages from one sender waiting for one recipient.
+    pub max_bytes_per_sender: Option<u64>,
+    /// Most bytes of messages waiting in all.
+    pub max_total_bytes: Option<u64>,
 }
 
 /// `[lockout]`: account lockout after failed password logins.
@@ -375,6 +381,15 @@ pub fn apply(
     );
     set(&mut c.mailbox.max_messages, file.mailbox.max_messages);
     set(&mut c.mailbox.max_bytes, file.mailbox.max_bytes);
+    set(
+        &mut c.mailbox.max_messages_per_sender,
+        file.mailbox.max_messages_per_sender,
+    );
+    set(
+        &mut c.mailbox.max_bytes_per_sender,
+        file.mailbox.max_bytes_per_sender,
+    );
+    set(&mut c.mailbox.max_total_bytes, file.mailbox.max_total_bytes);
     set(&mut c.cluster_address, file.cluster.address.map(Some));
     set(
         &mut c.cluster.heartbeat,
@@ -457,6 +472,15 @@ fn check(c: &Config, log: &LogSettings) -> anyhow::Result<()> {
         ("mailbox.lifetime_secs", c.mailbox.lifetime.as_secs()),
         ("mailbox.max_messages", u64::from(c.mailbox.max_messages)),
         ("mailbox.max_bytes", c.mailbox.max_bytes),
+        (
+            "mailbox.max_messages_per_sender",
+            u64::from(c.mailbox.max_messages_per_sender),
+        ),
+        (
+            "mailbox.max_bytes_per_sender",
+            c.mailbox.max_bytes_per_sender,
+        ),
+        ("mailbox.max_total_bytes", c.mailbox.max_total_bytes),
         ("max_concurrent_hashes", c.max_concurrent_hashes as u64),
         ("lockout.max_failures", u64::from(c.lockout.max_failures)),
         ("lockout.base_secs", c.lockout.base.as_secs()),
@@ -628,10 +652,13 @@ pub fn render(e: &Effective) -> String {
         r.enabled, r.max_sessions, r.max_sessions_per_user, r.bytes_per_sec_per_user
     ));
     out.push_str(&format!(
-        "\n[mailbox]\nlifetime_secs = {}\nmax_messages = {}\nmax_bytes = {}\n",
+        "\n[mailbox]\nlifetime_secs = {}\nmax_messages = {}\nmax_bytes = {}\nmax_messages_per_sender = {}\nmax_bytes_per_sender = {}\nmax_total_bytes = {}\n",
         c.mailbox.lifetime.as_secs(),
         c.mailbox.max_messages,
-        c.mailbox.max_bytes
+        c.mailbox.max_bytes,
+        c.mailbox.max_messages_per_sender,
+        c.mailbox.max_bytes_per_sender,
+        c.mailbox.max_total_bytes
     ));
     out.push_str("\n[cluster]\n");
     match c.cluster_address {

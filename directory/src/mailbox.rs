@@ -28,8 +28,13 @@
 //! sender gets an "expired" receipt; expired messages are never handed out, even before
 //! the periodic purge deletes them. Receipts themselves are kept for another lifetime.
 //! Quota: at most [`MailboxPolicy::max_messages`] messages and
-//! [`MailboxPolicy::max_bytes`] bytes wait for one recipient; a deposit over either gets
-//! `Error{MailboxFull}`.
+//! [`MailboxPolicy::max_bytes`] bytes wait for one recipient, of which at most
+//! [`MailboxPolicy::max_messages_per_sender`] messages and
+//! [`MailboxPolicy::max_bytes_per_sender`] bytes from any one sender (one sender cannot
+//! fill someone's mailbox), and at most [`MailboxPolicy::max_total_bytes`] bytes wait in
+//! all; a deposit over any of them gets `Error{MailboxFull}` saying which. (With several
+//! instances on PostgreSQL, the total may be exceeded by one message per instance
+//! depositing at the same moment; the per-recipient quotas hold exactly.)
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -67,15 +72,26 @@ pub struct MailboxPolicy {
     pub max_messages: u32,
     /// Most bytes of blobs waiting for one recipient.
     pub max_bytes: u64,
+    /// Most messages from one sender waiting for one recipient (so one sender cannot
+    /// fill someone's mailbox).
+    pub max_messages_per_sender: u32,
+    /// Most bytes of blobs from one sender waiting for one recipient.
+    pub max_bytes_per_sender: u64,
+    /// Most bytes of blobs waiting in all, for everyone.
+    pub max_total_bytes: u64,
 }
 
 impl Default for MailboxPolicy {
-    /// 30 days, 1000 messages, 16 MiB per recipient.
+    /// 30 days, 1000 messages, 16 MiB per recipient, of which 100 messages, 2 MiB from
+    /// any one sender; 4 GiB in all.
     fn default() -> Self {
         Self {
             lifetime: Duration::from_secs(30 * 24 * 60 * 60),
             max_messages: 1000,
             max_bytes: 16 * 1024 * 1024,
+            max_messages_per_sender: 100,
+            max_bytes_per_sender: 2 * 1024 * 1024,
+            max_total_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -252,6 +268,17 @@ pub async fn deposit(
                 "{to}'s mailbox is full ({messages} messages, {bytes} bytes waiting; at most {} messages and {} bytes): try again after {to} has logged in",
                 policy.max_messages, policy.max_bytes
             ),
+        ),
+        Ok(DepositOutcome::SenderFull { messages, bytes }) => error(
+            ErrorCode::MailboxFull,
+            format!(
+                "you already have {messages} messages ({bytes} bytes) waiting for {to}, the most one sender may (at most {} messages and {} bytes): try again after {to} has logged in",
+                policy.max_messages_per_sender, policy.max_bytes_per_sender
+            ),
+        ),
+        Ok(DepositOutcome::StoreFull) => error(
+            ErrorCode::MailboxFull,
+            "the directory's mail store is full: try again later",
         ),
         Err(e) => internal(e),
     }

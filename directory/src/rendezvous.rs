@@ -12,12 +12,18 @@
 //! the relay: the target's instance forwards its relay stream to this one
 //! ([`crate::relay::forward`]).
 //!
+//! Each side hears only the other's addresses it may send packets to
+//! ([`proto::addr`]): the observed address, and reported addresses except loopback (unless
+//! both are on this host, and then only the observed one), link-local (unless both are on
+//! one network), multicast and broadcast. Reported addresses are chosen freely at login;
+//! without this a caller could make the target send packets to a third party's service.
+//!
 //! The rules of `Lookup` apply: only logged-in users learn anything, and anything else
 //! gets `NotFound`. Each rendezvous pushes an event to someone else, so a user may make
 //! only [`crate::relay::RelayPolicy::max_offers_per_user`] of them per offer lifetime;
 //! beyond that the answer is `Error{RateLimited}`.
 
-use proto::message::{ErrorCode, Event, Reply};
+use proto::message::{ErrorCode, Event, PeerInfo, Reply};
 use proto::names::UserName;
 
 use crate::audit::AuditEvent;
@@ -33,11 +39,15 @@ pub fn rendezvous(shared: &Shared, requester: Option<&UserName>, target: &UserNa
         target: target.to_string(),
         found: found.is_some(),
     });
-    let Some((me, peer)) = found else {
+    let Some((mut me, mut peer)) = found else {
         return Reply::NotFound {
             user: target.clone(),
         };
     };
+    // Each is told only the other's addresses it may send to (see the module docs).
+    let (me_near, peer_near) = (peer.observed.ip(), me.observed.ip());
+    keep_dialable(&mut me, me_near);
+    keep_dialable(&mut peer, peer_near);
     let Some(token) = shared.relay.offer(&me.user, &peer.user) else {
         return Reply::Error {
             code: ErrorCode::RateLimited,
@@ -66,4 +76,17 @@ pub fn rendezvous(shared: &Shared, requester: Option<&UserName>, target: &UserNa
         direct,
         relay,
     }
+}
+
+/// Drops the reported addresses of `info` that the other side, at `near`, must not be
+/// made to send packets to ([`proto::addr::may_send`]): a caller cannot aim the target at
+/// a service on the target's own host or link, or at a multicast group, by reporting it
+/// at login. The observed address stays (it is what the directory saw); the peer applies
+/// the same rule to it.
+fn keep_dialable(info: &mut PeerInfo, near: std::net::IpAddr) {
+    let addresses = std::mem::take(&mut info.addresses);
+    info.addresses = addresses
+        .into_iter()
+        .filter(|a| proto::addr::may_send(info, *a, near))
+        .collect();
 }

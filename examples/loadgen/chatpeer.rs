@@ -13,6 +13,7 @@ use anyhow::Context;
 use peer::chat::{self, ChatEvent, ChatEvents, ChatHandle};
 use peer::directory_client::DirectoryClient;
 use peer::endpoint;
+use proto::message::ConnectRefusal;
 use proto::names::UserName;
 use proto::{Identity, PublicKey};
 
@@ -73,7 +74,10 @@ impl ChatPeer {
                     };
                     let client = me.client.clone();
                     let lookup = async move |claimed: &str| {
-                        client.lookup(claimed).await.map_err(|e| e.to_string())
+                        client
+                            .lookup(claimed)
+                            .await
+                            .map_err(|_| ConnectRefusal::DirectoryUnavailable)
                     };
                     let pins = |_: &str, _: &PublicKey| Ok(());
                     match chat::accept(conn, &me.identity, &me.name, lookup, pins).await {

@@ -8,6 +8,8 @@
 //!
 //! - [`chats`]: opening sessions, routing what we send, what their events mean.
 //! - [`rooms`]: rooms and presence.
+//! - [`gate`]: what strangers calling us can make us spend (bounds, lookup cache,
+//!   summarised refusals).
 //!
 //! Beside them, the app runs the sealed mailbox's two tasks ([`crate::mailbox`]): a
 //! private message that cannot reach its recipient directly is sealed and queued at the
@@ -15,6 +17,7 @@
 //! to the profile's encrypted history ([`crate::history`]).
 
 mod chats;
+pub mod gate;
 mod rooms;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -77,6 +80,8 @@ enum Report {
         peer: Option<String>,
         reason: String,
     },
+    /// Time to show the refusals counted since the last one shown.
+    RefusalSummary,
     Chat {
         id: u64,
         event: ChatEvent,
@@ -162,6 +167,8 @@ pub struct App {
     reach: ReachOptions,
     /// Punching attempts running (for `Event::Incoming`), at most `reach::MAX_PUNCHES`.
     punching: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bounds on what incoming calls cost us, and the refusal tally.
+    gate: gate::Gate,
     rooms: BTreeMap<String, rooms::RoomState>,
     /// Room message numbers seen and sent (kept in the profile).
     marks: rooms::Marks,
@@ -172,6 +179,10 @@ pub struct App {
     first_contact: bool,
     /// An `/adduser` whose password is the next input line (scripted mode).
     admin_password: Option<admin::PendingAddUser>,
+    /// A `/trust NAME` waiting for the next line to confirm (`yes`) the key shown.
+    trust_pending: Option<(UserName, proto::PublicKey)>,
+    /// Changed keys seen when a chat was refused (not pinned), for `/fingerprint NAME`.
+    changed_keys: ChangedKeys,
     /// Private messages, both ways, sealed into the profile (none if it has no vault).
     history: Option<HistoryWriter>,
     /// Seals and queues messages for peers we cannot reach.
@@ -246,12 +257,15 @@ impl App {
             punches: Punches::default(),
             reach: ReachOptions::from_env(),
             punching: Arc::default(),
+            gate: gate::Gate::default(),
             rooms: BTreeMap::new(),
             marks: rooms::Marks::load(online.profile.dir()),
             profile_dir: online.profile.dir().to_path_buf(),
             prompt_owed: false,
             first_contact: online.first_contact,
             admin_password: None,
+            trust_pending: None,
+            changed_keys: ChangedKeys::default(),
             tx,
             rx,
             tasks,
@@ -287,6 +301,7 @@ impl App {
                 mail,
                 prekeys,
                 self.history.clone(),
+                &self.profile_dir,
                 &mut self.tasks,
             ));
         }
@@ -359,6 +374,11 @@ impl App {
 
     /// Handles one line of input. Returns false to quit.
     async fn line(&mut self, line: &str) -> bool {
+        if let Some((peer, key)) = self.trust_pending.take() {
+            self.confirm_trust(peer, key, line);
+            self.ready();
+            return true;
+        }
         if let Some(pending) = self.admin_password.take() {
             let note = admin::add_user(&self.link, pending, line).await;
             self.show(note);
@@ -488,6 +508,15 @@ impl App {
             Report::ConnectFailed { peer, reason } => self.connect_failed(peer, reason),
             Report::IncomingRefused { peer, reason } => {
                 self.show(Note::IncomingRefused { peer, reason })
+            }
+            Report::RefusalSummary => {
+                if let Some(s) = self.gate.summary() {
+                    self.show(Note::IncomingRefusals {
+                        count: s.count,
+                        secs: s.secs,
+                        by_reason: s.by_reason,
+                    });
+                }
             }
             Report::Chat { id, event } => self.chat_event(id, event),
             Report::Link(event) => self.link_event(event),
@@ -640,8 +669,9 @@ impl App {
             Some(name) => {
                 let live = self.find(&name).map(|id| self.chats[&id].handle.peer_key());
                 let pinned = self.pins.lock().ok().and_then(|p| p.get(&name));
+                let changed = self.changed_keys.get(&name).filter(|k| Some(*k) != pinned);
                 match live.or(pinned) {
-                    Some(key) => Some((name, key, proto::identity::safety_number(&mine, &key))),
+                    Some(key) => Some((name, key, pinned, changed)),
                     None => {
                         self.show(Note::Error(format!(
                             "no key known for {name}: chat with them first"
@@ -651,34 +681,80 @@ impl App {
                 }
             }
         };
+        let changed = peer.as_ref().and_then(|(name, _, pinned, changed)| {
+            changed.map(|pending| Note::PendingKey {
+                peer: name.clone(),
+                pinned: *pinned,
+                pending,
+                safety: proto::identity::safety_number(&mine, &pending),
+                asking: false,
+            })
+        });
         self.show(Note::Fingerprint {
             user: self.me.to_string(),
             key: mine,
-            peer,
+            peer: peer.map(|(name, key, _, _)| {
+                let safety = proto::identity::safety_number(&mine, &key);
+                (name, key, safety)
+            }),
         });
+        if let Some(note) = changed {
+            self.show(note);
+        }
     }
 
+    /// `/trust NAME`: shows the directory's key for NAME and its safety number, and asks
+    /// (the next line answers) before pinning it.
     async fn trust(&mut self, peer: String) {
         match self.link.lookup(&peer).await {
             Ok(Some(info)) => {
-                let result = self
-                    .pins
-                    .lock()
-                    .map_err(|_| "pin store poisoned".to_string())
-                    .and_then(|mut p| p.pin(&info.user, info.identity).map_err(|e| e.to_string()));
-                match result {
-                    Ok(()) => self.show(Note::Info(format!(
-                        "now trusting {peer}'s key {} (safety number {})",
-                        info.identity.fingerprint(),
-                        proto::identity::safety_number(&self.identity.public(), &info.identity)
-                    ))),
-                    Err(e) => self.show(Note::Error(e)),
+                let pinned = self.pins.lock().ok().and_then(|p| p.get(&peer));
+                if pinned == Some(info.identity) {
+                    self.show(Note::Info(format!(
+                        "{peer}'s key {} is already trusted",
+                        info.identity.fingerprint()
+                    )));
+                    return;
                 }
+                self.show(Note::PendingKey {
+                    peer: peer.clone(),
+                    pinned,
+                    pending: info.identity,
+                    safety: proto::identity::safety_number(&self.identity.public(), &info.identity),
+                    asking: true,
+                });
+                self.trust_pending = Some((info.user, info.identity));
             }
             Ok(None) => self.show(Note::Error(format!(
                 "{peer} is not online; their key can be trusted once they are"
             ))),
             Err(e) => self.show(Note::Error(e.to_string())),
+        }
+    }
+
+    /// The answer to `/trust NAME`: `yes` pins exactly the key that was shown.
+    fn confirm_trust(&mut self, peer: UserName, key: proto::PublicKey, answer: &str) {
+        if !answer.trim().eq_ignore_ascii_case("yes") {
+            self.show(Note::Info(format!(
+                "not trusted: {peer}'s pinned key is unchanged"
+            )));
+            return;
+        }
+        let result = self
+            .pins
+            .lock()
+            .map_err(|_| "pin store poisoned".to_string())
+            .and_then(|mut p| p.pin(&peer, key).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => {
+                self.changed_keys.forget(&peer);
+                self.show(Note::Info(format!(
+                    "now trusting {peer}'s key {} (safety number {})",
+                    key.fingerprint(),
+                    proto::identity::safety_number(&self.identity.public(), &key)
+                )));
+            }
+            Err(e) => self.show(Note::Error(e)),
         }
     }
 
@@ -743,5 +819,31 @@ impl App {
         self.link.logout().await;
         crate::endpoint::close(&self.endpoint).await;
         self.tasks.abort_all();
+    }
+}
+
+/// Changed keys seen when a chat was refused because of a pin (not pinned), newest per
+/// name, at most [`ChangedKeys::MAX`] names. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChangedKeys(Arc<Mutex<HashMap<String, proto::PublicKey>>>);
+
+impl ChangedKeys {
+    const MAX: usize = 64;
+
+    fn note(&self, name: &str, key: proto::PublicKey) {
+        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() < Self::MAX || keys.contains_key(name) {
+            keys.insert(name.to_string(), key);
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<proto::PublicKey> {
+        let keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(name).copied()
+    }
+
+    fn forget(&self, name: &str) {
+        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        keys.remove(name);
     }
 }

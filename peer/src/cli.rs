@@ -97,10 +97,17 @@ pub enum Command {
         /// A contact whose pinned key to compare
         name: Option<String>,
     },
-    /// Accept NAME's current key (after their key changed and you checked it with them)
+    /// Accept NAME's current key (after their key changed and you checked it with them).
+    /// Shows the key and its safety number and asks first; scripts give the fingerprint
+    /// they checked, or --yes
     Trust {
         /// The contact whose new key to accept
         name: String,
+        /// The fingerprint you checked with NAME: the key is pinned only if it is this one
+        fingerprint: Option<String>,
+        /// Pin the directory's current key without asking
+        #[arg(long)]
+        yes: bool,
     },
     /// Show your conversation with NAME, from the profile's encrypted history (asks for
     /// the password; a wrong one is refused)

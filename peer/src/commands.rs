@@ -26,7 +26,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Register { name } => register(&opts, &name).await,
         Command::Who => who(&opts).await,
         Command::Fingerprint { name } => fingerprint(&opts, name.as_deref()),
-        Command::Trust { name } => trust(&opts, &name).await,
+        Command::Trust {
+            name,
+            fingerprint,
+            yes,
+        } => trust(&opts, &name, fingerprint.as_deref(), yes).await,
         Command::Login(l) | Command::Listen(l) => chat(&opts, l.listen, Start::Idle).await,
         Command::Connect { name, listen } => chat(&opts, listen.listen, Start::Connect(name)).await,
         Command::History { name, last } => history(&opts, &name, last).await,
@@ -313,7 +317,20 @@ fn fingerprint(opts: &Options, name: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn trust(opts: &Options, name: &str) -> anyhow::Result<()> {
+/// `peer trust NAME [FINGERPRINT] [--yes]`: shows the directory's key for NAME and the
+/// safety number, and pins it only when confirmed: the fingerprint given matches, `--yes`,
+/// or `yes` typed at the terminal. Without any of them and no terminal, nothing is pinned.
+async fn trust(
+    opts: &Options,
+    name: &str,
+    fingerprint: Option<&str>,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let expected = fingerprint
+        .map(|f| {
+            proto::Fingerprint::parse(f).with_context(|| format!("{f:?} is not a fingerprint"))
+        })
+        .transpose()?;
     let mut online = login::login(opts, "0.0.0.0:0".parse()?).await?;
     let info = online.link.lookup(name).await;
     online.link.logout().await;
@@ -323,16 +340,51 @@ async fn trust(opts: &Options, name: &str) -> anyhow::Result<()> {
         bail!("{name} is not online: their current key can be trusted once they are");
     };
     let old = online.profile.peers.get(name);
-    online.profile.peers.pin(&info.user, info.identity)?;
     let mine = online.profile.public_key();
+    let safety = proto::identity::safety_number(&mine, &info.identity);
+    if old == Some(info.identity) {
+        print(&Note::Info(format!(
+            "{name}'s key {} is already trusted\nSafety number: {safety}",
+            info.identity.fingerprint()
+        )));
+        return Ok(());
+    }
+    let ask = expected.is_none() && !yes && std::io::stdin().is_terminal();
+    print(&Note::PendingKey {
+        peer: name.to_string(),
+        pinned: old,
+        pending: info.identity,
+        safety: safety.clone(),
+        asking: ask,
+    });
+    let confirmed = match expected {
+        Some(fp) if fp != info.identity.fingerprint() => bail!(
+            "not trusted: the directory's key for {name} is {}, not the one you checked ({fp})",
+            info.identity.fingerprint()
+        ),
+        Some(_) => true,
+        None if yes => true,
+        None if ask => {
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            answer.trim().eq_ignore_ascii_case("yes")
+        }
+        None => bail!(
+            "not trusted: compare the safety number with {name}, then run `peer trust {name} FINGERPRINT` \
+             with the key's fingerprint (or `--yes`)"
+        ),
+    };
+    if !confirmed {
+        bail!("not trusted: {name}'s pinned key is unchanged");
+    }
+    online.profile.peers.pin(&info.user, info.identity)?;
     print(&Note::Info(format!(
-        "Now trusting {name}'s key {}{}\nSafety number: {}",
+        "Now trusting {name}'s key {}{}\nSafety number: {safety}",
         info.identity.fingerprint(),
         match old {
-            Some(o) if o != info.identity => format!(" (replaces {})", o.fingerprint()),
-            _ => String::new(),
+            Some(o) => format!(" (replaces {})", o.fingerprint()),
+            None => String::new(),
         },
-        proto::identity::safety_number(&mine, &info.identity)
     )));
     Ok(())
 }

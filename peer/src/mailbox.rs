@@ -16,16 +16,23 @@
 //! against the key the directory has registered for them), hands the messages to the
 //! app and waits until the app has shown them and written them to the history, and only
 //! then acknowledges them, so that the directory deletes them. A crash in between means
-//! the messages come again at the next login; the sealed message id lets the app show
-//! each one once per run.
+//! the messages come again at the next login, and a directory may hand out an old blob
+//! again (a lost acknowledgement, or on purpose): [`SeenMail`], kept in the profile
+//! across restarts, recognises each message already shown (by sender and sealed message
+//! id) and drops the copy, so nothing is ever shown twice. The set is bounded
+//! ([`SeenMail::MAX`]); a message older than the oldest one it still remembers cannot be
+//! told apart from a replay and is dropped with a notice.
 //!
 //! **Receipts**: the directory keeps a receipt for each deposit that was delivered or
 //! expired; the inbox collects them (at login, and when the directory says there are
 //! some) and the app shows "delivered" or "expired".
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use proto::message::{ErrorCode, MailReceipt};
 use proto::names::UserName;
@@ -225,16 +232,21 @@ pub struct Inbox {
 
 impl Inbox {
     /// Starts the inbox task in `tasks`; it looks for mail at once.
+    /// Messages already shown are remembered in `profile` ([`SeenMail`]).
     pub fn start(
         ctx: MailContext,
         prekeys: Vec<StaticSecret>,
         history: Option<HistoryWriter>,
+        profile: &Path,
         tasks: &mut JoinSet<()>,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let task_wake = wake.clone();
+        let mut seen = SeenMail::load(profile);
         tasks.spawn(async move {
-            let mut seen: HashSet<[u8; 16]> = HashSet::new();
+            if let Some(why) = seen.damaged.take() {
+                let _ = ctx.reports.send(MailReport::Trouble(why)).await;
+            }
             loop {
                 if !fetch(&ctx, &prekeys, history.as_ref(), &mut seen).await {
                     return;
@@ -271,7 +283,7 @@ async fn fetch(
     ctx: &MailContext,
     prekeys: &[StaticSecret],
     history: Option<&HistoryWriter>,
-    seen: &mut HashSet<[u8; 16]>,
+    seen: &mut SeenMail,
 ) -> bool {
     let my_key = ctx.identity.public();
     loop {
@@ -296,8 +308,30 @@ async fn fetch(
             match open_one(ctx, prekeys, &my_key, &item.blob).await {
                 Opened::Letter(letter) => {
                     ack.push(item.id);
-                    if seen.insert(letter.id) {
-                        letters.push(letter);
+                    let again = letters
+                        .iter()
+                        .any(|l: &Received| l.from == letter.from && l.id == letter.id);
+                    match seen.check(&letter) {
+                        Seen::New if !again => letters.push(letter),
+                        Seen::New | Seen::Shown => {
+                            tracing::debug!(from = %letter.from, "offline message shown before; dropped");
+                        }
+                        Seen::TooOld => {
+                            let reason = format!(
+                                "an offline message from {} dated {} is older than any this profile remembers showing, \
+                                 so it may be a replay; dropped",
+                                letter.from,
+                                crate::ui::utc(letter.sent_at_ms)
+                            );
+                            if ctx
+                                .reports
+                                .send(MailReport::Refused { reason })
+                                .await
+                                .is_err()
+                            {
+                                return false;
+                            }
+                        }
                     }
                 }
                 Opened::Refused(reason) => {
@@ -319,7 +353,10 @@ async fn fetch(
             let (shown, was_shown) = oneshot::channel();
             if ctx
                 .reports
-                .send(MailReport::Received { letters, shown })
+                .send(MailReport::Received {
+                    letters: letters.clone(),
+                    shown,
+                })
                 .await
                 .is_err()
                 || was_shown.await.is_err()
@@ -328,6 +365,11 @@ async fn fetch(
             }
             if let Some(h) = history {
                 h.flush().await;
+            }
+            // Remembered before the acknowledgement: whatever the directory hands out
+            // again from now on is recognised.
+            if let Err(e) = seen.record(&letters) {
+                tracing::warn!("could not remember the offline messages shown: {e}");
             }
         }
         if !ack.is_empty()
@@ -407,4 +449,195 @@ async fn open_one(
         sent_at_ms: letter.sent_at_ms,
         id: letter.id,
     })
+}
+
+/// Whether an offline message was shown before (see [`SeenMail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    New,
+    Shown,
+    /// Older than anything the set still remembers: cannot be told apart from a replay.
+    TooOld,
+}
+
+/// Offline messages already shown, kept in the profile (file [`SeenMail::FILE`]) so that
+/// a re-delivered blob is recognised across restarts. Each entry is a hash of the
+/// sender's name and the sealed message id (the file says nothing about who wrote) and
+/// the sender's timestamp. At most [`SeenMail::MAX`] entries: the oldest by timestamp go
+/// first, and the newest timestamp gone becomes the *horizon*, below which every message
+/// counts as [`Seen::TooOld`].
+#[derive(Debug)]
+pub struct SeenMail {
+    path: PathBuf,
+    entries: HashMap<[u8; 32], u64>,
+    horizon: u64,
+    /// Why the file could not be read, to tell the user once (it starts afresh).
+    damaged: Option<String>,
+}
+
+impl SeenMail {
+    /// The file in the profile.
+    pub const FILE: &'static str = "mail_seen";
+    /// Most messages remembered.
+    pub const MAX: usize = 10_000;
+
+    /// The set kept in `profile` (empty when there is none yet or it is damaged).
+    pub fn load(profile: &Path) -> Self {
+        let path = profile.join(Self::FILE);
+        let mut seen = Self {
+            path,
+            entries: HashMap::new(),
+            horizon: 0,
+            damaged: None,
+        };
+        let text = match std::fs::read_to_string(&seen.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return seen,
+            Err(e) => {
+                seen.damaged = Some(format!("cannot read {}: {e}", seen.path.display()));
+                return seen;
+            }
+        };
+        if let Err(line) = seen.parse(&text) {
+            seen.damaged = Some(format!(
+                "{} line {line} is damaged: offline messages shown before may be shown again",
+                seen.path.display()
+            ));
+            seen.entries.clear();
+        }
+        seen
+    }
+
+    /// Reads `horizon MS` and `HEXHASH MS` lines; `Err` names the first bad line.
+    fn parse(&mut self, text: &str) -> Result<(), usize> {
+        for (i, line) in text.lines().enumerate() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [] => {}
+                [w, ..] if w.starts_with('#') => {}
+                ["horizon", ms] => self.horizon = ms.parse().map_err(|_| i + 1)?,
+                [hash, ms] => {
+                    let hash: [u8; 32] = crate::vault::unhex(hash)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or(i + 1)?;
+                    self.entries.insert(hash, ms.parse().map_err(|_| i + 1)?);
+                }
+                _ => return Err(i + 1),
+            }
+        }
+        Ok(())
+    }
+
+    fn key(from: &str, id: &[u8; 16]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"natter-mail-seen-v1");
+        h.update((from.len() as u64).to_be_bytes());
+        h.update(from.as_bytes());
+        h.update(id);
+        h.finalize().into()
+    }
+
+    /// Whether `letter` was shown before.
+    pub fn check(&self, letter: &Received) -> Seen {
+        if self
+            .entries
+            .contains_key(&Self::key(&letter.from, &letter.id))
+        {
+            Seen::Shown
+        } else if letter.sent_at_ms < self.horizon {
+            Seen::TooOld
+        } else {
+            Seen::New
+        }
+    }
+
+    /// Remembers `letters` as shown and saves the set.
+    pub fn record(&mut self, letters: &[Received]) -> std::io::Result<()> {
+        for l in letters {
+            self.entries.insert(Self::key(&l.from, &l.id), l.sent_at_ms);
+        }
+        if self.entries.len() > Self::MAX {
+            let mut by_age: Vec<([u8; 32], u64)> =
+                self.entries.iter().map(|(k, ms)| (*k, *ms)).collect();
+            by_age.sort_by_key(|(_, ms)| *ms);
+            let excess = self.entries.len() - Self::MAX;
+            for (k, ms) in &by_age[..excess] {
+                self.entries.remove(k);
+                self.horizon = self.horizon.max(*ms);
+            }
+        }
+        let mut text = format!(
+            "# natter: offline messages already shown (hashed), so none is shown twice\nhorizon {}\n",
+            self.horizon
+        );
+        for (k, ms) in &self.entries {
+            text.push_str(&format!("{} {ms}\n", crate::vault::hex(k)));
+        }
+        crate::vault::write_private(&self.path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(from: &str, id: u8, sent_at_ms: u64) -> Received {
+        Received {
+            from: from.into(),
+            text: "hi".into(),
+            sent_at_ms,
+            id: [id; 16],
+        }
+    }
+
+    #[test]
+    fn shown_messages_are_recognised_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = SeenMail::load(dir.path());
+        let a = letter("ali", 1, 1000);
+        assert_eq!(seen.check(&a), Seen::New);
+        seen.record(std::slice::from_ref(&a)).unwrap();
+        assert_eq!(seen.check(&a), Seen::Shown);
+        let seen = SeenMail::load(dir.path());
+        assert!(seen.damaged.is_none());
+        assert_eq!(seen.check(&a), Seen::Shown);
+        // The same id from someone else is another message.
+        assert_eq!(seen.check(&letter("bob", 1, 1000)), Seen::New);
+    }
+
+    #[test]
+    fn the_set_is_bounded_and_older_messages_count_as_too_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = SeenMail::load(dir.path());
+        let letters: Vec<Received> = (0..SeenMail::MAX as u64 + 5)
+            .map(|i| Received {
+                id: {
+                    let mut id = [0u8; 16];
+                    id[..8].copy_from_slice(&i.to_be_bytes());
+                    id
+                },
+                ..letter("ali", 0, 10_000 + i)
+            })
+            .collect();
+        seen.record(&letters).unwrap();
+        assert_eq!(seen.entries.len(), SeenMail::MAX);
+        let seen = SeenMail::load(dir.path());
+        assert_eq!(seen.entries.len(), SeenMail::MAX);
+        // The five oldest were forgotten: a copy of one of them cannot be told from a
+        // replay, so it is refused rather than shown again.
+        assert_eq!(seen.check(&letters[0]), Seen::TooOld);
+        assert_eq!(seen.check(&letters[10]), Seen::Shown);
+        assert_eq!(
+            seen.check(&letter("bob", 9, 20_000 + SeenMail::MAX as u64)),
+            Seen::New
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SeenMail::FILE), "horizon x\n").unwrap();
+        let seen = SeenMail::load(dir.path());
+        assert!(seen.damaged.is_some());
+    }
 }

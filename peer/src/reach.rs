@@ -23,10 +23,14 @@
 //!    (`Event::RelayCall`), which opens its own; the directory splices them. The chat's
 //!    end-to-end layer runs unchanged over it (see [`crate::chat::transport`]).
 //!
+//! "Every address" is every address [`dialable`] allows: addresses are named by the other
+//! peer and relayed by the directory, so neither can aim us at our own loopback or link,
+//! at a multicast group or at a broadcast address ([`proto::addr`]).
+//!
 //! A relayed chat stays relayed: moving it to a direct path found later is not done.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -198,7 +202,17 @@ pub async fn open(
     let peer = &rv.peer;
     let mut tried = String::from("the directory said to use the relay");
     if rv.direct {
-        match race_direct(endpoint, identity, peer, punches, options.direct_timeout).await {
+        let near = link.client().addr().ip();
+        match race_direct(
+            endpoint,
+            near,
+            identity,
+            peer,
+            punches,
+            options.direct_timeout,
+        )
+        .await
+        {
             Ok(conn) => {
                 return chat::initiate_with(conn, identity, me, peer, background)
                     .await
@@ -230,6 +244,7 @@ pub async fn open(
 /// says what was tried.
 async fn race_direct(
     endpoint: &quinn::Endpoint,
+    near: IpAddr,
     identity: &Identity,
     peer: &PeerInfo,
     punches: &Punches,
@@ -238,7 +253,7 @@ async fn race_direct(
     let config = endpoint::client_config(Some(identity), Some(peer.identity), proto::ALPN_PEER)
         .map_err(|e| e.to_string())?;
     let mut waiting = punches.wait_for(peer.identity);
-    let addresses = dialable(endpoint, peer.all_addresses());
+    let addresses = dialable(endpoint, near, peer);
     let mut attempts = JoinSet::new();
     for addr in &addresses {
         let (endpoint, config, addr) = (endpoint.clone(), config.clone(), *addr);
@@ -283,19 +298,21 @@ async fn race_direct(
     })
 }
 
-/// The target's side of a rendezvous: dials every address of `from` (the dialer) from
-/// our endpoint, which opens our NAT towards them. Returns the first connection that
+/// The target's side of a rendezvous: dials every address of `from` (the dialer) that
+/// we may send to from `near` (our directory's address; see [`dialable`]) from our
+/// endpoint, which opens our NAT towards them. Returns the first connection that
 /// completes (the dialer then runs its chat on it, or closes it with
 /// [`CODE_DUPLICATE`] if another path won), or `None`.
 pub async fn punch(
     endpoint: &quinn::Endpoint,
+    near: IpAddr,
     identity: &Identity,
     from: &PeerInfo,
 ) -> Option<quinn::Connection> {
     let config =
         endpoint::client_config(Some(identity), Some(from.identity), proto::ALPN_PEER).ok()?;
     let mut attempts = JoinSet::new();
-    for addr in dialable(endpoint, from.all_addresses()) {
+    for addr in dialable(endpoint, near, from) {
         let (endpoint, config) = (endpoint.clone(), config.clone());
         attempts.spawn(async move {
             let connecting = endpoint
@@ -325,10 +342,13 @@ pub async fn punch(
     won
 }
 
-/// The addresses our endpoint can send to: an IPv4 socket cannot reach IPv6 addresses.
-fn dialable(endpoint: &quinn::Endpoint, addresses: Vec<SocketAddr>) -> Vec<SocketAddr> {
+/// The addresses of `peer` we send to: those [`proto::addr::dialable`] allows from
+/// `near` (whatever the directory says, never our own loopback or link unless the peer
+/// is there too, never multicast or broadcast), and that our endpoint can reach (an
+/// IPv4 socket cannot reach IPv6 addresses).
+pub fn dialable(endpoint: &quinn::Endpoint, near: IpAddr, peer: &PeerInfo) -> Vec<SocketAddr> {
     let v4_only = endpoint.local_addr().is_ok_and(|a| a.is_ipv4());
-    addresses
+    proto::addr::dialable(peer, near)
         .into_iter()
         .filter(|a| !(v4_only && a.is_ipv6()))
         .collect()

@@ -876,8 +876,30 @@ async fn changed_contact_key_is_refused_until_trusted() {
     );
     a.quit().await;
 
-    // ali checked with bianca and trusts the new key.
+    // `peer trust bianca` from a script shows the new key and its safety number but
+    // pins nothing without a confirmation.
     let out = run(ali.cmd(&dir, &["trust", "bianca"])).await;
+    assert!(out.failed_one_line().contains("not trusted"), "{out:#?}");
+    assert!(compact(&out.stdout).contains(&new_key), "{out:#?}");
+    assert!(
+        out.lines()
+            .iter()
+            .any(|l| l.starts_with("pending-key peer=bianca ") && l.contains(" safety=")),
+        "{out:#?}"
+    );
+    let mut a = ali.spawn(&dir, &["connect", "bianca", "--listen", "127.0.0.1:0"]);
+    a.online().await;
+    a.expect_within(WAIT, "still refused", |l| {
+        l.starts_with("connect-failed peer=bianca ") && l.contains("CHANGED")
+    })
+    .await;
+    a.quit().await;
+    // A fingerprint other than the directory's key pins nothing either.
+    let out = run(ali.cmd(&dir, &["trust", "bianca", &old_key])).await;
+    assert!(out.failed_one_line().contains("not trusted"), "{out:#?}");
+
+    // ali checked with bianca and trusts the new key, naming the fingerprint checked.
+    let out = run(ali.cmd(&dir, &["trust", "bianca", &new_key])).await;
     let text = out.ok().join("\n");
     assert!(compact(&text).contains(&new_key), "{out:#?}");
 

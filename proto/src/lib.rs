@@ -15,7 +15,9 @@
 //! - [`sealed`]: sealed mail for offline users (prekeys, x25519 + HKDF +
 //!   ChaCha20-Poly1305, the sender's signature inside).
 //! - [`names`]: what a valid user name, password and message look like.
+//! - [`addr`]: which of another peer's addresses a peer may send packets to.
 
+pub mod addr;
 pub mod cert;
 pub mod frame;
 pub mod identity;

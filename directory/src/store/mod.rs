@@ -111,11 +111,18 @@ pub enum DepositOutcome {
     Stored {
         id: u64,
     },
-    /// Over quota; what already waits.
+    /// Over the recipient's quota; what already waits for them.
     Full {
         messages: u64,
         bytes: u64,
     },
+    /// Over the quota of one sender for one recipient; what already waits from them.
+    SenderFull {
+        messages: u64,
+        bytes: u64,
+    },
+    /// Over the bound on all waiting mail.
+    StoreFull,
 }
 
 /// What became of one deposited message.
@@ -258,8 +265,9 @@ pub trait Store: Send + Sync + 'static {
     /// `user`'s published prekey, if any.
     fn prekey(&self, user: &str) -> StoreFuture<'_, Option<SignedPrekey>>;
 
-    /// Stores a sealed message unless the recipient's waiting mail (unexpired at
-    /// `mail.deposited_at`) would then exceed `policy`'s quota; atomic.
+    /// Stores a sealed message unless waiting mail (unexpired at `mail.deposited_at`)
+    /// would then exceed one of `policy`'s quotas: the recipient's, then the sender's
+    /// for that recipient, then the total; atomic for one recipient.
     fn deposit_mail(&self, mail: NewMail, policy: MailboxPolicy)
     -> StoreFuture<'_, DepositOutcome>;
 

@@ -920,6 +920,38 @@ impl Store for PostgresStore {
             }
             let row = tx
                 .query_one(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0)::BIGINT FROM mail
+                     WHERE recipient = $1 AND sender = $2 AND state = $3 AND expires_at > $4",
+                    &[
+                        &mail.recipient,
+                        &mail.sender,
+                        &MAIL_WAITING,
+                        &mail.deposited_at,
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            let (messages, bytes): (i64, i64) = (row.get(0), row.get(1));
+            let (messages, bytes) = (messages as u64, bytes as u64);
+            if messages + 1 > u64::from(policy.max_messages_per_sender)
+                || bytes + mail.blob.len() as u64 > policy.max_bytes_per_sender
+            {
+                return Ok(DepositOutcome::SenderFull { messages, bytes });
+            }
+            let row = tx
+                .query_one(
+                    "SELECT COALESCE(SUM(size), 0)::BIGINT FROM mail
+                     WHERE state = $1 AND expires_at > $2",
+                    &[&MAIL_WAITING, &mail.deposited_at],
+                )
+                .await
+                .map_err(backend)?;
+            let total: i64 = row.get(0);
+            if total as u64 + mail.blob.len() as u64 > policy.max_total_bytes {
+                return Ok(DepositOutcome::StoreFull);
+            }
+            let row = tx
+                .query_one(
                     "INSERT INTO mail (recipient, sender, state, blob, size, deposited_at, expires_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                     &[

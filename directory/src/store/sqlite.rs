@@ -756,6 +756,30 @@ impl Store for SqliteStore {
             {
                 return Ok(DepositOutcome::Full { messages, bytes });
             }
+            let (messages, bytes): (i64, i64) = tx
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mail
+                     WHERE recipient = ?1 AND sender = ?2 AND state = ?3 AND expires_at > ?4",
+                    params![mail.recipient, mail.sender, MAIL_WAITING, mail.deposited_at],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(backend)?;
+            let (messages, bytes) = (messages as u64, bytes as u64);
+            if messages + 1 > u64::from(policy.max_messages_per_sender)
+                || bytes + mail.blob.len() as u64 > policy.max_bytes_per_sender
+            {
+                return Ok(DepositOutcome::SenderFull { messages, bytes });
+            }
+            let total: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(SUM(size), 0) FROM mail WHERE state = ?1 AND expires_at > ?2",
+                    params![MAIL_WAITING, mail.deposited_at],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if total as u64 + mail.blob.len() as u64 > policy.max_total_bytes {
+                return Ok(DepositOutcome::StoreFull);
+            }
             tx.execute(
                 "INSERT INTO mail (recipient, sender, state, blob, size, deposited_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

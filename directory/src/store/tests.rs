@@ -83,6 +83,7 @@ suite!(
     concurrent_redemptions_share_one_grace,
     rooms_are_durable_and_go_with_the_account,
     mail_is_queued_in_order_within_quota_acked_once_and_expires,
+    one_sender_cannot_fill_a_mailbox_and_all_mail_is_bounded,
     newer_prekey_replaces_older_only,
     migrations_are_idempotent,
 );
@@ -608,6 +609,78 @@ fn mail(to: &str, from: &str, blob: &[u8], now: i64) -> NewMail {
         deposited_at: now,
         expires_at: now + 100,
     }
+}
+
+async fn one_sender_cannot_fill_a_mailbox_and_all_mail_is_bounded(f: Fixture) {
+    let store = f.open().await;
+    for name in ["ali", "bianca", "chloe", "dora"] {
+        store.create_account(account(name)).await.unwrap();
+    }
+    let policy = MailboxPolicy {
+        max_messages: 10,
+        max_bytes: 1000,
+        max_messages_per_sender: 3,
+        max_bytes_per_sender: 100,
+        max_total_bytes: 150,
+        ..MailboxPolicy::default()
+    };
+    let now = 1_000;
+    let deposit = |to: &str, from: &str, size: usize| {
+        let m = mail(to, from, &vec![7; size], now);
+        let store = &store;
+        async move { store.deposit_mail(m, policy).await.unwrap() }
+    };
+    // Ali floods bianca: three messages, then no more from ali...
+    for _ in 0..3 {
+        assert!(matches!(
+            deposit("bianca", "ali", 10).await,
+            DepositOutcome::Stored { .. }
+        ));
+    }
+    assert_eq!(
+        deposit("bianca", "ali", 10).await,
+        DepositOutcome::SenderFull {
+            messages: 3,
+            bytes: 30
+        },
+        "count per sender"
+    );
+    // ... while chloe still gets through to bianca, and ali to someone else.
+    assert!(matches!(
+        deposit("bianca", "chloe", 10).await,
+        DepositOutcome::Stored { .. }
+    ));
+    assert!(matches!(
+        deposit("chloe", "ali", 10).await,
+        DepositOutcome::Stored { .. }
+    ));
+    // Bytes per sender too.
+    assert_eq!(
+        deposit("dora", "chloe", 101).await,
+        DepositOutcome::SenderFull {
+            messages: 0,
+            bytes: 0
+        },
+        "bytes per sender"
+    );
+    // 50 bytes wait in all now; the total bound is 150.
+    assert!(matches!(
+        deposit("dora", "chloe", 100).await,
+        DepositOutcome::Stored { .. }
+    ));
+    assert_eq!(
+        deposit("dora", "bianca", 1).await,
+        DepositOutcome::StoreFull,
+        "total"
+    );
+    // Acknowledged mail no longer counts.
+    let (batch, _) = store.waiting_mail("dora", now, 1000).await.unwrap();
+    let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
+    store.ack_mail("dora", ids, now, now + 100).await.unwrap();
+    assert!(matches!(
+        deposit("dora", "bianca", 1).await,
+        DepositOutcome::Stored { .. }
+    ));
 }
 
 async fn mail_is_queued_in_order_within_quota_acked_once_and_expires(f: Fixture) {

@@ -19,9 +19,11 @@ use proto::names::UserName;
 use proto::{Identity, PublicKey};
 use tokio::sync::mpsc;
 
-use super::{App, MAX_QUEUED_LINES, OpenChat, Outgoing, Report};
+use super::gate::{self, Gate, Shown};
+use super::{App, ChangedKeys, MAX_QUEUED_LINES, OpenChat, Outgoing, Report};
 use crate::alerts::Alert;
 use crate::chat::{self, ChatEvent, ChatEvents, ChatHandle, EndReason, Transport};
+use crate::endpoint;
 use crate::link::Link;
 use crate::pins::{PinCheck, Pins};
 use crate::reach::{self, Punches, ReachOptions};
@@ -41,6 +43,8 @@ struct Opener {
     tx: mpsc::Sender<Report>,
     punches: Punches,
     reach: ReachOptions,
+    gate: Gate,
+    changed_keys: ChangedKeys,
 }
 
 /// A call to answer: a connection (one that called us, or one we made while punching
@@ -54,15 +58,46 @@ impl Opener {
     /// Answers a call: checks the caller (directory, pins, key), and reports the session
     /// or the refusal. A connection the dialer dropped because another path won is
     /// nothing to report.
+    ///
+    /// Before the directory is asked about the caller, the [`Gate`] holds the caller's
+    /// source and all lookups to their bounds, and a recent answer that accepts this
+    /// very connection is used instead of a new lookup.
     async fn take_call(&self, call: Call) {
-        let lookup =
-            async |claimed: &str| self.link.lookup(claimed).await.map_err(|e| e.to_string());
+        let (source, proven) = match &call {
+            Call::Direct(conn) => (
+                Some(gate::source_of(conn.remote_address())),
+                endpoint::remote_key(conn).map(|key| (key, conn.remote_address())),
+            ),
+            Call::Relayed(_) => (None, None),
+        };
+        let lookup = async |claimed: &str| {
+            self.gate.admit_source(source)?;
+            if let (Some((key, remote)), Some(info)) = (proven, self.gate.cached(claimed))
+                && chat::verify_initiator(claimed, &key, remote, Some(&info)).is_ok()
+            {
+                return Ok(Some(info));
+            }
+            self.gate.admit_lookup()?;
+            match self.link.lookup(claimed).await {
+                Ok(info) => {
+                    self.gate.remember(claimed, info.as_ref());
+                    Ok(info)
+                }
+                Err(e) => {
+                    tracing::debug!(%e, "directory lookup for an incoming call failed");
+                    Err(ConnectRefusal::DirectoryUnavailable)
+                }
+            }
+        };
         let pin_check = |claimed: &str, key: &PublicKey| match self
             .pins
             .lock()
             .map(|p| p.check(claimed, key))
         {
-            Ok(PinCheck::Changed { .. }) => Err(ConnectRefusal::PinnedKeyChanged),
+            Ok(PinCheck::Changed { .. }) => {
+                self.changed_keys.note(claimed, *key);
+                Err(ConnectRefusal::PinnedKeyChanged)
+            }
             _ => Ok(()),
         };
         let (result, duplicate) = match call {
@@ -86,12 +121,53 @@ impl Opener {
                 tracing::debug!(error = %e, "unused path closed by the dialer");
                 return;
             }
-            Err(e) => Report::IncomingRefused {
-                peer: e.claimed().map(str::to_string),
-                reason: e.to_string(),
-            },
+            Err(e) => {
+                let reason = match &e {
+                    chat::ChatError::RefusedIncoming { reason, .. } => Some(reason),
+                    _ => None,
+                };
+                // Only direct calls, which anyone can make, are summarised. A relayed
+                // call comes from a logged-in user the directory paired us with (and
+                // bounds), and a contact whose key changed got past the directory's
+                // check: those are always named, never flood noise.
+                let shown = match reason {
+                    Some(ConnectRefusal::PinnedKeyChanged) => Shown::Now,
+                    _ if source.is_none() => Shown::Now,
+                    _ => self.gate.refused(gate::refusal_kind(reason)),
+                };
+                match shown {
+                    Shown::Now => Report::IncomingRefused {
+                        peer: e.claimed().map(str::to_string),
+                        reason: e.to_string(),
+                    },
+                    Shown::SummaryDue(at) => {
+                        self.summary_at(at);
+                        return;
+                    }
+                    Shown::Counted => return,
+                }
+            }
         };
         let _ = self.tx.send(report).await;
+    }
+
+    /// A connection refused before it was even answered (too many at once): counted.
+    fn refused_at_the_door(&self) {
+        if let Shown::SummaryDue(at) = self
+            .gate
+            .refused(gate::refusal_kind(Some(&ConnectRefusal::Busy)))
+        {
+            self.summary_at(at);
+        }
+    }
+
+    /// Asks the app to show the refusal summary at `at`.
+    fn summary_at(&self, at: tokio::time::Instant) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let _ = tx.send(Report::RefusalSummary).await;
+        });
     }
 }
 
@@ -151,6 +227,8 @@ impl App {
             tx: self.tx.clone(),
             punches: self.punches.clone(),
             reach: self.reach.clone(),
+            gate: self.gate.clone(),
+            changed_keys: self.changed_keys.clone(),
         }
     }
 
@@ -174,8 +252,9 @@ impl App {
             return;
         }
         let (o, punching) = (self.opener(), self.punching.clone());
+        let near = self.link.client().addr().ip();
         self.tasks.spawn(async move {
-            let conn = reach::punch(&o.endpoint, &o.identity, &from).await;
+            let conn = reach::punch(&o.endpoint, near, &o.identity, &from).await;
             punching.fetch_sub(1, Ordering::Relaxed);
             if let Some(conn) = conn {
                 o.take_call(Call::Direct(conn)).await;
@@ -201,13 +280,24 @@ impl App {
         });
     }
 
-    /// Takes every call that arrives on the endpoint, each in a task of its own.
+    /// Takes every call that arrives on the endpoint, each in a task of its own. Beyond
+    /// the [`Gate`]'s bounds on connections being answered, a connection is refused
+    /// before any TLS work.
     pub(super) fn spawn_accept_loop(&mut self) {
         let opener = self.opener();
         self.tasks.spawn(async move {
             while let Some(incoming) = opener.endpoint.accept().await {
+                let Some(entered) = opener
+                    .gate
+                    .enter(gate::source_of(incoming.remote_address()))
+                else {
+                    incoming.refuse();
+                    opener.refused_at_the_door();
+                    continue;
+                };
                 let o = opener.clone();
                 tokio::spawn(async move {
+                    let _entered = entered;
                     let conn = match incoming.await {
                         Ok(c) => c,
                         Err(e) => {
@@ -517,6 +607,7 @@ async fn dial(
         .map(|p| p.check(peer, &info.identity))
         .map_err(|_| "pin store poisoned".to_string())?;
     if let PinCheck::Changed { pinned } = check {
+        o.changed_keys.note(peer, info.identity);
         return Err(format!(
             "{peer}'s key has CHANGED: pinned {}, the directory now gives {}. This may be an attack. \
              If {peer} really has a new key (ask them), run `/trust {peer}` and compare the safety number.",

@@ -134,7 +134,9 @@ pub async fn initiate_over(
 /// `me`.
 ///
 /// `lookup` asks the directory about the claimed initiator (`Ok(None)`: not known / not
-/// logged in; `Err`: the directory could not be asked). `pin_check` then applies the
+/// logged in; `Err`: the refusal to send, normally [`ConnectRefusal::DirectoryUnavailable`]
+/// when the directory could not be asked, or [`ConnectRefusal::Busy`] when the caller
+/// bounds lookups). `pin_check` then applies the
 /// user's pins (trust on first use) and may refuse, normally with
 /// [`ConnectRefusal::PinnedKeyChanged`]. A refusal is sent to the dialer and returned as
 /// [`ChatError::RefusedIncoming`]. The connection is closed on any failure.
@@ -146,7 +148,7 @@ pub async fn accept<L, P>(
     pin_check: P,
 ) -> Result<(ChatHandle, ChatEvents), ChatError>
 where
-    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
+    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, ConnectRefusal>,
     P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
 {
     let carrier = Carrier::Direct(conn.clone());
@@ -193,7 +195,7 @@ pub async fn accept_over<L, P>(
     pin_check: P,
 ) -> Result<(ChatHandle, ChatEvents), ChatError>
 where
-    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
+    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, ConnectRefusal>,
     P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
 {
     match answer(&mut transport, identity, me, lookup, pin_check).await {
@@ -328,7 +330,7 @@ async fn answer<L, P>(
     pin_check: P,
 ) -> Result<Established, ChatError>
 where
-    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
+    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, ConnectRefusal>,
     P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
 {
     let (version, claimed, background) = match read_msg(t, "a connect request").await? {
@@ -343,7 +345,7 @@ where
     let key = match decision {
         Ok(key) => key,
         Err(reason) => {
-            tracing::info!(claimed = %printable(&claimed), %reason, "refusing chat");
+            tracing::debug!(claimed = %printable(&claimed), %reason, "refusing chat");
             send_refusal(t, &reason).await;
             return Err(ChatError::RefusedIncoming {
                 claimed: printable(&claimed),
@@ -373,7 +375,7 @@ async fn decide<L, P>(
     pin_check: P,
 ) -> Result<PublicKey, ConnectRefusal>
 where
-    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, String>,
+    L: AsyncFnOnce(&str) -> Result<Option<PeerInfo>, ConnectRefusal>,
     P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
 {
     if version != proto::PROTOCOL_VERSION {
@@ -389,12 +391,9 @@ where
     }
     let info = match timeout(HANDSHAKE_TIMEOUT, lookup(claimed)).await {
         Ok(Ok(info)) => info,
-        Ok(Err(why)) => {
-            tracing::warn!(%claimed, %why, "directory lookup failed");
-            return Err(ConnectRefusal::DirectoryUnavailable);
-        }
+        Ok(Err(reason)) => return Err(reason),
         Err(_) => {
-            tracing::warn!(%claimed, "directory lookup timed out");
+            tracing::debug!(%claimed, "directory lookup timed out");
             return Err(ConnectRefusal::DirectoryUnavailable);
         }
     };

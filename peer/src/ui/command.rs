@@ -72,7 +72,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "/trust NAME",
-        "accept NAME's new key after checking the safety number",
+        "show NAME's current key and safety number; `yes` on the next line pins it",
     ),
     (
         "/adduser NAME",

@@ -299,6 +299,26 @@ pub enum Note {
     Info(String),
     Warning(String),
     Error(String),
+    /// Incoming connections refused since the last refusal shown (a flood is summarised
+    /// instead of shown one line each): how many, over how many seconds, per reason.
+    IncomingRefusals {
+        count: u64,
+        secs: u64,
+        by_reason: Vec<(String, u64)>,
+    },
+    /// A key for `peer` that is not pinned: the directory's key at `/trust NAME` (then
+    /// `asking`: the next line answers, `yes` pins it), or a changed key seen when a chat
+    /// was refused, shown by `/fingerprint NAME` beside the pinned one.
+    PendingKey {
+        peer: String,
+        /// The key pinned now, if any.
+        pinned: Option<PublicKey>,
+        /// The key not pinned (yet).
+        pending: PublicKey,
+        /// The safety number we would share with `peer` under the pending key.
+        safety: String,
+        asking: bool,
+    },
 }
 
 /// `2026-11-24 00:17:31 UTC` for a time in milliseconds since the Unix epoch.

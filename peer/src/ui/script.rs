@@ -5,7 +5,9 @@
 //! One exception: after `/adduser NAME` (administrators) the *next* line is the new
 //! user's password. It is not a message, is not shown and goes only into the request, so
 //! no password is ever on a command line; `info text=password for NAME: ...` asks for it.
-//! (On a terminal the password is asked twice without echo instead.)
+//! (On a terminal the password is asked twice without echo instead.) Likewise after
+//! `/trust NAME` (a `pending-key ... ask=yes` line): the next line answers, `yes` pins
+//! the key shown and anything else keeps the pin as it is.
 //!
 //! Output: one line per event on stdout, `EVENT key=value ...`, where a free-text field
 //! (`text=`, `reason=`) always comes last and runs to the end of the line unchanged,
@@ -48,9 +50,11 @@
 //! undelivered to=bianca id=3 text=are you there?
 //! connect-failed peer=bianca reason=bianca is not online
 //! incoming-refused peer=mallory reason=...
+//! incoming-refusals count=1326 secs=10 reasons=unknown-initiator:1300,busy:26
 //! online user=ali secs=42
 //! who count=1
 //! fingerprint user=ali key=3F2A... peer=bianca peer-key=91C0... safety=12345 67890 ...
+//! pending-key peer=bianca pinned=91C0... key=77AB... ask=yes safety=12345 67890 ...
 //! account user=bianca admin=no online=yes locked=no failed=0 key=91C077DE0A413F2A
 //! account user=carla admin=no online=no locked=admin failed=0 key=-
 //! accounts count=2
@@ -314,6 +318,34 @@ pub fn render(note: &Note) -> String {
         Note::Info(text) => format!("info text={text}"),
         Note::Warning(text) => format!("warning text={}", text.replace('\n', " ")),
         Note::Error(text) => format!("error text={}", text.replace('\n', " ")),
+        Note::PendingKey {
+            peer,
+            pinned,
+            pending,
+            safety,
+            asking,
+        } => format!(
+            "pending-key peer={peer} pinned={} key={} ask={} safety={safety}",
+            pinned
+                .map(|k| compact(k.fingerprint().to_string()))
+                .unwrap_or_else(|| "-".into()),
+            compact(pending.fingerprint().to_string()),
+            yes(*asking)
+        ),
+        Note::IncomingRefusals {
+            count,
+            secs,
+            by_reason,
+        } => {
+            let reasons: Vec<String> = by_reason
+                .iter()
+                .map(|(why, n)| format!("{}:{n}", why.replace(' ', "-")))
+                .collect();
+            format!(
+                "incoming-refusals count={count} secs={secs} reasons={}",
+                reasons.join(",")
+            )
+        }
     }
 }
 

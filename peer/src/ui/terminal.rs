@@ -333,6 +333,48 @@ pub fn render(note: &Note) -> String {
         Note::Info(text) => text.clone(),
         Note::Warning(text) => format!("WARNING: {text}"),
         Note::Error(text) => format!("Error: {text}"),
+        Note::PendingKey {
+            peer,
+            pinned,
+            pending,
+            safety,
+            asking,
+        } => {
+            let mut s = match pinned {
+                Some(old) => format!(
+                    "{peer}'s key has CHANGED.\n  pinned key: {}\n  new key:    {}",
+                    old.fingerprint(),
+                    pending.fingerprint()
+                ),
+                None => format!("{peer}'s key: {} (not pinned yet)", pending.fingerprint()),
+            };
+            s.push_str(&format!("\nSafety number with the new key: {safety}"));
+            if *asking {
+                s.push_str(&format!(
+                    "\nCompare it with {peer} in person or by phone. Type yes to trust this key, anything else to keep the pin as it is."
+                ));
+            } else {
+                s.push_str(&format!(
+                    "\nNot trusted: chats with this key are refused until you check it with {peer} and `/trust {peer}`."
+                ));
+            }
+            s
+        }
+        Note::IncomingRefusals {
+            count,
+            secs,
+            by_reason,
+        } => {
+            let reasons: Vec<String> = by_reason
+                .iter()
+                .map(|(why, n)| format!("{why}: {}", thousands(*n)))
+                .collect();
+            format!(
+                "Refused {} incoming connections in the last {secs} s ({})",
+                thousands(*count),
+                reasons.join(", ")
+            )
+        }
     }
 }
 
@@ -383,4 +425,17 @@ fn path_text(path: &super::Path) -> &'static str {
         super::Path::Direct { .. } => "direct",
         super::Path::Relayed { .. } => "relayed by the directory",
     }
+}
+
+/// `1326` as `1,326`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
