@@ -946,9 +946,10 @@ mod tests {
         let f = Fixture::new(true).await;
         let id = Identity::generate();
         register(&f.shared, f.origin(), "ali", "secret1", id.public()).await;
-        // Same replies, same counts, lock included, for a real name and a made-up one
-        // (and for a name that could not even exist).
-        for user in ["ali", "nobody", "Not A Name"] {
+        // Same replies, same counts, lock included, for a real name and a made-up one.
+        // (A name that could not even exist does not decode: a bad frame, see
+        // `tests/directory_hostile.rs`.)
+        for user in ["ali", "nobody"] {
             for left in [2, 1, 0] {
                 assert_eq!(f.login(user, "wrong!", &id).await.0, wrong(left), "{user}");
             }
