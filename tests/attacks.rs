@@ -224,7 +224,7 @@ async fn guessing_across_many_accounts_blocks_the_source_and_only_it() {
     let mut again = Raw::connect(&dir, "127.0.0.2").await;
     match again.login("ali", PASSWORD, &id).await {
         Reply::Refused {
-            reason: Refusal::LockedOut,
+            reason: Refusal::SourceBlocked,
             retry_after_secs: Some(secs),
             ..
         } => assert!(secs >= 1, "{secs}"),

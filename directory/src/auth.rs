@@ -77,7 +77,7 @@ pub async fn register(
             ip,
             reason: "source_blocked",
         });
-        return locked_out(wait.as_secs().max(1));
+        return source_blocked(wait.as_secs().max(1));
     }
     // Each registration costs an argon2 hash and a row: count it against the source like
     // a failure, so one address cannot create accounts (or burn CPU) without bound.
@@ -139,7 +139,7 @@ pub async fn login(
 
     if let Err(wait) = shared.sources.check(ip, Instant::now()) {
         fail("source_blocked");
-        return (locked_out(wait.as_secs().max(1)), None);
+        return (source_blocked(wait.as_secs().max(1)), None);
     }
     let transcript = login_transcript(origin.channel, origin.nonce, user, &identity);
     if identity.verify(&transcript, signature).is_err() {
@@ -408,7 +408,7 @@ pub async fn resume(
             ip,
             reason: "source_blocked",
         });
-        return (locked_out(wait.as_secs().max(1)), None);
+        return (source_blocked(wait.as_secs().max(1)), None);
     }
     if presented.is_empty() || presented.len() > proto::message::MAX_TICKET {
         return fail("malformed_ticket", Refusal::TicketInvalid);
@@ -569,6 +569,15 @@ fn locked_out(secs: u64) -> Reply {
     Reply::Refused {
         reason: Refusal::LockedOut,
         attempts_left: Some(0),
+        retry_after_secs: Some(secs),
+    }
+}
+
+/// The source address is blocked for a while (too many registrations or failures).
+fn source_blocked(secs: u64) -> Reply {
+    Reply::Refused {
+        reason: Refusal::SourceBlocked,
+        attempts_left: None,
         retry_after_secs: Some(secs),
     }
 }
@@ -1120,18 +1129,51 @@ mod tests {
         let f = Fixture::new(true).await;
         let id = Identity::generate();
         let max = f.shared.config.source_limit.max_failures;
-        for _ in 0..max {
-            f.login("nobody", "whatever", &id).await;
+        // A different name each time, so that no account (real or not) locks first.
+        for i in 0..max {
+            f.login(&format!("nobody{i}"), "whatever", &id).await;
         }
         let (reply, _) = f.login("nobody", "whatever", &id).await;
         assert!(matches!(
             reply,
             Reply::Refused {
-                reason: Refusal::LockedOut,
+                reason: Refusal::SourceBlocked,
                 retry_after_secs: Some(_),
                 ..
             }
         ));
+    }
+
+    /// An address that registered many accounts is told that, not that it failed to log
+    /// in (a newcomer was told "locked out after too many failed logins").
+    #[tokio::test]
+    async fn many_registrations_from_one_address_say_so() {
+        let f = Fixture::new(true).await;
+        let max = f.shared.config.source_limit.max_failures;
+        for i in 0..max {
+            let id = Identity::generate();
+            let reply = register(
+                &f.shared,
+                f.origin(),
+                &format!("user{i}"),
+                "secret1",
+                id.public(),
+            )
+            .await;
+            assert!(matches!(reply, Reply::Registered { .. }), "{reply:?}");
+        }
+        let id = Identity::generate();
+        let reply = register(&f.shared, f.origin(), "one-more", "secret1", id.public()).await;
+        let Reply::Refused {
+            reason,
+            attempts_left: None,
+            retry_after_secs: Some(_),
+        } = reply
+        else {
+            panic!("expected the source to be blocked, got {reply:?}")
+        };
+        assert_eq!(reason, Refusal::SourceBlocked);
+        assert!(reason.to_string().contains("registrations"), "{reason}");
     }
 
     #[test]

@@ -63,6 +63,16 @@ pub enum ClientError {
         pinned: Fingerprint,
         presented: Fingerprint,
     },
+    #[error(
+        "the directory at {addr} presents the key {presented}, not {expected} as given with \
+         --directory-fingerprint: check the fingerprint with the directory's operator \
+         (someone may be impersonating it)"
+    )]
+    FingerprintMismatch {
+        addr: SocketAddr,
+        expected: Fingerprint,
+        presented: Fingerprint,
+    },
     #[error("{}", refusal_text(.reason, .attempts_left, .retry_after_secs))]
     Refused {
         reason: Refusal,

@@ -211,9 +211,9 @@ pub async fn connect_directory(
     {
         let addr = client.addr();
         client.close();
-        return Err(ClientError::FingerprintChanged {
+        return Err(ClientError::FingerprintMismatch {
             addr,
-            pinned: expected,
+            expected,
             presented: key.fingerprint(),
         }
         .into());

@@ -592,6 +592,13 @@ async fn changed_directory_key_is_refused_naming_both_fingerprints() {
     let line = out.failed_one_line();
     assert!(line.contains(&fp), "{line}");
     assert!(line.contains(&real), "{line}");
+    // It says what was expected and what was presented, and does not advise passing the
+    // flag the user just passed.
+    assert!(
+        line.contains("as given with --directory-fingerprint"),
+        "{line}"
+    );
+    assert!(!line.contains("pass --directory-fingerprint"), "{line}");
 
     // The right key on the command line replaces the wrong pin.
     let out = run(ali.cmd(&dir, &["--directory-fingerprint", &compact(&real), "who"])).await;

@@ -162,6 +162,9 @@ pub enum Refusal {
     Invalid,
     /// Already logged in on this connection.
     AlreadyLoggedIn,
+    /// Too many registrations or failed logins from this network address (not the
+    /// account's lockout: another address is not affected).
+    SourceBlocked,
 }
 
 impl std::fmt::Display for Refusal {
@@ -178,6 +181,9 @@ impl std::fmt::Display for Refusal {
             Refusal::UserExists => "that user name is taken",
             Refusal::Invalid => "invalid user name or password",
             Refusal::AlreadyLoggedIn => "already logged in",
+            Refusal::SourceBlocked => {
+                "too many registrations or failed logins from your network address"
+            }
         })
     }
 }
