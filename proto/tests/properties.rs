@@ -102,6 +102,7 @@ fn refusal() -> impl Strategy<Value = Refusal> {
         UserExists,
         Invalid,
         AlreadyLoggedIn,
+        SourceBlocked,
     ])
 }
 
@@ -518,7 +519,8 @@ fn strategies_cover_every_variant(
         | Refusal::RegistrationClosed
         | Refusal::UserExists
         | Refusal::Invalid
-        | Refusal::AlreadyLoggedIn => {}
+        | Refusal::AlreadyLoggedIn
+        | Refusal::SourceBlocked => {}
     }
     match code {
         ErrorCode::UnsupportedVersion
