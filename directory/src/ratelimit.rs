@@ -15,34 +15,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Limits on failed logins per source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourcePolicy {
-    /// Failures within `window` that block the source.
-    pub max_failures: u32,
-    /// Window over which failures are counted.
-    pub window: Duration,
-    /// Length of the first block.
-    pub block: Duration,
-    /// Longest block.
-    pub max_block: Duration,
-    /// Most sources tracked at once.
-    pub max_sources: usize,
-}
-
-impl Default for SourcePolicy {
-    /// 10 failures per 10 minutes; blocks of 30 s doubling up to 1 h; 100,000 sources.
-    /// Looser than the per-account limit because many users may share one NAT address.
-    fn default() -> Self {
-        Self {
-            max_failures: 10,
-            window: Duration::from_secs(600),
-            block: Duration::from_secs(30),
-            max_block: Duration::from_secs(3600),
-            max_sources: 100_000,
-        }
-    }
-}
+pub use crate::config::SourcePolicy;
 
 #[derive(Debug)]
 struct Entry {
