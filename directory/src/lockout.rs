@@ -5,7 +5,8 @@
 //! transaction *before* the password is checked: every attempt counts as a failure until
 //! it proves right (then the store clears the counters), so any number of concurrent
 //! guesses, on any number of connections and instances, get at most `max_failures`
-//! passwords evaluated per lock period.
+//! passwords evaluated per lock period. The policy's settings ([`LockoutPolicy`], the
+//! `[lockout]` table) are declared in [`crate::config`]; what they do is here.
 //!
 //! Two more things live here:
 //! - [`UnknownNames`]: names that have no account get the same counters, so that an

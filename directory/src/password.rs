@@ -3,7 +3,8 @@
 //! Hashes are PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) that carry their own
 //! parameters, so raising [`PasswordCost`] later only affects new hashes and old ones keep
 //! verifying. Each hash runs in `spawn_blocking` and takes a permit from a semaphore:
-//! with 19 MiB per hash, an unbounded number at once could exhaust memory.
+//! with 19 MiB per hash, an unbounded number at once could exhaust memory. The cost is a
+//! setting (`[password_cost]`), declared in [`crate::config`].
 //!
 //! Passwords are never logged or kept: they arrive in a request, are hashed or verified,
 //! and the buffer is zeroed when the request is dropped.

@@ -4,7 +4,8 @@
 //! guessing across many accounts (and from burning our CPU on argon2). Each source
 //! (an IPv4 address, or an IPv6 /64, since one host usually owns a whole /64) gets a
 //! window: `max_failures` failures within `window` block it for `block`, doubling per
-//! block while it keeps failing, capped at `max_block`.
+//! block while it keeps failing, capped at `max_block` (settings: [`SourcePolicy`], the
+//! `[source_limit]` table, declared in [`crate::config`]).
 //!
 //! The table is bounded by `max_sources`. When it is full, stale entries are purged; if
 //! it is still full, new sources are not tracked (fail open, logged): failing closed would

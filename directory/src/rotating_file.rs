@@ -4,7 +4,8 @@
 //! Blocking I/O: used from the audit writer's own thread, never from the runtime. A line
 //! is never split across two files. Rotation renames, so a process that still has the old
 //! file open (the `directory user ...` CLI while the server runs) keeps writing to it and
-//! nothing is lost, only filed one generation older.
+//! nothing is lost, only filed one generation older. [`Rotation`] (the `[audit]` table)
+//! is declared in [`crate::config`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
