@@ -145,9 +145,7 @@ impl ServeArgs {
             open_registration,
             idle_timeout,
             ticket_lifetime,
-            max_connections
-        );
-        given!(
+            max_connections,
             max_connections_per_ip,
             max_anonymous,
             max_anonymous_per_ip,
