@@ -168,7 +168,7 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0} must be at least 1")]
-    Zero(&'static str),
+    AtLeastOne(&'static str),
     #[error("cluster.expiry_secs must be at least twice cluster.heartbeat_secs (at least 1)")]
     ClusterExpiry,
     #[error(
@@ -190,7 +190,7 @@ impl ConfigError {
     /// The configuration file key the error is about.
     pub fn key(&self) -> &'static str {
         match self {
-            ConfigError::Zero(key) => key,
+            ConfigError::AtLeastOne(key) => key,
             ConfigError::ClusterExpiry => "cluster.expiry_secs",
             ConfigError::LockoutMax => "lockout.max_secs",
             ConfigError::PasswordMemory => "password_cost.memory_kib",
@@ -313,7 +313,7 @@ impl Config {
             ("mailbox.max_total_bytes", self.mailbox.max_total_bytes == 0),
         ];
         if let Some((key, _)) = positive.into_iter().find(|(_, zero)| *zero) {
-            return Err(ConfigError::Zero(key));
+            return Err(ConfigError::AtLeastOne(key));
         }
         let c = &self.cluster;
         if c.heartbeat.is_zero() || c.expiry < c.heartbeat * 2 {
