@@ -21,6 +21,7 @@ use proto::message::{ErrorCode, PeerInfo, Refusal, RelayMsg, RelayRefusal, Reply
 
 /// Fast heartbeats so that the expiry test is short.
 const POLICY: ClusterPolicy = ClusterPolicy {
+    address: None,
     heartbeat: Duration::from_millis(300),
     expiry: Duration::from_millis(1500),
 };

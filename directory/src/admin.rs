@@ -11,7 +11,7 @@
 //! locks for [`ADMIN_LOCK`] (a century), so it needs no schema of its own and every
 //! backend, and every check of a lockout (login and ticket resume), honours it. A lock
 //! longer than [`ADMIN_LOCK_THRESHOLD`] is shown as "locked by an administrator";
-//! [`crate::config_file`] keeps the lockout policy's own locks far shorter.
+//! [`crate::config::MAX_LOCKOUT`] keeps the lockout policy's own locks far shorter.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -36,8 +36,7 @@ use crate::clock;
 use crate::metrics::Metrics;
 use crate::rotating_file::{RotatingFile, Rotation};
 
-/// File name of the audit log inside the data directory.
-pub const AUDIT_FILE: &str = "audit.log";
+pub use crate::config::AUDIT_FILE;
 /// File name of the security events' own log, beside the audit log.
 pub const SECURITY_FILE: &str = "security.log";
 

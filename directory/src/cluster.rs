@@ -31,25 +31,7 @@ use proto::message::{Event, PeerInfo};
 use proto::names::{RoomName, UserName};
 use serde::{Deserialize, Serialize};
 
-/// Heartbeats and expiry of instances sharing one database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClusterPolicy {
-    /// How often each instance proves it is alive, sweeps dead instances and re-reads
-    /// everyone's presence (which also repairs any notification it missed).
-    pub heartbeat: Duration,
-    /// An instance silent for this long is dead: its users are removed everywhere.
-    pub expiry: Duration,
-}
-
-impl Default for ClusterPolicy {
-    /// Heartbeat every 2 s, dead after 6 s of silence.
-    fn default() -> Self {
-        Self {
-            heartbeat: Duration::from_secs(2),
-            expiry: Duration::from_secs(6),
-        }
-    }
-}
+pub use crate::config::ClusterPolicy;
 
 impl ClusterPolicy {
     /// The longest a crashed instance's users stay visible on the others: the expiry,

@@ -18,15 +18,7 @@ use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
-/// Default for [`crate::Config::hello_timeout`]: a new connection must open its control
-/// stream and start `Hello` within this.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default for [`crate::Config::frame_timeout`]: once a frame has started, the rest of it
-/// must arrive within this.
-pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default for [`crate::Config::write_timeout`]: how long one message may take to write
-/// (the client must keep reading).
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::config::{FRAME_TIMEOUT, HELLO_TIMEOUT, WRITE_TIMEOUT};
 /// How long we wait, before closing, for the client to acknowledge our last message:
 /// closing a QUIC connection abandons data not yet delivered.
 pub const LINGER: Duration = Duration::from_secs(2);

@@ -24,8 +24,7 @@ use anyhow::{Context, bail};
 use proto::Identity;
 use zeroize::Zeroizing;
 
-/// File name of the identity key inside the data directory.
-pub const KEY_FILE: &str = "directory.key";
+pub use crate::config::KEY_FILE;
 
 /// File name of the lock held by the server serving the data directory.
 pub const LOCK_FILE: &str = "directory.lock";

@@ -53,8 +53,11 @@
 //!   [`rotating_file`] rotates that file by size.
 //! - [`keys`]: the data directory and the directory's identity key file.
 //! - [`tls`]: certificate → rustls → quinn server configuration with transport limits.
-//! - [`config`]: every tunable and its default; [`config_file`] the TOML file and the
-//!   flags over it, and logging set-up.
+//! - [`config`]: every tunable, its default and its validation, as one serde struct that
+//!   is also the configuration file; the features' policy types and the data directory's
+//!   file names (it imports nothing from the crate).
+//! - [`config_file`]: finding and reading the file, the environment and flags over it,
+//!   `config print`, logging set-up.
 //! - [`state`]: the state all connection tasks share.
 //! - [`shutdown`]: the shutdown signal.
 //! - [`clock`]: Unix time and UTC formatting.

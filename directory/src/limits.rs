@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::config::Config;
 use crate::ratelimit::source_key;
 
 /// How many connections of each kind one source holds.
@@ -99,6 +100,18 @@ pub struct ConnCaps {
     pub anonymous: usize,
     /// Anonymous connections from one source.
     pub anonymous_per_source: usize,
+}
+
+impl ConnCaps {
+    /// The caps `config` sets.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            users: config.max_connections,
+            per_source: config.max_connections_per_ip,
+            anonymous: config.max_anonymous,
+            anonymous_per_source: config.max_anonymous_per_ip,
+        }
+    }
 }
 
 /// Counts open connections against the configured limits. Cheap to clone (shared).

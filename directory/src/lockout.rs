@@ -5,7 +5,8 @@
 //! transaction *before* the password is checked: every attempt counts as a failure until
 //! it proves right (then the store clears the counters), so any number of concurrent
 //! guesses, on any number of connections and instances, get at most `max_failures`
-//! passwords evaluated per lock period.
+//! passwords evaluated per lock period. The policy's settings ([`LockoutPolicy`], the
+//! `[lockout]` table) are declared in [`crate::config`]; what they do is here.
 //!
 //! Two more things live here:
 //! - [`UnknownNames`]: names that have no account get the same counters, so that an
@@ -53,27 +54,7 @@ pub enum Reservation {
     Locked(LockState),
 }
 
-/// How failures turn into lockouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockoutPolicy {
-    /// Wrong passwords in a row that lock the account.
-    pub max_failures: u32,
-    /// Length of the first lock.
-    pub base: Duration,
-    /// Longest lock; later locks double up to this.
-    pub max: Duration,
-}
-
-impl Default for LockoutPolicy {
-    /// 3 failures; locks of 30 s, 60 s, 120 s, ... capped at 1 h.
-    fn default() -> Self {
-        Self {
-            max_failures: 3,
-            base: Duration::from_secs(30),
-            max: Duration::from_secs(60 * 60),
-        }
-    }
-}
+pub use crate::config::LockoutPolicy;
 
 impl LockoutPolicy {
     /// Seconds until the lock lifts, when `state` is locked at `now`.

@@ -63,38 +63,7 @@ const NUDGE_DELAY: Duration = Duration::from_millis(100);
 /// A prekey dated further in the future than this is refused (clock skew allowance).
 const PREKEY_FUTURE_SLACK: i64 = 24 * 60 * 60;
 
-/// How long mail waits and how much of it one recipient may have waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MailboxPolicy {
-    /// An undelivered message is deleted after this (the sender gets a receipt saying so).
-    pub lifetime: Duration,
-    /// Most messages waiting for one recipient.
-    pub max_messages: u32,
-    /// Most bytes of blobs waiting for one recipient.
-    pub max_bytes: u64,
-    /// Most messages from one sender waiting for one recipient (so one sender cannot
-    /// fill someone's mailbox).
-    pub max_messages_per_sender: u32,
-    /// Most bytes of blobs from one sender waiting for one recipient.
-    pub max_bytes_per_sender: u64,
-    /// Most bytes of blobs waiting in all, for everyone.
-    pub max_total_bytes: u64,
-}
-
-impl Default for MailboxPolicy {
-    /// 30 days, 1000 messages, 16 MiB per recipient, of which 100 messages, 2 MiB from
-    /// any one sender; 4 GiB in all.
-    fn default() -> Self {
-        Self {
-            lifetime: Duration::from_secs(30 * 24 * 60 * 60),
-            max_messages: 1000,
-            max_bytes: 16 * 1024 * 1024,
-            max_messages_per_sender: 100,
-            max_bytes_per_sender: 2 * 1024 * 1024,
-            max_total_bytes: 4 * 1024 * 1024 * 1024,
-        }
-    }
-}
+pub use crate::config::MailboxPolicy;
 
 impl MailboxPolicy {
     /// How often expired mail is purged: half the lifetime, between 1 s and 1 hour.

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use directory::config_file::{self, LogFormat, Overrides};
+use directory::config::{LogFormat, Secret};
+use directory::config_file::{self, Sources};
 use directory::operator::{self, OperatorError};
 use directory::{Admin, Config, Directory};
 use tokio::signal::unix::{SignalKind, signal};
@@ -70,7 +71,7 @@ struct Cli {
         env = "NATTER_DATABASE",
         hide_env_values = true
     )]
-    database: Option<String>,
+    database: Option<Secret>,
 
     /// Log filter: a level (`info`) or per-module directives
     /// (`info,directory::auth=debug`). Beats RUST_LOG and the file's `log.filter`.
@@ -96,11 +97,11 @@ struct ServeArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     open_registration: Option<bool>,
     /// Drop a connection silent for this many seconds [default: 10]
-    #[arg(long, value_name = "SECS")]
-    idle_timeout: Option<u64>,
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    idle_timeout: Option<Duration>,
     /// Lifetime of session tickets, in seconds [default: 86400]
-    #[arg(long, value_name = "SECS")]
-    ticket_lifetime: Option<u64>,
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    ticket_lifetime: Option<Duration>,
     /// Most logged-in connections at once [default: 10000]
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -126,7 +127,37 @@ struct ServeArgs {
         env = "NATTER_STATUS_TOKEN",
         hide_env_values = true
     )]
-    status_token: Option<String>,
+    status_token: Option<Secret>,
+}
+
+impl ServeArgs {
+    /// Sets the settings given as flags over `config`.
+    fn apply(self, config: &mut Config) {
+        macro_rules! given {
+            ($($key:ident),+) => {$(
+                if let Some(value) = self.$key {
+                    config.$key = value.into();
+                }
+            )+};
+        }
+        given!(
+            listen,
+            open_registration,
+            idle_timeout,
+            ticket_lifetime,
+            max_connections,
+            max_connections_per_ip,
+            max_anonymous,
+            max_anonymous_per_ip,
+            status,
+            status_token
+        );
+    }
+}
+
+/// A flag's whole number of seconds.
+fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
+    text.parse().map(Duration::from_secs)
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,19 +224,21 @@ fn main() -> ExitCode {
         Command::Serve(_) | Command::Config { .. } => "info",
         _ => "warn",
     };
-    let effective = match config_file::resolve(
-        &overrides(&cli),
-        directory::default_data_dir(),
-        std::env::var("RUST_LOG").ok(),
-        default_filter,
-    ) {
+    let sources = Sources {
+        config: cli.config.clone(),
+        data: cli.data.clone(),
+        default_data: directory::default_data_dir(),
+        rust_log: std::env::var("RUST_LOG").ok(),
+        default_filter: default_filter.into(),
+    };
+    let effective = match config_file::resolve(&sources, |config| flags(&cli, config)) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("directory: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = config_file::init_logging(&effective.log) {
+    if let Err(e) = config_file::init_logging(&effective.config.log) {
         eprintln!("directory: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -225,31 +258,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// The flags that override the configuration file.
-fn overrides(cli: &Cli) -> Overrides {
-    let serve = match &cli.command {
-        Command::Serve(args)
-        | Command::Config {
-            action: ConfigAction::Print(args),
-        } => args.clone(),
-        _ => ServeArgs::default(),
-    };
-    Overrides {
-        config: cli.config.clone(),
-        data: cli.data.clone(),
-        database: cli.database.clone(),
-        listen: serve.listen,
-        open_registration: serve.open_registration,
-        idle_timeout: serve.idle_timeout,
-        ticket_lifetime: serve.ticket_lifetime,
-        max_connections: serve.max_connections,
-        max_connections_per_ip: serve.max_connections_per_ip,
-        max_anonymous: serve.max_anonymous,
-        max_anonymous_per_ip: serve.max_anonymous_per_ip,
-        status: serve.status,
-        status_token: serve.status_token,
-        log_filter: cli.log_filter.clone(),
-        log_format: cli.log_format,
+/// Sets the settings given as flags over `config`.
+fn flags(cli: &Cli, config: &mut Config) {
+    if let Some(database) = &cli.database {
+        config.database = Some(database.clone());
+    }
+    if let Some(filter) = &cli.log_filter {
+        config.log.filter = Some(filter.clone());
+    }
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    if let Command::Serve(args)
+    | Command::Config {
+        action: ConfigAction::Print(args),
+    } = &cli.command
+    {
+        args.clone().apply(config);
     }
 }
 
@@ -278,7 +303,7 @@ async fn run(command: Command, effective: config_file::Effective) -> anyhow::Res
         Command::Config {
             action: ConfigAction::Print(_),
         } => {
-            print!("{}", config_file::render(&effective));
+            print!("{}", config_file::render(&effective)?);
             Ok(())
         }
     }

@@ -34,8 +34,7 @@ use crate::audit::AuditEvent;
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
-/// File name of the control socket inside the data directory.
-pub const SOCKET_FILE: &str = "control.sock";
+pub use crate::config::SOCKET_FILE;
 /// Longest request line accepted.
 const MAX_LINE: u64 = 1024;
 /// How long one client may take to send its line.

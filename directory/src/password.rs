@@ -3,7 +3,8 @@
 //! Hashes are PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) that carry their own
 //! parameters, so raising [`PasswordCost`] later only affects new hashes and old ones keep
 //! verifying. Each hash runs in `spawn_blocking` and takes a permit from a semaphore:
-//! with 19 MiB per hash, an unbounded number at once could exhaust memory.
+//! with 19 MiB per hash, an unbounded number at once could exhaust memory. The cost is a
+//! setting (`[password_cost]`), declared in [`crate::config`].
 //!
 //! Passwords are never logged or kept: they arrive in a request, are hashed or verified,
 //! and the buffer is zeroed when the request is dropped.
@@ -15,39 +16,9 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-/// Cost parameters for new argon2id hashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PasswordCost {
-    /// Memory in KiB.
-    pub memory_kib: u32,
-    /// Passes over the memory.
-    pub iterations: u32,
-    /// Lanes.
-    pub parallelism: u32,
-}
-
-impl Default for PasswordCost {
-    /// OWASP's recommendation for argon2id (Password Storage Cheat Sheet): m = 19 MiB,
-    /// t = 2, p = 1. About 20–40 ms per hash on one core of a current machine.
-    fn default() -> Self {
-        Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-        }
-    }
-}
+pub use crate::config::PasswordCost;
 
 impl PasswordCost {
-    /// The smallest cost argon2 allows. For tests only: it protects nothing.
-    pub fn insecure_fast() -> Self {
-        Self {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
-        }
-    }
-
     fn hasher(&self) -> Result<Argon2<'static>, PasswordError> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
             .map_err(|e| PasswordError(e.to_string()))?;

@@ -4,7 +4,8 @@
 //! guessing across many accounts (and from burning our CPU on argon2). Each source
 //! (an IPv4 address, or an IPv6 /64, since one host usually owns a whole /64) gets a
 //! window: `max_failures` failures within `window` block it for `block`, doubling per
-//! block while it keeps failing, capped at `max_block`.
+//! block while it keeps failing, capped at `max_block` (settings: [`SourcePolicy`], the
+//! `[source_limit]` table, declared in [`crate::config`]).
 //!
 //! The table is bounded by `max_sources`. When it is full, stale entries are purged; if
 //! it is still full, new sources are not tracked (fail open, logged): failing closed would
@@ -15,34 +16,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Limits on failed logins per source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourcePolicy {
-    /// Failures within `window` that block the source.
-    pub max_failures: u32,
-    /// Window over which failures are counted.
-    pub window: Duration,
-    /// Length of the first block.
-    pub block: Duration,
-    /// Longest block.
-    pub max_block: Duration,
-    /// Most sources tracked at once.
-    pub max_sources: usize,
-}
-
-impl Default for SourcePolicy {
-    /// 10 failures per 10 minutes; blocks of 30 s doubling up to 1 h; 100,000 sources.
-    /// Looser than the per-account limit because many users may share one NAT address.
-    fn default() -> Self {
-        Self {
-            max_failures: 10,
-            window: Duration::from_secs(600),
-            block: Duration::from_secs(30),
-            max_block: Duration::from_secs(3600),
-            max_sources: 100_000,
-        }
-    }
-}
+pub use crate::config::SourcePolicy;
 
 #[derive(Debug)]
 struct Entry {

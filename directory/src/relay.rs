@@ -63,85 +63,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often expired offers are swept out (at most; sweeping happens on new offers).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// What the relay allows. The defaults suit text chat: a relayed chat needs a few
-/// kilobytes per second at most.
-#[derive(Debug, Clone)]
-pub struct RelayPolicy {
-    /// The operator's switch: `false` refuses every relay stream with
-    /// [`RelayRefusal::Disabled`] (rendezvous and direct paths still work).
-    pub enabled: bool,
-    /// Relay sessions (parked or spliced streams) at once, in total.
-    pub max_sessions: usize,
-    /// Relay streams one user may have open at once (each chat takes one).
-    pub max_sessions_per_user: usize,
-    /// Bytes per second one user may send through the relay, over all their sessions.
-    pub bytes_per_sec_per_user: u64,
-    /// Bytes one user may send in a burst before [`Self::bytes_per_sec_per_user`] applies
-    /// (at least [`PUMP_BUFFER`] is used).
-    pub burst_bytes_per_user: u64,
-    /// How long the first stream of a session waits for the second.
-    pub pair_timeout: Duration,
-    /// How long a token from `Rendezvous` stays usable.
-    pub offer_ttl: Duration,
-    /// `Rendezvous` requests one user may make per [`Self::offer_ttl`] (each one also
-    /// pushes an event to its target, so this bounds that too).
-    pub max_offers_per_user: usize,
-    /// Tells peers to skip direct paths and use the relay at once (tests and diagnosis;
-    /// never needed in production).
-    pub force_relay: bool,
-    /// Test hook: when set, every byte relayed is also recorded here.
-    pub tap: Option<RelayTap>,
-}
+pub use crate::config::{RelayPolicy, RelayTap};
 
-impl Default for RelayPolicy {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            max_sessions: 1000,
-            max_sessions_per_user: 8,
-            bytes_per_sec_per_user: 256 * 1024,
-            burst_bytes_per_user: 1024 * 1024,
-            pair_timeout: Duration::from_secs(10),
-            offer_ttl: Duration::from_secs(30),
-            max_offers_per_user: 32,
-            force_relay: false,
-            tap: None,
-        }
-    }
-}
-
-/// Records bytes the relay copies (test hook; keeps at most [`RelayTap::LIMIT`] bytes).
-#[derive(Clone, Default)]
-pub struct RelayTap(Arc<Mutex<Vec<u8>>>);
-
-impl RelayTap {
-    /// Most bytes a tap keeps; later ones are dropped.
-    pub const LIMIT: usize = 16 << 20;
-
-    /// An empty tap.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Everything recorded so far, in the order the pumps copied it.
-    pub fn bytes(&self) -> Vec<u8> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn record(&self, bytes: &[u8]) {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let room = Self::LIMIT.saturating_sub(all.len());
-        all.extend_from_slice(&bytes[..bytes.len().min(room)]);
-    }
-}
-
-impl std::fmt::Debug for RelayTap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RelayTap")
-    }
-}
-
-/// A token bucket over bytes, shared by one user's relay sessions. It lets a sender run
+/// A token bucket over bytes/// A token bucket over bytes, shared by one user's relay sessions. It lets a sender run
 /// into debt and then makes it wait the debt off, so a large write is slowed, never
 /// refused.
 #[derive(Debug)]

@@ -4,33 +4,17 @@
 //! Blocking I/O: used from the audit writer's own thread, never from the runtime. A line
 //! is never split across two files. Rotation renames, so a process that still has the old
 //! file open (the `directory user ...` CLI while the server runs) keeps writing to it and
-//! nothing is lost, only filed one generation older.
+//! nothing is lost, only filed one generation older. [`Rotation`] (the `[audit]` table)
+//! is declared in [`crate::config`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// When to rotate and how many old files to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rotation {
-    /// Rotate before a line would take the file past this size. 0: never rotate.
-    pub max_bytes: u64,
-    /// Old files kept (`.1` is the newest). 0: the old file is deleted at rotation.
-    pub keep: u32,
-}
+pub use crate::config::Rotation;
 
-impl Default for Rotation {
-    /// 10 MiB per file, 5 old files: at most 60 MiB of audit trail.
-    fn default() -> Self {
-        Self {
-            max_bytes: 10 * 1024 * 1024,
-            keep: 5,
-        }
-    }
-}
-
-/// The open log file.
+/// The open log file./// The open log file.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,

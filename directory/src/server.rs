@@ -33,7 +33,7 @@ use crate::admin::{Admin, AdminError, UserSummary};
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::connection::{self, close};
-use crate::limits::{Admission, ConnLimits, HandshakeLimits};
+use crate::limits::{Admission, ConnCaps, ConnLimits, HandshakeLimits};
 use crate::metrics::Metrics;
 use crate::operator::OperatorSocket;
 use crate::shutdown::Shutdown;
@@ -103,7 +103,7 @@ impl Directory {
         let local_addr = endpoint.local_addr()?;
         let shared = Arc::new(Shared::open(config, &endpoint, Arc::new(identity)).await?);
 
-        let limits = ConnLimits::new(shared.config.conn_caps());
+        let limits = ConnLimits::new(ConnCaps::of(&shared.config));
         // Before any task starts: a status address that cannot be bound fails the start.
         let status = match shared.config.status {
             Some(listen) => Some(

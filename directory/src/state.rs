@@ -89,7 +89,7 @@ impl Shared {
             let policy = config.cluster;
             let address = crate::cluster::postgres::relay_address(
                 endpoint.local_addr()?,
-                config.cluster_address,
+                config.cluster.address,
                 store.config(),
             )
             .await;

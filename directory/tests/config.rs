@@ -147,6 +147,63 @@ async fn file_then_environment_then_flags() {
     );
 }
 
+/// The settings of `printed`, without its comments.
+fn settings(printed: &str) -> Vec<&str> {
+    printed
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[tokio::test]
+async fn printed_configuration_reads_back_to_the_same_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = run(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "config",
+            "print",
+            "--listen",
+            "[::1]:9000",
+            "--idle-timeout",
+            "25",
+            "--max-anonymous-per-ip",
+            "3",
+            "--status",
+            "127.0.0.1:8080",
+        ],
+        &[("NATTER_STATUS_TOKEN", "a-token-of-sixteen+")],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!first.contains("a-token-of-sixteen+"), "{first}");
+    let file = tmp.path().join("printed.toml");
+    write(&file, &first);
+    let out = run(
+        &["--config", file.to_str().unwrap(), "config", "print"],
+        &[],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(settings(&second), settings(&first), "{second}");
+    assert_eq!(value(&second, "idle_timeout"), "25");
+    assert_eq!(value(&second, "listen"), "\"[::1]:9000\"");
+}
+
 #[tokio::test]
 async fn mistakes_are_refused_in_one_line() {
     let tmp = tempfile::tempdir().unwrap();

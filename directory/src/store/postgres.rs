@@ -133,11 +133,6 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Whether `database` names a PostgreSQL database (`postgres://` or `postgresql://`).
-pub fn is_postgres_url(database: &str) -> bool {
-    database.starts_with("postgres://") || database.starts_with("postgresql://")
-}
-
 /// Parses a connection URL or key=value string.
 pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     tokio_postgres::Config::from_str(url)

@@ -28,8 +28,7 @@ use crate::lockout::{LockState, LockoutPolicy, Reservation};
 use crate::mailbox::MailboxPolicy;
 use crate::ticket::{MAX_TICKETS_PER_USER, TicketRecord};
 
-/// File name of the database inside the data directory.
-pub const DB_FILE: &str = "directory.db";
+pub use crate::config::DB_FILE;
 
 /// Requests waiting for the database thread at most; further callers wait to enqueue.
 const QUEUE: usize = 256;
