@@ -6,10 +6,10 @@
 //! channel: accepting a call, dialing, each session's events, the directory link. So a
 //! slow or dead peer never stalls another chat, and the user can always type.
 //!
-//! - [`chats`]: opening sessions, routing what we send, what their events mean.
+//! - [`crate::calls`]: the calls service: the endpoint, calls we make and take; it
+//!   hands the app opened sessions.
+//! - [`chats`]: the open sessions, routing what we send, what their events mean.
 //! - [`rooms`]: rooms and presence.
-//! - [`gate`]: what strangers calling us can make us spend (bounds, lookup cache,
-//!   summarised refusals).
 //!
 //! Beside them, the app runs the sealed mailbox's two tasks ([`crate::mailbox`]): a
 //! private message that cannot reach its recipient directly is sealed and queued at the
@@ -17,7 +17,6 @@
 //! to the profile's encrypted history ([`crate::history`]).
 
 mod chats;
-pub mod gate;
 mod rooms;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -32,7 +31,8 @@ use tokio::task::JoinSet;
 
 use crate::admin;
 use crate::alerts::{Alert, Alerts};
-use crate::chat::{ChatEvent, ChatEvents, ChatHandle};
+use crate::calls::{CallEvent, Calls, ChangedKeys};
+use crate::chat::{ChatEvent, ChatHandle};
 use crate::history::{self, HistoryWriter};
 use crate::joke;
 use crate::link::{Link, LinkEvent};
@@ -40,9 +40,9 @@ use crate::login::Online;
 use crate::mailbox::{Inbox, MailContext, MailReport, Outbox};
 use crate::pins::Pins;
 use crate::profile::PresenceScope;
-use crate::reach::{Punches, ReachOptions};
+use crate::reach::ReachOptions;
 use crate::ui::command::{self, Command, Line};
-use crate::ui::{Direction, Input, Note, Output};
+use crate::ui::{Input, Note, Output};
 
 /// Prompt when no chat is open.
 pub const IDLE_PROMPT: &str = "Enter destination user ID: ";
@@ -55,6 +55,8 @@ const MAX_QUEUED_LINES: usize = 1000;
 /// How long quitting waits for a session still being opened when messages wait for it
 /// (`echo hi | peer connect bianca`: stdin ends before the chat is open).
 const QUEUED_DIAL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long quitting waits for the sessions it closed to report how they ended.
+const ENDING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What to do first.
 #[derive(Debug, Clone)]
@@ -67,31 +69,11 @@ pub enum Start {
 
 /// Reports from the app's helper tasks.
 enum Report {
-    Opened {
-        handle: ChatHandle,
-        events: ChatEvents,
-        direction: Direction,
-    },
-    ConnectFailed {
-        peer: String,
-        reason: String,
-    },
-    IncomingRefused {
-        peer: Option<String>,
-        reason: String,
-    },
-    /// Time to show the refusals counted since the last one shown.
-    RefusalSummary,
-    Chat {
-        id: u64,
-        event: ChatEvent,
-    },
+    Call(CallEvent),
+    Chat { id: u64, event: ChatEvent },
     Link(LinkEvent),
     Mail(MailReport),
-    Joke {
-        to: JokeTarget,
-        joke: joke::Joke,
-    },
+    Joke { to: JokeTarget, joke: joke::Joke },
 }
 
 /// Where a `/joke` goes: where plain lines went when it was asked for.
@@ -139,8 +121,9 @@ impl Outgoing {
 pub struct App {
     me: UserName,
     identity: Arc<Identity>,
-    endpoint: quinn::Endpoint,
     link: Arc<Link>,
+    /// Calls we make and take.
+    calls: Calls,
     pins: Arc<Mutex<Pins>>,
     out: Arc<dyn Output>,
     /// Whether a person is at a terminal (bare lines at the idle prompt name a user).
@@ -161,14 +144,6 @@ pub struct App {
     outbox: HashMap<String, Vec<Outgoing>>,
     /// Peers being dialed, and whether at the user's request (`/connect`).
     dialing: HashMap<String, bool>,
-    /// Our dials waiting for connections the other peer makes while punching.
-    punches: Punches,
-    /// How long to try direct paths before the relay.
-    reach: ReachOptions,
-    /// Punching attempts running (for `Event::Incoming`), at most `reach::MAX_PUNCHES`.
-    punching: Arc<std::sync::atomic::AtomicUsize>,
-    /// Bounds on what incoming calls cost us, and the refusal tally.
-    gate: gate::Gate,
     rooms: BTreeMap<String, rooms::RoomState>,
     /// Room message numbers seen and sent (kept in the profile).
     marks: rooms::Marks,
@@ -206,16 +181,9 @@ impl App {
         let (tx, rx) = mpsc::channel(256);
         let settings = &online.profile.settings;
         let pins = Arc::new(Mutex::new(online.profile.peers.clone()));
-        let (mail_tx, mut mail_rx) = mpsc::channel(64);
-        let forward = tx.clone();
+        let (mail_tx, mail_rx) = mpsc::channel(64);
         let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            while let Some(report) = mail_rx.recv().await {
-                if forward.send(Report::Mail(report)).await.is_err() {
-                    return;
-                }
-            }
-        });
+        forward(&mut tasks, mail_rx, &tx, Report::Mail);
         let mail = MailContext {
             link: online.link.clone(),
             identity: online.profile.identity().clone(),
@@ -223,6 +191,15 @@ impl App {
             pins: pins.clone(),
             reports: mail_tx,
         };
+        let changed_keys = ChangedKeys::default();
+        let (calls, call_events) = Calls::new(
+            online.link.clone(),
+            online.endpoint,
+            online.profile.identity().clone(),
+            pins.clone(),
+            changed_keys.clone(),
+        );
+        forward(&mut tasks, call_events, &tx, Report::Call);
         let history = online
             .profile
             .vault()
@@ -243,7 +220,7 @@ impl App {
             presence_scope: settings.presence,
             auto_join: settings.auto_join.clone(),
             pins,
-            endpoint: online.endpoint,
+            calls,
             link: online.link,
             out,
             interactive,
@@ -254,10 +231,6 @@ impl App {
             route: HashMap::new(),
             outbox: HashMap::new(),
             dialing: HashMap::new(),
-            punches: Punches::default(),
-            reach: ReachOptions::from_env(),
-            punching: Arc::default(),
-            gate: gate::Gate::default(),
             rooms: BTreeMap::new(),
             marks: rooms::Marks::load(online.profile.dir()),
             profile_dir: online.profile.dir().to_path_buf(),
@@ -265,11 +238,18 @@ impl App {
             first_contact: online.first_contact,
             admin_password: None,
             trust_pending: None,
-            changed_keys: ChangedKeys::default(),
+            changed_keys,
             tx,
             rx,
             tasks,
         }
+    }
+
+    /// Sets how long dials try direct paths before the relay (instead of the default or
+    /// `PEER_DIRECT_TIMEOUT_MS`).
+    pub fn with_reach(mut self, reach: ReachOptions) -> Self {
+        self.calls.set_reach(reach);
+        self
     }
 
     /// Runs until the user quits (or input ends). Ends every chat cleanly and logs out.
@@ -281,20 +261,13 @@ impl App {
             directory_fingerprint: client.directory_key().fingerprint(),
             first_contact: self.first_contact,
         });
-        if let Ok(addr) = self.endpoint.local_addr() {
+        if let Ok(addr) = self.calls.local_addr() {
             self.show(Note::Listening { addr });
         }
-        self.spawn_accept_loop();
-        let (link_tx, mut link_rx) = mpsc::channel(16);
+        self.calls.listen();
+        let (link_tx, link_rx) = mpsc::channel(16);
         self.tasks.spawn(self.link.clone().keep_alive(link_tx));
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            while let Some(e) = link_rx.recv().await {
-                if tx.send(Report::Link(e)).await.is_err() {
-                    return;
-                }
-            }
-        });
+        forward(&mut self.tasks, link_rx, &self.tx, Report::Link);
         self.watch_contacts().await;
         if let Some((mail, prekeys)) = self.inbox_start.take() {
             self.inbox = Some(Inbox::start(
@@ -500,24 +473,22 @@ impl App {
 
     async fn report(&mut self, report: Report) {
         match report {
-            Report::Opened {
+            Report::Call(CallEvent::Opened {
                 handle,
                 events,
                 direction,
-            } => self.opened(handle, events, direction).await,
-            Report::ConnectFailed { peer, reason } => self.connect_failed(peer, reason),
-            Report::IncomingRefused { peer, reason } => {
+            }) => self.opened(handle, events, direction).await,
+            Report::Call(CallEvent::DialFailed { peer, reason }) => {
+                self.connect_failed(peer, reason)
+            }
+            Report::Call(CallEvent::Refused { peer, reason }) => {
                 self.show(Note::IncomingRefused { peer, reason })
             }
-            Report::RefusalSummary => {
-                if let Some(s) = self.gate.summary() {
-                    self.show(Note::IncomingRefusals {
-                        count: s.count,
-                        secs: s.secs,
-                        by_reason: s.by_reason,
-                    });
-                }
-            }
+            Report::Call(CallEvent::Refusals(s)) => self.show(Note::IncomingRefusals {
+                count: s.count,
+                secs: s.secs,
+                by_reason: s.by_reason,
+            }),
             Report::Chat { id, event } => self.chat_event(id, event),
             Report::Link(event) => self.link_event(event),
             Report::Mail(report) => self.mail_report(report),
@@ -656,9 +627,11 @@ impl App {
             }
             LinkEvent::Directory(Event::Presence { user, online }) => self.presence(user, online),
             LinkEvent::Directory(Event::Incoming { from, direct, .. }) => {
-                self.incoming(from, direct)
+                self.calls.incoming(from, direct)
             }
-            LinkEvent::Directory(Event::RelayCall { from, token }) => self.relay_call(from, token),
+            LinkEvent::Directory(Event::RelayCall { from, token }) => {
+                self.calls.relay_call(from, token)
+            }
         }
     }
 
@@ -758,35 +731,35 @@ impl App {
         }
     }
 
+    /// Handles reports until `done` holds or `within` has passed.
+    async fn wait_until(&mut self, within: Duration, done: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(self) {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(report)) => self.report(report).await,
+                _ => break,
+            }
+        }
+    }
+
     /// Waits (briefly) for sessions being opened when messages wait for them and for our
     /// last messages to be acknowledged, ends every session, logs out.
     async fn quit(mut self) {
-        let deadline = tokio::time::Instant::now() + QUEUED_DIAL_TIMEOUT;
-        while !self.outbox.is_empty() && !self.dialing.is_empty() {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(report)) => self.report(report).await,
-                _ => break,
-            }
-        }
-        let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
-        while self.chats.values().any(|c| !c.unacked.is_empty()) {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(report)) => self.report(report).await,
-                _ => break,
-            }
-        }
+        self.wait_until(QUEUED_DIAL_TIMEOUT, |app| {
+            app.outbox.is_empty() || app.dialing.is_empty()
+        })
+        .await;
+        self.wait_until(FLUSH_TIMEOUT, |app| {
+            app.chats.values().all(|c| c.unacked.is_empty())
+        })
+        .await;
         let open: Vec<ChatHandle> = self.chats.values().map(|c| c.handle.clone()).collect();
         for handle in &open {
             handle.close().await;
         }
         // Let the sessions report how they ended (undelivered messages).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !self.chats.is_empty() {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(report)) => self.report(report).await,
-                _ => break,
-            }
-        }
+        self.wait_until(ENDING_TIMEOUT, |app| app.chats.is_empty())
+            .await;
         for (peer, waiting) in std::mem::take(&mut self.outbox) {
             for out in waiting {
                 self.show(Note::Undelivered {
@@ -797,14 +770,10 @@ impl App {
             }
         }
         // Messages on their way to the directory's mailbox: wait for each outcome.
-        let deadline =
-            tokio::time::Instant::now() + crate::mailbox::RETRY_FOR + Duration::from_secs(5);
-        while !self.mail_pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(report)) => self.report(report).await,
-                _ => break,
-            }
-        }
+        self.wait_until(crate::mailbox::RETRY_FOR + Duration::from_secs(5), |app| {
+            app.mail_pending.is_empty()
+        })
+        .await;
         for (peer, text) in std::mem::take(&mut self.mail_pending) {
             self.show(Note::Undelivered {
                 peer,
@@ -817,33 +786,25 @@ impl App {
         }
         self.save_marks();
         self.link.logout().await;
-        crate::endpoint::close(&self.endpoint).await;
+        self.calls.close().await;
         self.tasks.abort_all();
     }
 }
 
-/// Changed keys seen when a chat was refused because of a pin (not pinned), newest per
-/// name, at most [`ChangedKeys::MAX`] names. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ChangedKeys(Arc<Mutex<HashMap<String, proto::PublicKey>>>);
-
-impl ChangedKeys {
-    const MAX: usize = 64;
-
-    fn note(&self, name: &str, key: proto::PublicKey) {
-        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if keys.len() < Self::MAX || keys.contains_key(name) {
-            keys.insert(name.to_string(), key);
+/// Forwards what comes on `rx` to the app's reports, wrapped by `wrap`, until either
+/// side is gone.
+fn forward<T: Send + 'static>(
+    tasks: &mut JoinSet<()>,
+    mut rx: mpsc::Receiver<T>,
+    tx: &mpsc::Sender<Report>,
+    wrap: fn(T) -> Report,
+) {
+    let tx = tx.clone();
+    tasks.spawn(async move {
+        while let Some(item) = rx.recv().await {
+            if tx.send(wrap(item)).await.is_err() {
+                return;
+            }
         }
-    }
-
-    fn get(&self, name: &str) -> Option<proto::PublicKey> {
-        let keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        keys.get(name).copied()
-    }
-
-    fn forget(&self, name: &str) {
-        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        keys.remove(name);
-    }
+    });
 }

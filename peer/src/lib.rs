@@ -11,6 +11,8 @@
 //! - [`chat`]: one end-to-end chat session with another peer: connect request, mutual
 //!   verification, sealed messages with acknowledgements, over a direct QUIC stream or a
 //!   relay stream through the directory ([`chat::transport`]).
+//! - [`calls`]: the calls service: the endpoint's accept loop (held to [`calls::gate`]'s
+//!   bounds), hole punching, relay calls and dialing; hands out opened sessions.
 //! - [`reach`]: finding a path to a peer: rendezvous, simultaneous open through NATs
 //!   (hole punching), relay fallback.
 //! - [`vault`]: the password-derived key that seals the profile's secrets at rest.
@@ -24,6 +26,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod app;
+pub mod calls;
 pub mod chat;
 pub mod cli;
 pub mod commands;
