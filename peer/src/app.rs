@@ -17,9 +17,10 @@
 //! to the profile's encrypted history ([`crate::history`]).
 
 mod chats;
+mod mail;
 mod rooms;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,12 +38,13 @@ use crate::history::{self, HistoryWriter};
 use crate::joke;
 use crate::link::{Link, LinkEvent};
 use crate::login::Online;
-use crate::mailbox::{Inbox, MailContext, MailReport, Outbox};
+use crate::mailbox::{MailContext, MailReport};
 use crate::pins::Pins;
 use crate::profile::PresenceScope;
 use crate::reach::ReachOptions;
 use crate::ui::command::{self, Command, Line};
 use crate::ui::{Input, Note, Output};
+use mail::{Mail, MailNotes};
 
 /// Prompt when no chat is open.
 pub const IDLE_PROMPT: &str = "Enter destination user ID: ";
@@ -158,16 +160,9 @@ pub struct App {
     trust_pending: Option<(UserName, proto::PublicKey)>,
     /// Changed keys seen when a chat was refused (not pinned), for `/fingerprint NAME`.
     changed_keys: ChangedKeys,
-    /// Private messages, both ways, sealed into the profile (none if it has no vault).
-    history: Option<HistoryWriter>,
-    /// Seals and queues messages for peers we cannot reach.
-    mailer: Outbox,
-    /// Messages handed to the outbox and not yet reported queued or failed, in order.
-    mail_pending: VecDeque<(String, String)>,
-    /// Fetches what waited for us; started once the login is shown.
-    inbox: Option<Inbox>,
-    /// What the inbox needs to start.
-    inbox_start: Option<(MailContext, Vec<proto::sealed::StaticSecret>)>,
+    /// Sealed mail for peers we cannot reach and from peers while we were away, and
+    /// the history of private messages.
+    mail: Mail,
     /// The joke API's URL.
     joke_api: String,
     tx: mpsc::Sender<Report>,
@@ -205,11 +200,7 @@ impl App {
             .vault()
             .map(|v| HistoryWriter::start(online.profile.dir(), v.clone()));
         Self {
-            mailer: Outbox::start(mail.clone(), &mut tasks),
-            mail_pending: VecDeque::new(),
-            inbox: None,
-            inbox_start: Some((mail, online.profile.prekeys())),
-            history,
+            mail: Mail::start(mail, online.profile.prekeys(), history, &mut tasks),
             joke_api: settings
                 .joke_api
                 .clone()
@@ -269,15 +260,7 @@ impl App {
         self.tasks.spawn(self.link.clone().keep_alive(link_tx));
         forward(&mut self.tasks, link_rx, &self.tx, Report::Link);
         self.watch_contacts().await;
-        if let Some((mail, prekeys)) = self.inbox_start.take() {
-            self.inbox = Some(Inbox::start(
-                mail,
-                prekeys,
-                self.history.clone(),
-                &self.profile_dir,
-                &mut self.tasks,
-            ));
-        }
+        self.mail.open_inbox(&self.profile_dir, &mut self.tasks);
         self.auto_join().await;
         match start {
             Start::Connect(peer) => self.connect(peer),
@@ -532,66 +515,26 @@ impl App {
 
     /// Hands a private message for `peer` to the outbox (sealed mail).
     fn mail(&mut self, peer: &str, text: String) {
-        match self.mailer.send(peer, text.clone()) {
-            Ok(()) => self.mail_pending.push_back((peer.to_string(), text)),
-            Err(text) => self.show(Note::Undelivered {
-                peer: peer.to_string(),
-                text,
-                reason: "too many offline messages waiting to be queued".into(),
-            }),
+        if let Some(note) = self.mail.send(peer, text) {
+            self.show(note);
         }
     }
 
     /// Records a private message in the history.
     fn record(&self, peer: &str, direction: history::Direction, text: &str, at_ms: u64) {
-        if let Some(h) = &self.history {
-            h.append(peer, direction, text, at_ms);
-        }
+        self.mail.record(peer, direction, text, at_ms);
     }
 
     fn mail_report(&mut self, report: MailReport) {
-        match report {
-            MailReport::Queued { peer, text, id } => {
-                self.mail_pending.pop_front();
-                self.record(&peer, history::Direction::OutOffline, &text, now_ms());
-                self.show(Note::Queued {
-                    peer,
-                    mail_id: id,
-                    text,
-                });
+        let MailNotes { notes, shown } = self.mail.report(report);
+        for note in notes {
+            if let Note::OfflineMessage { peer, .. } = &note {
+                self.alert(Alert::Private, peer);
             }
-            MailReport::Failed { peer, text, reason } => {
-                self.mail_pending.pop_front();
-                self.show(Note::Undelivered { peer, text, reason });
-            }
-            MailReport::Received { letters, shown } => {
-                for letter in letters {
-                    self.record(
-                        &letter.from,
-                        history::Direction::InOffline,
-                        &letter.text,
-                        letter.sent_at_ms,
-                    );
-                    self.alert(Alert::Private, &letter.from);
-                    self.show(Note::OfflineMessage {
-                        peer: letter.from,
-                        sent_at_ms: letter.sent_at_ms,
-                        text: letter.text,
-                    });
-                }
-                let _ = shown.send(());
-            }
-            MailReport::Refused { reason } => self.show(Note::Warning(reason)),
-            MailReport::Receipts(receipts) => {
-                for r in receipts {
-                    self.show(Note::MailReceipt {
-                        peer: r.to.into_string(),
-                        mail_id: r.id,
-                        delivered: r.delivered,
-                    });
-                }
-            }
-            MailReport::Trouble(why) => self.show(Note::Warning(why)),
+            self.show(note);
+        }
+        if let Some(shown) = shown {
+            let _ = shown.send(());
         }
     }
 
@@ -604,14 +547,10 @@ impl App {
                 self.show(Note::Info(format!(
                     "logged back in to the directory at {addr}"
                 )));
-                if let Some(inbox) = &self.inbox {
-                    inbox.wake();
-                }
+                self.mail.wake();
             }
             LinkEvent::Directory(Event::MailWaiting | Event::MailReceiptsWaiting) => {
-                if let Some(inbox) = &self.inbox {
-                    inbox.wake();
-                }
+                self.mail.wake();
             }
             LinkEvent::GaveUp { reason } => self.show(Note::Error(format!(
                 "logged out of the directory: {reason}. Open chats go on; restart to log in again."
@@ -771,19 +710,13 @@ impl App {
         }
         // Messages on their way to the directory's mailbox: wait for each outcome.
         self.wait_until(crate::mailbox::RETRY_FOR + Duration::from_secs(5), |app| {
-            app.mail_pending.is_empty()
+            !app.mail.is_pending()
         })
         .await;
-        for (peer, text) in std::mem::take(&mut self.mail_pending) {
-            self.show(Note::Undelivered {
-                peer,
-                text,
-                reason: "quit before it could be queued at the directory".into(),
-            });
+        for note in self.mail.abandon() {
+            self.show(note);
         }
-        if let Some(h) = &self.history {
-            h.flush().await;
-        }
+        self.mail.flush().await;
         self.save_marks();
         self.link.logout().await;
         self.calls.close().await;
