@@ -9,7 +9,8 @@
 //! - [`crate::calls`]: the calls service: the endpoint, calls we make and take; it
 //!   hands the app opened sessions.
 //! - [`chats`]: the open sessions, routing what we send, what their events mean.
-//! - [`rooms`]: rooms and presence.
+//! - [`rooms`]: the rooms we are in.
+//! - [`mail`]: the app's side of the sealed mailbox, and the history.
 //!
 //! Beside them, the app runs the sealed mailbox's two tasks ([`crate::mailbox`]): a
 //! private message that cannot reach its recipient directly is sealed and queued at the
@@ -31,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::admin;
-use crate::alerts::{Alert, Alerts};
+use crate::alerts::{Alert, Alerts, mentions};
 use crate::calls::{CallEvent, Calls, ChangedKeys};
 use crate::chat::{ChatEvent, ChatHandle};
 use crate::history::{self, HistoryWriter};
@@ -45,6 +46,7 @@ use crate::reach::ReachOptions;
 use crate::ui::command::{self, Command, Line};
 use crate::ui::{Input, Note, Output};
 use mail::{Mail, MailNotes};
+use rooms::Rooms;
 
 /// Prompt when no chat is open.
 pub const IDLE_PROMPT: &str = "Enter destination user ID: ";
@@ -146,9 +148,8 @@ pub struct App {
     outbox: HashMap<String, Vec<Outgoing>>,
     /// Peers being dialed, and whether at the user's request (`/connect`).
     dialing: HashMap<String, bool>,
-    rooms: BTreeMap<String, rooms::RoomState>,
-    /// Room message numbers seen and sent (kept in the profile).
-    marks: rooms::Marks,
+    /// The rooms we are in.
+    rooms: Rooms,
     profile_dir: std::path::PathBuf,
     /// The terminal waits for the outcome of a dial before reading the next line.
     prompt_owed: bool,
@@ -212,6 +213,11 @@ impl App {
             auto_join: settings.auto_join.clone(),
             pins,
             calls,
+            rooms: Rooms::new(
+                online.link.user().clone(),
+                online.link.clone(),
+                online.profile.dir(),
+            ),
             link: online.link,
             out,
             interactive,
@@ -222,8 +228,6 @@ impl App {
             route: HashMap::new(),
             outbox: HashMap::new(),
             dialing: HashMap::new(),
-            rooms: BTreeMap::new(),
-            marks: rooms::Marks::load(online.profile.dir()),
             profile_dir: online.profile.dir().to_path_buf(),
             prompt_owed: false,
             first_contact: online.first_contact,
@@ -261,7 +265,9 @@ impl App {
         forward(&mut self.tasks, link_rx, &self.tx, Report::Link);
         self.watch_contacts().await;
         self.mail.open_inbox(&self.profile_dir, &mut self.tasks);
-        self.auto_join().await;
+        for room in self.auto_join.clone() {
+            self.join(room).await;
+        }
         match start {
             Start::Connect(peer) => self.connect(peer),
             Start::Idle => self.ready(),
@@ -389,9 +395,26 @@ impl App {
                 None => self.show(Note::Error(format!("no open chat with {peer}"))),
             },
             Command::Join(room) => self.join(room).await,
-            Command::Leave(room) => self.leave(room).await,
-            Command::Rooms => self.list_rooms().await,
-            Command::Members(room) => self.members(room),
+            Command::Leave(room) => match room.or_else(|| self.room.clone()) {
+                Some(room) => match self.rooms.leave(&room).await {
+                    Ok(note) => {
+                        if self.room.as_deref() == Some(room.as_str()) {
+                            self.room = None;
+                        }
+                        self.show(note);
+                    }
+                    Err(note) => self.show(note),
+                },
+                None => self.show(Note::Error("no room to leave: /leave ROOM".into())),
+            },
+            Command::Rooms => {
+                let note = self.rooms.list().await;
+                self.show(note);
+            }
+            Command::Members(room) => match room.or_else(|| self.room.clone()) {
+                Some(room) => self.show(self.rooms.members(&room)),
+                None => self.show(Note::Error("which room? /members ROOM".into())),
+            },
             Command::Msg(peer, text) => {
                 if peer == self.me {
                     self.show(Note::Error("that is you".into()));
@@ -562,9 +585,15 @@ impl App {
                 format!("the directory logged you out: {reason}"),
             )),
             LinkEvent::Directory(Event::RoomChanged { room, user, joined }) => {
-                self.room_changed(room, user, joined)
+                if let Some(note) = self.rooms.changed(room, user, joined) {
+                    self.show(note);
+                }
             }
-            LinkEvent::Directory(Event::Presence { user, online }) => self.presence(user, online),
+            LinkEvent::Directory(Event::Presence { user, online }) => {
+                self.alert(Alert::Presence, &user);
+                let note = self.rooms.presence(user, online);
+                self.show(note);
+            }
             LinkEvent::Directory(Event::Incoming { from, direct, .. }) => {
                 self.calls.incoming(from, direct)
             }
@@ -670,6 +699,58 @@ impl App {
         }
     }
 
+    /// `/join ROOM`: joins (or makes current) a room.
+    async fn join(&mut self, room: String) {
+        match self.rooms.join(&room).await {
+            Ok(note) => {
+                self.room = Some(room);
+                self.current = None;
+                self.show(note);
+            }
+            Err(note) => self.show(note),
+        }
+    }
+
+    /// Sends one line to every other online member of `room`.
+    async fn send_room(&mut self, room: &str, text: String) {
+        let Some(post) = self.rooms.post(room) else {
+            return;
+        };
+        if let Some(note) = post.note {
+            self.show(note);
+        }
+        for member in post.to {
+            self.deliver(&member, text.clone(), Some(post.tag.clone()))
+                .await;
+        }
+    }
+
+    /// A room message arrived from `peer`.
+    fn room_message(&mut self, peer: &str, tag: RoomTag, text: String) {
+        let mention = mentions(&text, &self.me);
+        if let Some(note) = self.rooms.message(peer, tag, text) {
+            if mention {
+                self.alert(Alert::Mention, peer);
+            }
+            self.show(note);
+        }
+    }
+
+    /// Tells the directory whose presence we want, per the profile's `presence` scope.
+    async fn watch_contacts(&mut self) {
+        let (users, everyone) = match self.presence_scope {
+            PresenceScope::None => return,
+            PresenceScope::Everyone => (Vec::new(), true),
+            PresenceScope::Contacts => match self.pins.lock() {
+                Ok(p) => (p.names(), false),
+                Err(_) => return,
+            },
+        };
+        if let Err(e) = self.link.watch(users, everyone).await {
+            tracing::warn!(error = %e, "could not set the presence watch");
+        }
+    }
+
     /// Handles reports until `done` holds or `within` has passed.
     async fn wait_until(&mut self, within: Duration, done: impl Fn(&Self) -> bool) {
         let deadline = tokio::time::Instant::now() + within;
@@ -717,7 +798,7 @@ impl App {
             self.show(note);
         }
         self.mail.flush().await;
-        self.save_marks();
+        self.rooms.save_marks();
         self.link.logout().await;
         self.calls.close().await;
         self.tasks.abort_all();
