@@ -21,7 +21,6 @@ mod chats;
 mod mail;
 mod rooms;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use tokio::task::JoinSet;
 use crate::admin;
 use crate::alerts::{Alert, Alerts, mentions};
 use crate::calls::{CallEvent, Calls, ChangedKeys};
-use crate::chat::{ChatEvent, ChatHandle};
+use crate::chat::ChatEvent;
 use crate::history::{self, HistoryWriter};
 use crate::joke;
 use crate::link::{Link, LinkEvent};
@@ -45,6 +44,7 @@ use crate::profile::PresenceScope;
 use crate::reach::ReachOptions;
 use crate::ui::command::{self, Command, Line};
 use crate::ui::{Input, Note, Output};
+use chats::Chats;
 use mail::{Mail, MailNotes};
 use rooms::Rooms;
 
@@ -54,8 +54,6 @@ pub const IDLE_PROMPT: &str = "Enter destination user ID: ";
 pub const CHAT_PROMPT: &str = "> ";
 /// How long quitting waits for our last messages to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many messages may wait for one peer's session to open.
-const MAX_QUEUED_LINES: usize = 1000;
 /// How long quitting waits for a session still being opened when messages wait for it
 /// (`echo hi | peer connect bianca`: stdin ends before the chat is open).
 const QUEUED_DIAL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -95,32 +93,6 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One open session with a peer.
-struct OpenChat {
-    handle: ChatHandle,
-    /// Our messages not yet acknowledged: id → text as shown to the user.
-    unacked: BTreeMap<u64, String>,
-    /// We ended it and it is winding down: nothing new goes to it, and `/connect`
-    /// opens a fresh chat instead of switching back to it.
-    closing: bool,
-}
-
-/// A message waiting for a session to open.
-struct Outgoing {
-    text: String,
-    room: Option<RoomTag>,
-}
-
-impl Outgoing {
-    /// The message as the user would recognise it (`[room] text` for room messages).
-    fn display(&self) -> String {
-        match &self.room {
-            Some(tag) => format!("[{}] {}", tag.room, self.text),
-            None => self.text.clone(),
-        }
-    }
-}
-
 /// The running peer.
 pub struct App {
     me: UserName,
@@ -135,19 +107,10 @@ pub struct App {
     alerts: Alerts,
     presence_scope: PresenceScope,
     auto_join: Vec<String>,
-    /// Open sessions by local id.
-    chats: BTreeMap<u64, OpenChat>,
-    next_id: u64,
-    /// The current chat: plain lines go there.
-    current: Option<u64>,
+    /// The sessions open and being opened, and the current chat.
+    chats: Chats,
     /// The current room: plain lines go there (never both a chat and a room).
     room: Option<String>,
-    /// Which session carries what we send to each peer.
-    route: HashMap<String, u64>,
-    /// Messages waiting for a session to a peer to open.
-    outbox: HashMap<String, Vec<Outgoing>>,
-    /// Peers being dialed, and whether at the user's request (`/connect`).
-    dialing: HashMap<String, bool>,
     /// The rooms we are in.
     rooms: Rooms,
     profile_dir: std::path::PathBuf,
@@ -221,13 +184,8 @@ impl App {
             link: online.link,
             out,
             interactive,
-            chats: BTreeMap::new(),
-            next_id: 1,
-            current: None,
+            chats: Chats::default(),
             room: None,
-            route: HashMap::new(),
-            outbox: HashMap::new(),
-            dialing: HashMap::new(),
             profile_dir: online.profile.dir().to_path_buf(),
             prompt_owed: false,
             first_contact: online.first_contact,
@@ -281,8 +239,8 @@ impl App {
                         }
                     }
                     Some(Input::Interrupt) => {
-                        if self.current.is_some() {
-                            self.end_current();
+                        if self.chats.current().is_some() {
+                            self.chats.end_current();
                         } else if self.room.is_some() {
                             self.room = None;
                         } else {
@@ -299,7 +257,7 @@ impl App {
     }
 
     fn prompt(&self) -> String {
-        match (&self.room, self.current) {
+        match (&self.room, self.chats.current()) {
             (Some(room), _) => format!("[{room}] > "),
             (None, Some(_)) => CHAT_PROMPT.to_string(),
             (None, None) => IDLE_PROMPT.to_string(),
@@ -326,14 +284,6 @@ impl App {
         self.alerts.run_command(alert, from);
     }
 
-    /// The peer a foreground dial is reaching, if any (lines typed meanwhile wait for it).
-    fn dialing_foreground(&self) -> Option<String> {
-        self.dialing
-            .iter()
-            .find(|(_, fg)| **fg)
-            .map(|(p, _)| p.clone())
-    }
-
     /// Handles one line of input. Returns false to quit.
     async fn line(&mut self, line: &str) -> bool {
         if let Some((peer, key)) = self.trust_pending.take() {
@@ -352,10 +302,9 @@ impl App {
             Line::Text(text) => {
                 if let Some(room) = self.room.clone() {
                     self.send_room(&room, text).await;
-                } else if let Some(id) = self.current {
-                    let peer = self.chats[&id].handle.peer().to_string();
+                } else if let Some(peer) = self.chats.current_peer() {
                     self.deliver(&peer, text, None).await;
-                } else if let Some(peer) = self.dialing_foreground() {
+                } else if let Some(peer) = self.chats.dialing_foreground() {
                     self.deliver(&peer, text, None).await;
                 } else if self.interactive && proto::names::check_username(text.trim()).is_ok() {
                     self.connect(text.trim().to_string());
@@ -387,7 +336,7 @@ impl App {
     async fn command(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Connect(peer) => self.connect(peer),
-            Command::Switch(peer) => match self.find(&peer) {
+            Command::Switch(peer) => match self.chats.find(&peer) {
                 Some(id) => {
                     self.make_current(id);
                     self.show(Note::Switched { peer });
@@ -423,32 +372,13 @@ impl App {
                 }
             }
             Command::End => {
-                if self.current.is_some() {
-                    self.end_current();
+                if self.chats.current().is_some() {
+                    self.chats.end_current();
                 } else {
                     self.show(Note::Error("no chat open".into()));
                 }
             }
-            Command::Chats => {
-                let names: Vec<String> = self
-                    .chats
-                    .iter()
-                    .filter(|(id, c)| Some(**id) == self.current || !c.handle.background())
-                    .map(|(id, c)| {
-                        let mark = if Some(*id) == self.current {
-                            " (current)"
-                        } else {
-                            ""
-                        };
-                        format!("{}{mark}", c.handle.peer())
-                    })
-                    .collect();
-                self.show(Note::Info(if names.is_empty() {
-                    "no chats open".into()
-                } else {
-                    format!("open chats: {}", names.join(", "))
-                }));
-            }
+            Command::Chats => self.show(self.chats.list()),
             Command::Who => {
                 match tokio::time::timeout(Duration::from_secs(10), self.link.who()).await {
                     Ok(Ok(users)) => self.show(Note::Who { users }),
@@ -519,9 +449,9 @@ impl App {
     fn joke(&mut self) {
         let to = if let Some(room) = &self.room {
             JokeTarget::Room(room.clone())
-        } else if let Some(id) = self.current {
-            JokeTarget::Peer(self.chats[&id].handle.peer().to_string())
-        } else if let Some(peer) = self.dialing_foreground() {
+        } else if let Some(peer) = self.chats.current_peer() {
+            JokeTarget::Peer(peer)
+        } else if let Some(peer) = self.chats.dialing_foreground() {
             JokeTarget::Peer(peer)
         } else {
             self.show(Note::Error(
@@ -608,7 +538,7 @@ impl App {
         let peer = match peer {
             None => None,
             Some(name) => {
-                let live = self.find(&name).map(|id| self.chats[&id].handle.peer_key());
+                let live = self.chats.live_key(&name);
                 let pinned = self.pins.lock().ok().and_then(|p| p.get(&name));
                 let changed = self.changed_keys.get(&name).filter(|k| Some(*k) != pinned);
                 match live.or(pinned) {
@@ -704,7 +634,7 @@ impl App {
         match self.rooms.join(&room).await {
             Ok(note) => {
                 self.room = Some(room);
-                self.current = None;
+                self.chats.set_current(None);
                 self.show(note);
             }
             Err(note) => self.show(note),
@@ -765,29 +695,18 @@ impl App {
     /// Waits (briefly) for sessions being opened when messages wait for them and for our
     /// last messages to be acknowledged, ends every session, logs out.
     async fn quit(mut self) {
-        self.wait_until(QUEUED_DIAL_TIMEOUT, |app| {
-            app.outbox.is_empty() || app.dialing.is_empty()
-        })
-        .await;
-        self.wait_until(FLUSH_TIMEOUT, |app| {
-            app.chats.values().all(|c| c.unacked.is_empty())
-        })
-        .await;
-        let open: Vec<ChatHandle> = self.chats.values().map(|c| c.handle.clone()).collect();
-        for handle in &open {
+        self.wait_until(QUEUED_DIAL_TIMEOUT, |app| !app.chats.waiting_for_dial())
+            .await;
+        self.wait_until(FLUSH_TIMEOUT, |app| !app.chats.unacked())
+            .await;
+        for handle in self.chats.handles() {
             handle.close().await;
         }
         // Let the sessions report how they ended (undelivered messages).
         self.wait_until(ENDING_TIMEOUT, |app| app.chats.is_empty())
             .await;
-        for (peer, waiting) in std::mem::take(&mut self.outbox) {
-            for out in waiting {
-                self.show(Note::Undelivered {
-                    peer: peer.clone(),
-                    text: out.display(),
-                    reason: "quit before the session opened".into(),
-                });
-            }
+        for note in self.chats.abandon_waiting() {
+            self.show(note);
         }
         // Messages on their way to the directory's mailbox: wait for each outcome.
         self.wait_until(crate::mailbox::RETRY_FOR + Duration::from_secs(5), |app| {
