@@ -1,21 +1,24 @@
 //! The chat runtime: everything that happens after login.
 //!
-//! One task (the loop in [`App::run`]) owns the state: the open sessions, which chat or
-//! room is current, what each session has not yet had acknowledged, the rooms we are
-//! in. Everything slow happens in tasks of its own that report back on one bounded
-//! channel: accepting a call, dialing, each session's events, the directory link. So a
-//! slow or dead peer never stalls another chat, and the user can always type.
+//! One task (the loop in [`App::run`]) owns the conversation state and turns input and
+//! events into [`Note`]s for the UI. Everything slow happens in tasks of its own that
+//! report back on one bounded channel: calls made and taken (the calls service,
+//! [`crate::calls`], which owns the endpoint and hands the app opened sessions), each
+//! session's events, the directory link, the mailbox. So a slow or dead peer never
+//! stalls another chat, and the user can always type.
 //!
-//! - [`crate::calls`]: the calls service: the endpoint, calls we make and take; it
-//!   hands the app opened sessions.
-//! - [`chats`]: the open sessions, routing what we send, what their events mean.
-//! - [`rooms`]: the rooms we are in.
-//! - [`mail`]: the app's side of the sealed mailbox, and the history.
+//! The state, each part its own struct returning `Note`s:
+//! - [`chats`]: the sessions open and being opened, the current chat, which session
+//!   carries what we send to a peer, what waits for a session to open.
+//! - [`rooms`]: the rooms we are in, their members, the message numbers.
+//! - [`mail`]: the app's side of the sealed mailbox ([`crate::mailbox`]: a private
+//!   message that cannot reach its recipient directly is sealed and queued at the
+//!   directory, and what waited for us is shown at login) and the profile's encrypted
+//!   history of private messages ([`crate::history`]).
 //!
-//! Beside them, the app runs the sealed mailbox's two tasks ([`crate::mailbox`]): a
-//! private message that cannot reach its recipient directly is sealed and queued at the
-//! directory, and what waited for us is shown at login. Private messages, both ways, go
-//! to the profile's encrypted history ([`crate::history`]).
+//! Besides, this file keeps what is the app's own: the prompt and which room is
+//! current, commands, trust decisions, and quitting (one helper, `App::wait_until`,
+//! waits for a condition or a deadline).
 
 mod chats;
 mod mail;

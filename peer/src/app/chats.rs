@@ -137,18 +137,19 @@ impl Chats {
         Some(id)
     }
 
-    /// Keeps `text` until a session to `peer` opens; a note if too much waits already.
-    fn queue(&mut self, peer: &str, out: Outgoing) -> Result<(), Note> {
+    /// Keeps `out` until a session to `peer` opens; if too much waits already, it is
+    /// not kept and the note says so.
+    fn queue(&mut self, peer: &str, out: Outgoing) -> Option<Note> {
         let queue = self.waiting.entry(peer.to_string()).or_default();
         if queue.len() >= MAX_QUEUED_LINES {
-            return Err(Note::Undelivered {
+            return Some(Note::Undelivered {
                 peer: peer.to_string(),
                 text: out.display(),
                 reason: "too many messages waiting for the session to open".into(),
             });
         }
         queue.push(out);
-        Ok(())
+        None
     }
 
     /// Records a new session; returns its id.
@@ -397,8 +398,8 @@ impl App {
             return;
         }
         match self.chats.queue(peer, Outgoing { text, room }) {
-            Ok(()) => self.dial(peer.to_string(), false),
-            Err(note) => self.show(note),
+            None => self.dial(peer.to_string(), false),
+            Some(note) => self.show(note),
         }
     }
 
