@@ -980,7 +980,7 @@ async fn a_flood_of_throwaway_keys_claiming_to_be_ali_locks_nobody_out() {
         .await;
     // The first refusal, then one summary per interval (however slow this machine).
     let shown = bianca.seen.iter().filter(|n| refusal_note(n)).count() as u64;
-    let bound = 2 + secs / peer::app::gate::SUMMARY_INTERVAL.as_secs();
+    let bound = 2 + secs / peer::calls::gate::SUMMARY_INTERVAL.as_secs();
     assert!(
         shown <= bound,
         "{shown} refusal notes on bianca's screen for {made} calls (at most {bound})"

@@ -99,8 +99,10 @@ async fn history_is_sealed_and_needs_the_password() {
     }
 
     // The right password reads it back, in order.
-    let mut profile = Profile::open(ali_profile.path()).unwrap();
-    profile.unlock(PASSWORD).unwrap();
+    let profile = Profile::open(ali_profile.path())
+        .unwrap()
+        .unlock(PASSWORD)
+        .unwrap();
     let (entries, damaged) =
         peer::history::read(profile.dir(), profile.vault().unwrap(), "bianca").unwrap();
     assert_eq!(damaged, 0);
@@ -119,7 +121,7 @@ async fn history_is_sealed_and_needs_the_password() {
     assert!(entries.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
 
     // A wrong password is a clear error, not garbage.
-    let mut locked = Profile::open(ali_profile.path()).unwrap();
+    let locked = Profile::open(ali_profile.path()).unwrap();
     assert!(matches!(
         locked.unlock("not the password"),
         Err(ProfileError::Vault(VaultError::WrongPassword))
@@ -153,12 +155,15 @@ async fn history_is_sealed_and_needs_the_password() {
         VaultCost::default(),
     )
     .unwrap();
-    let mut reopened = Profile::open(ali_profile.path()).unwrap();
+    let reopened = Profile::open(ali_profile.path()).unwrap();
     assert!(matches!(
         reopened.unlock(PASSWORD),
         Err(ProfileError::Vault(VaultError::WrongPassword))
     ));
-    reopened.unlock("a brand new password").unwrap();
+    let reopened = Profile::open(ali_profile.path())
+        .unwrap()
+        .unlock("a brand new password")
+        .unwrap();
     assert_eq!(reopened.vault().unwrap().cost(), VaultCost::default());
     assert_eq!(reopened.identity().public(), profile.identity().public());
     let (again, _) =
@@ -192,8 +197,10 @@ async fn a_plaintext_key_from_an_older_version_is_sealed_at_login() {
     let profile = ali.quit().await;
     let raw = std::fs::read(&key_file).unwrap();
     assert!(!contains(&raw, &hex), "the key is still in clear");
-    let mut p = Profile::open(profile.path()).unwrap();
-    p.unlock(PASSWORD).unwrap();
+    let p = Profile::open(profile.path())
+        .unwrap()
+        .unlock(PASSWORD)
+        .unwrap();
     assert_eq!(p.identity().public(), id.public(), "the same key, sealed");
     // The directory registered that same key: logging in again works.
     TestPeer::start_in(&dir, "ali", profile, Start::Idle)

@@ -1,26 +1,29 @@
 //! The chat runtime: everything that happens after login.
 //!
-//! One task (the loop in [`App::run`]) owns the state: the open sessions, which chat or
-//! room is current, what each session has not yet had acknowledged, the rooms we are
-//! in. Everything slow happens in tasks of its own that report back on one bounded
-//! channel: accepting a call, dialing, each session's events, the directory link. So a
-//! slow or dead peer never stalls another chat, and the user can always type.
+//! One task (the loop in [`App::run`]) owns the conversation state and turns input and
+//! events into [`Note`]s for the UI. Everything slow happens in tasks of its own that
+//! report back on one bounded channel: calls made and taken (the calls service,
+//! [`crate::calls`], which owns the endpoint and hands the app opened sessions), each
+//! session's events, the directory link, the mailbox. So a slow or dead peer never
+//! stalls another chat, and the user can always type.
 //!
-//! - [`chats`]: opening sessions, routing what we send, what their events mean.
-//! - [`rooms`]: rooms and presence.
-//! - [`gate`]: what strangers calling us can make us spend (bounds, lookup cache,
-//!   summarised refusals).
+//! The state, each part its own struct returning `Note`s:
+//! - [`chats`]: the sessions open and being opened, the current chat, which session
+//!   carries what we send to a peer, what waits for a session to open.
+//! - [`rooms`]: the rooms we are in, their members, the message numbers.
+//! - [`mail`]: the app's side of the sealed mailbox ([`crate::mailbox`]: a private
+//!   message that cannot reach its recipient directly is sealed and queued at the
+//!   directory, and what waited for us is shown at login) and the profile's encrypted
+//!   history of private messages ([`crate::history`]).
 //!
-//! Beside them, the app runs the sealed mailbox's two tasks ([`crate::mailbox`]): a
-//! private message that cannot reach its recipient directly is sealed and queued at the
-//! directory, and what waited for us is shown at login. Private messages, both ways, go
-//! to the profile's encrypted history ([`crate::history`]).
+//! Besides, this file keeps what is the app's own: the prompt and which room is
+//! current, commands, trust decisions, and quitting (one helper, `App::wait_until`,
+//! waits for a condition or a deadline).
 
 mod chats;
-pub mod gate;
+mod mail;
 mod rooms;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,18 +34,22 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::admin;
-use crate::alerts::{Alert, Alerts};
-use crate::chat::{ChatEvent, ChatEvents, ChatHandle};
+use crate::alerts::{Alert, Alerts, mentions};
+use crate::calls::{CallEvent, Calls, ChangedKeys};
+use crate::chat::ChatEvent;
 use crate::history::{self, HistoryWriter};
 use crate::joke;
 use crate::link::{Link, LinkEvent};
 use crate::login::Online;
-use crate::mailbox::{Inbox, MailContext, MailReport, Outbox};
+use crate::mailbox::{MailContext, MailReport};
 use crate::pins::Pins;
 use crate::profile::PresenceScope;
-use crate::reach::{Punches, ReachOptions};
+use crate::reach::ReachOptions;
 use crate::ui::command::{self, Command, Line};
-use crate::ui::{Direction, Input, Note, Output};
+use crate::ui::{Input, Note, Output};
+use chats::Chats;
+use mail::{Mail, MailNotes};
+use rooms::Rooms;
 
 /// Prompt when no chat is open.
 pub const IDLE_PROMPT: &str = "Enter destination user ID: ";
@@ -50,11 +57,11 @@ pub const IDLE_PROMPT: &str = "Enter destination user ID: ";
 pub const CHAT_PROMPT: &str = "> ";
 /// How long quitting waits for our last messages to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many messages may wait for one peer's session to open.
-const MAX_QUEUED_LINES: usize = 1000;
 /// How long quitting waits for a session still being opened when messages wait for it
 /// (`echo hi | peer connect bianca`: stdin ends before the chat is open).
 const QUEUED_DIAL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long quitting waits for the sessions it closed to report how they ended.
+const ENDING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What to do first.
 #[derive(Debug, Clone)]
@@ -67,31 +74,11 @@ pub enum Start {
 
 /// Reports from the app's helper tasks.
 enum Report {
-    Opened {
-        handle: ChatHandle,
-        events: ChatEvents,
-        direction: Direction,
-    },
-    ConnectFailed {
-        peer: String,
-        reason: String,
-    },
-    IncomingRefused {
-        peer: Option<String>,
-        reason: String,
-    },
-    /// Time to show the refusals counted since the last one shown.
-    RefusalSummary,
-    Chat {
-        id: u64,
-        event: ChatEvent,
-    },
+    Call(CallEvent),
+    Chat { id: u64, event: ChatEvent },
     Link(LinkEvent),
     Mail(MailReport),
-    Joke {
-        to: JokeTarget,
-        joke: joke::Joke,
-    },
+    Joke { to: JokeTarget, joke: joke::Joke },
 }
 
 /// Where a `/joke` goes: where plain lines went when it was asked for.
@@ -109,38 +96,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One open session with a peer.
-struct OpenChat {
-    handle: ChatHandle,
-    /// Our messages not yet acknowledged: id → text as shown to the user.
-    unacked: BTreeMap<u64, String>,
-    /// We ended it and it is winding down: nothing new goes to it, and `/connect`
-    /// opens a fresh chat instead of switching back to it.
-    closing: bool,
-}
-
-/// A message waiting for a session to open.
-struct Outgoing {
-    text: String,
-    room: Option<RoomTag>,
-}
-
-impl Outgoing {
-    /// The message as the user would recognise it (`[room] text` for room messages).
-    fn display(&self) -> String {
-        match &self.room {
-            Some(tag) => format!("[{}] {}", tag.room, self.text),
-            None => self.text.clone(),
-        }
-    }
-}
-
 /// The running peer.
 pub struct App {
     me: UserName,
     identity: Arc<Identity>,
-    endpoint: quinn::Endpoint,
     link: Arc<Link>,
+    /// Calls we make and take.
+    calls: Calls,
     pins: Arc<Mutex<Pins>>,
     out: Arc<dyn Output>,
     /// Whether a person is at a terminal (bare lines at the idle prompt name a user).
@@ -148,30 +110,12 @@ pub struct App {
     alerts: Alerts,
     presence_scope: PresenceScope,
     auto_join: Vec<String>,
-    /// Open sessions by local id.
-    chats: BTreeMap<u64, OpenChat>,
-    next_id: u64,
-    /// The current chat: plain lines go there.
-    current: Option<u64>,
+    /// The sessions open and being opened, and the current chat.
+    chats: Chats,
     /// The current room: plain lines go there (never both a chat and a room).
     room: Option<String>,
-    /// Which session carries what we send to each peer.
-    route: HashMap<String, u64>,
-    /// Messages waiting for a session to a peer to open.
-    outbox: HashMap<String, Vec<Outgoing>>,
-    /// Peers being dialed, and whether at the user's request (`/connect`).
-    dialing: HashMap<String, bool>,
-    /// Our dials waiting for connections the other peer makes while punching.
-    punches: Punches,
-    /// How long to try direct paths before the relay.
-    reach: ReachOptions,
-    /// Punching attempts running (for `Event::Incoming`), at most `reach::MAX_PUNCHES`.
-    punching: Arc<std::sync::atomic::AtomicUsize>,
-    /// Bounds on what incoming calls cost us, and the refusal tally.
-    gate: gate::Gate,
-    rooms: BTreeMap<String, rooms::RoomState>,
-    /// Room message numbers seen and sent (kept in the profile).
-    marks: rooms::Marks,
+    /// The rooms we are in.
+    rooms: Rooms,
     profile_dir: std::path::PathBuf,
     /// The terminal waits for the outcome of a dial before reading the next line.
     prompt_owed: bool,
@@ -183,16 +127,9 @@ pub struct App {
     trust_pending: Option<(UserName, proto::PublicKey)>,
     /// Changed keys seen when a chat was refused (not pinned), for `/fingerprint NAME`.
     changed_keys: ChangedKeys,
-    /// Private messages, both ways, sealed into the profile (none if it has no vault).
-    history: Option<HistoryWriter>,
-    /// Seals and queues messages for peers we cannot reach.
-    mailer: Outbox,
-    /// Messages handed to the outbox and not yet reported queued or failed, in order.
-    mail_pending: VecDeque<(String, String)>,
-    /// Fetches what waited for us; started once the login is shown.
-    inbox: Option<Inbox>,
-    /// What the inbox needs to start.
-    inbox_start: Option<(MailContext, Vec<proto::sealed::StaticSecret>)>,
+    /// Sealed mail for peers we cannot reach and from peers while we were away, and
+    /// the history of private messages.
+    mail: Mail,
     /// The joke API's URL.
     joke_api: String,
     tx: mpsc::Sender<Report>,
@@ -206,16 +143,9 @@ impl App {
         let (tx, rx) = mpsc::channel(256);
         let settings = &online.profile.settings;
         let pins = Arc::new(Mutex::new(online.profile.peers.clone()));
-        let (mail_tx, mut mail_rx) = mpsc::channel(64);
-        let forward = tx.clone();
+        let (mail_tx, mail_rx) = mpsc::channel(64);
         let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            while let Some(report) = mail_rx.recv().await {
-                if forward.send(Report::Mail(report)).await.is_err() {
-                    return;
-                }
-            }
-        });
+        forward(&mut tasks, mail_rx, &tx, Report::Mail);
         let mail = MailContext {
             link: online.link.clone(),
             identity: online.profile.identity().clone(),
@@ -223,16 +153,21 @@ impl App {
             pins: pins.clone(),
             reports: mail_tx,
         };
+        let changed_keys = ChangedKeys::default();
+        let (calls, call_events) = Calls::new(
+            online.link.clone(),
+            online.endpoint,
+            online.profile.identity().clone(),
+            pins.clone(),
+            changed_keys.clone(),
+        );
+        forward(&mut tasks, call_events, &tx, Report::Call);
         let history = online
             .profile
             .vault()
             .map(|v| HistoryWriter::start(online.profile.dir(), v.clone()));
         Self {
-            mailer: Outbox::start(mail.clone(), &mut tasks),
-            mail_pending: VecDeque::new(),
-            inbox: None,
-            inbox_start: Some((mail, online.profile.prekeys())),
-            history,
+            mail: Mail::start(mail, online.profile.prekeys(), history, &mut tasks),
             joke_api: settings
                 .joke_api
                 .clone()
@@ -243,33 +178,34 @@ impl App {
             presence_scope: settings.presence,
             auto_join: settings.auto_join.clone(),
             pins,
-            endpoint: online.endpoint,
+            calls,
+            rooms: Rooms::new(
+                online.link.user().clone(),
+                online.link.clone(),
+                online.profile.dir(),
+            ),
             link: online.link,
             out,
             interactive,
-            chats: BTreeMap::new(),
-            next_id: 1,
-            current: None,
+            chats: Chats::default(),
             room: None,
-            route: HashMap::new(),
-            outbox: HashMap::new(),
-            dialing: HashMap::new(),
-            punches: Punches::default(),
-            reach: ReachOptions::from_env(),
-            punching: Arc::default(),
-            gate: gate::Gate::default(),
-            rooms: BTreeMap::new(),
-            marks: rooms::Marks::load(online.profile.dir()),
             profile_dir: online.profile.dir().to_path_buf(),
             prompt_owed: false,
             first_contact: online.first_contact,
             admin_password: None,
             trust_pending: None,
-            changed_keys: ChangedKeys::default(),
+            changed_keys,
             tx,
             rx,
             tasks,
         }
+    }
+
+    /// Sets how long dials try direct paths before the relay (instead of the default or
+    /// `PEER_DIRECT_TIMEOUT_MS`).
+    pub fn with_reach(mut self, reach: ReachOptions) -> Self {
+        self.calls.set_reach(reach);
+        self
     }
 
     /// Runs until the user quits (or input ends). Ends every chat cleanly and logs out.
@@ -281,31 +217,18 @@ impl App {
             directory_fingerprint: client.directory_key().fingerprint(),
             first_contact: self.first_contact,
         });
-        if let Ok(addr) = self.endpoint.local_addr() {
+        if let Ok(addr) = self.calls.local_addr() {
             self.show(Note::Listening { addr });
         }
-        self.spawn_accept_loop();
-        let (link_tx, mut link_rx) = mpsc::channel(16);
+        self.calls.listen();
+        let (link_tx, link_rx) = mpsc::channel(16);
         self.tasks.spawn(self.link.clone().keep_alive(link_tx));
-        let tx = self.tx.clone();
-        self.tasks.spawn(async move {
-            while let Some(e) = link_rx.recv().await {
-                if tx.send(Report::Link(e)).await.is_err() {
-                    return;
-                }
-            }
-        });
+        forward(&mut self.tasks, link_rx, &self.tx, Report::Link);
         self.watch_contacts().await;
-        if let Some((mail, prekeys)) = self.inbox_start.take() {
-            self.inbox = Some(Inbox::start(
-                mail,
-                prekeys,
-                self.history.clone(),
-                &self.profile_dir,
-                &mut self.tasks,
-            ));
+        self.mail.open_inbox(&self.profile_dir, &mut self.tasks);
+        for room in self.auto_join.clone() {
+            self.join(room).await;
         }
-        self.auto_join().await;
         match start {
             Start::Connect(peer) => self.connect(peer),
             Start::Idle => self.ready(),
@@ -319,8 +242,8 @@ impl App {
                         }
                     }
                     Some(Input::Interrupt) => {
-                        if self.current.is_some() {
-                            self.end_current();
+                        if self.chats.current().is_some() {
+                            self.chats.end_current();
                         } else if self.room.is_some() {
                             self.room = None;
                         } else {
@@ -337,7 +260,7 @@ impl App {
     }
 
     fn prompt(&self) -> String {
-        match (&self.room, self.current) {
+        match (&self.room, self.chats.current()) {
             (Some(room), _) => format!("[{room}] > "),
             (None, Some(_)) => CHAT_PROMPT.to_string(),
             (None, None) => IDLE_PROMPT.to_string(),
@@ -364,14 +287,6 @@ impl App {
         self.alerts.run_command(alert, from);
     }
 
-    /// The peer a foreground dial is reaching, if any (lines typed meanwhile wait for it).
-    fn dialing_foreground(&self) -> Option<String> {
-        self.dialing
-            .iter()
-            .find(|(_, fg)| **fg)
-            .map(|(p, _)| p.clone())
-    }
-
     /// Handles one line of input. Returns false to quit.
     async fn line(&mut self, line: &str) -> bool {
         if let Some((peer, key)) = self.trust_pending.take() {
@@ -390,10 +305,9 @@ impl App {
             Line::Text(text) => {
                 if let Some(room) = self.room.clone() {
                     self.send_room(&room, text).await;
-                } else if let Some(id) = self.current {
-                    let peer = self.chats[&id].handle.peer().to_string();
+                } else if let Some(peer) = self.chats.current_peer() {
                     self.deliver(&peer, text, None).await;
-                } else if let Some(peer) = self.dialing_foreground() {
+                } else if let Some(peer) = self.chats.dialing_foreground() {
                     self.deliver(&peer, text, None).await;
                 } else if self.interactive && proto::names::check_username(text.trim()).is_ok() {
                     self.connect(text.trim().to_string());
@@ -425,7 +339,7 @@ impl App {
     async fn command(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Connect(peer) => self.connect(peer),
-            Command::Switch(peer) => match self.find(&peer) {
+            Command::Switch(peer) => match self.chats.find(&peer) {
                 Some(id) => {
                     self.make_current(id);
                     self.show(Note::Switched { peer });
@@ -433,9 +347,26 @@ impl App {
                 None => self.show(Note::Error(format!("no open chat with {peer}"))),
             },
             Command::Join(room) => self.join(room).await,
-            Command::Leave(room) => self.leave(room).await,
-            Command::Rooms => self.list_rooms().await,
-            Command::Members(room) => self.members(room),
+            Command::Leave(room) => match room.or_else(|| self.room.clone()) {
+                Some(room) => match self.rooms.leave(&room).await {
+                    Ok(note) => {
+                        if self.room.as_deref() == Some(room.as_str()) {
+                            self.room = None;
+                        }
+                        self.show(note);
+                    }
+                    Err(note) => self.show(note),
+                },
+                None => self.show(Note::Error("no room to leave: /leave ROOM".into())),
+            },
+            Command::Rooms => {
+                let note = self.rooms.list().await;
+                self.show(note);
+            }
+            Command::Members(room) => match room.or_else(|| self.room.clone()) {
+                Some(room) => self.show(self.rooms.members(&room)),
+                None => self.show(Note::Error("which room? /members ROOM".into())),
+            },
             Command::Msg(peer, text) => {
                 if peer == self.me {
                     self.show(Note::Error("that is you".into()));
@@ -444,32 +375,13 @@ impl App {
                 }
             }
             Command::End => {
-                if self.current.is_some() {
-                    self.end_current();
+                if self.chats.current().is_some() {
+                    self.chats.end_current();
                 } else {
                     self.show(Note::Error("no chat open".into()));
                 }
             }
-            Command::Chats => {
-                let names: Vec<String> = self
-                    .chats
-                    .iter()
-                    .filter(|(id, c)| Some(**id) == self.current || !c.handle.background())
-                    .map(|(id, c)| {
-                        let mark = if Some(*id) == self.current {
-                            " (current)"
-                        } else {
-                            ""
-                        };
-                        format!("{}{mark}", c.handle.peer())
-                    })
-                    .collect();
-                self.show(Note::Info(if names.is_empty() {
-                    "no chats open".into()
-                } else {
-                    format!("open chats: {}", names.join(", "))
-                }));
-            }
+            Command::Chats => self.show(self.chats.list()),
             Command::Who => {
                 match tokio::time::timeout(Duration::from_secs(10), self.link.who()).await {
                     Ok(Ok(users)) => self.show(Note::Who { users }),
@@ -500,24 +412,22 @@ impl App {
 
     async fn report(&mut self, report: Report) {
         match report {
-            Report::Opened {
+            Report::Call(CallEvent::Opened {
                 handle,
                 events,
                 direction,
-            } => self.opened(handle, events, direction).await,
-            Report::ConnectFailed { peer, reason } => self.connect_failed(peer, reason),
-            Report::IncomingRefused { peer, reason } => {
+            }) => self.opened(handle, events, direction).await,
+            Report::Call(CallEvent::DialFailed { peer, reason }) => {
+                self.connect_failed(peer, reason)
+            }
+            Report::Call(CallEvent::Refused { peer, reason }) => {
                 self.show(Note::IncomingRefused { peer, reason })
             }
-            Report::RefusalSummary => {
-                if let Some(s) = self.gate.summary() {
-                    self.show(Note::IncomingRefusals {
-                        count: s.count,
-                        secs: s.secs,
-                        by_reason: s.by_reason,
-                    });
-                }
-            }
+            Report::Call(CallEvent::Refusals(s)) => self.show(Note::IncomingRefusals {
+                count: s.count,
+                secs: s.secs,
+                by_reason: s.by_reason,
+            }),
             Report::Chat { id, event } => self.chat_event(id, event),
             Report::Link(event) => self.link_event(event),
             Report::Mail(report) => self.mail_report(report),
@@ -542,9 +452,9 @@ impl App {
     fn joke(&mut self) {
         let to = if let Some(room) = &self.room {
             JokeTarget::Room(room.clone())
-        } else if let Some(id) = self.current {
-            JokeTarget::Peer(self.chats[&id].handle.peer().to_string())
-        } else if let Some(peer) = self.dialing_foreground() {
+        } else if let Some(peer) = self.chats.current_peer() {
+            JokeTarget::Peer(peer)
+        } else if let Some(peer) = self.chats.dialing_foreground() {
             JokeTarget::Peer(peer)
         } else {
             self.show(Note::Error(
@@ -561,66 +471,26 @@ impl App {
 
     /// Hands a private message for `peer` to the outbox (sealed mail).
     fn mail(&mut self, peer: &str, text: String) {
-        match self.mailer.send(peer, text.clone()) {
-            Ok(()) => self.mail_pending.push_back((peer.to_string(), text)),
-            Err(text) => self.show(Note::Undelivered {
-                peer: peer.to_string(),
-                text,
-                reason: "too many offline messages waiting to be queued".into(),
-            }),
+        if let Some(note) = self.mail.send(peer, text) {
+            self.show(note);
         }
     }
 
     /// Records a private message in the history.
     fn record(&self, peer: &str, direction: history::Direction, text: &str, at_ms: u64) {
-        if let Some(h) = &self.history {
-            h.append(peer, direction, text, at_ms);
-        }
+        self.mail.record(peer, direction, text, at_ms);
     }
 
     fn mail_report(&mut self, report: MailReport) {
-        match report {
-            MailReport::Queued { peer, text, id } => {
-                self.mail_pending.pop_front();
-                self.record(&peer, history::Direction::OutOffline, &text, now_ms());
-                self.show(Note::Queued {
-                    peer,
-                    mail_id: id,
-                    text,
-                });
+        let MailNotes { notes, shown } = self.mail.report(report);
+        for note in notes {
+            if let Note::OfflineMessage { peer, .. } = &note {
+                self.alert(Alert::Private, peer);
             }
-            MailReport::Failed { peer, text, reason } => {
-                self.mail_pending.pop_front();
-                self.show(Note::Undelivered { peer, text, reason });
-            }
-            MailReport::Received { letters, shown } => {
-                for letter in letters {
-                    self.record(
-                        &letter.from,
-                        history::Direction::InOffline,
-                        &letter.text,
-                        letter.sent_at_ms,
-                    );
-                    self.alert(Alert::Private, &letter.from);
-                    self.show(Note::OfflineMessage {
-                        peer: letter.from,
-                        sent_at_ms: letter.sent_at_ms,
-                        text: letter.text,
-                    });
-                }
-                let _ = shown.send(());
-            }
-            MailReport::Refused { reason } => self.show(Note::Warning(reason)),
-            MailReport::Receipts(receipts) => {
-                for r in receipts {
-                    self.show(Note::MailReceipt {
-                        peer: r.to.into_string(),
-                        mail_id: r.id,
-                        delivered: r.delivered,
-                    });
-                }
-            }
-            MailReport::Trouble(why) => self.show(Note::Warning(why)),
+            self.show(note);
+        }
+        if let Some(shown) = shown {
+            let _ = shown.send(());
         }
     }
 
@@ -633,14 +503,10 @@ impl App {
                 self.show(Note::Info(format!(
                     "logged back in to the directory at {addr}"
                 )));
-                if let Some(inbox) = &self.inbox {
-                    inbox.wake();
-                }
+                self.mail.wake();
             }
             LinkEvent::Directory(Event::MailWaiting | Event::MailReceiptsWaiting) => {
-                if let Some(inbox) = &self.inbox {
-                    inbox.wake();
-                }
+                self.mail.wake();
             }
             LinkEvent::GaveUp { reason } => self.show(Note::Error(format!(
                 "logged out of the directory: {reason}. Open chats go on; restart to log in again."
@@ -652,13 +518,21 @@ impl App {
                 format!("the directory logged you out: {reason}"),
             )),
             LinkEvent::Directory(Event::RoomChanged { room, user, joined }) => {
-                self.room_changed(room, user, joined)
+                if let Some(note) = self.rooms.changed(room, user, joined) {
+                    self.show(note);
+                }
             }
-            LinkEvent::Directory(Event::Presence { user, online }) => self.presence(user, online),
+            LinkEvent::Directory(Event::Presence { user, online }) => {
+                self.alert(Alert::Presence, &user);
+                let note = self.rooms.presence(user, online);
+                self.show(note);
+            }
             LinkEvent::Directory(Event::Incoming { from, direct, .. }) => {
-                self.incoming(from, direct)
+                self.calls.incoming(from, direct)
             }
-            LinkEvent::Directory(Event::RelayCall { from, token }) => self.relay_call(from, token),
+            LinkEvent::Directory(Event::RelayCall { from, token }) => {
+                self.calls.relay_call(from, token)
+            }
         }
     }
 
@@ -667,7 +541,7 @@ impl App {
         let peer = match peer {
             None => None,
             Some(name) => {
-                let live = self.find(&name).map(|id| self.chats[&id].handle.peer_key());
+                let live = self.chats.live_key(&name);
                 let pinned = self.pins.lock().ok().and_then(|p| p.get(&name));
                 let changed = self.changed_keys.get(&name).filter(|k| Some(*k) != pinned);
                 match live.or(pinned) {
@@ -758,92 +632,115 @@ impl App {
         }
     }
 
+    /// `/join ROOM`: joins (or makes current) a room.
+    async fn join(&mut self, room: String) {
+        match self.rooms.join(&room).await {
+            Ok(note) => {
+                self.room = Some(room);
+                self.chats.set_current(None);
+                self.show(note);
+            }
+            Err(note) => self.show(note),
+        }
+    }
+
+    /// Sends one line to every other online member of `room`.
+    async fn send_room(&mut self, room: &str, text: String) {
+        let Some(post) = self.rooms.post(room) else {
+            return;
+        };
+        if let Some(note) = post.note {
+            self.show(note);
+        }
+        for member in post.to {
+            self.deliver(&member, text.clone(), Some(post.tag.clone()))
+                .await;
+        }
+    }
+
+    /// A room message arrived from `peer`.
+    fn room_message(&mut self, peer: &str, tag: RoomTag, text: String) {
+        let mention = mentions(&text, &self.me);
+        if let Some(note) = self.rooms.message(peer, tag, text) {
+            if mention {
+                self.alert(Alert::Mention, peer);
+            }
+            self.show(note);
+        }
+    }
+
+    /// Tells the directory whose presence we want, per the profile's `presence` scope.
+    async fn watch_contacts(&mut self) {
+        let (users, everyone) = match self.presence_scope {
+            PresenceScope::None => return,
+            PresenceScope::Everyone => (Vec::new(), true),
+            PresenceScope::Contacts => match self.pins.lock() {
+                Ok(p) => (p.names(), false),
+                Err(_) => return,
+            },
+        };
+        if let Err(e) = self.link.watch(users, everyone).await {
+            tracing::warn!(error = %e, "could not set the presence watch");
+        }
+    }
+
+    /// Handles reports until `done` holds or `within` has passed.
+    async fn wait_until(&mut self, within: Duration, done: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(self) {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(report)) => self.report(report).await,
+                _ => break,
+            }
+        }
+    }
+
     /// Waits (briefly) for sessions being opened when messages wait for them and for our
     /// last messages to be acknowledged, ends every session, logs out.
     async fn quit(mut self) {
-        let deadline = tokio::time::Instant::now() + QUEUED_DIAL_TIMEOUT;
-        while !self.outbox.is_empty() && !self.dialing.is_empty() {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(report)) => self.report(report).await,
-                _ => break,
-            }
-        }
-        let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
-        while self.chats.values().any(|c| !c.unacked.is_empty()) {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(report)) => self.report(report).await,
-                _ => break,
-            }
-        }
-        let open: Vec<ChatHandle> = self.chats.values().map(|c| c.handle.clone()).collect();
-        for handle in &open {
+        self.wait_until(QUEUED_DIAL_TIMEOUT, |app| !app.chats.waiting_for_dial())
+            .await;
+        self.wait_until(FLUSH_TIMEOUT, |app| !app.chats.unacked())
+            .await;
+        for handle in self.chats.handles() {
             handle.close().await;
         }
         // Let the sessions report how they ended (undelivered messages).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !self.chats.is_empty() {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(report)) => self.report(report).await,
-                _ => break,
-            }
-        }
-        for (peer, waiting) in std::mem::take(&mut self.outbox) {
-            for out in waiting {
-                self.show(Note::Undelivered {
-                    peer: peer.clone(),
-                    text: out.display(),
-                    reason: "quit before the session opened".into(),
-                });
-            }
+        self.wait_until(ENDING_TIMEOUT, |app| app.chats.is_empty())
+            .await;
+        for note in self.chats.abandon_waiting() {
+            self.show(note);
         }
         // Messages on their way to the directory's mailbox: wait for each outcome.
-        let deadline =
-            tokio::time::Instant::now() + crate::mailbox::RETRY_FOR + Duration::from_secs(5);
-        while !self.mail_pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(report)) => self.report(report).await,
-                _ => break,
-            }
+        self.wait_until(crate::mailbox::RETRY_FOR + Duration::from_secs(5), |app| {
+            !app.mail.is_pending()
+        })
+        .await;
+        for note in self.mail.abandon() {
+            self.show(note);
         }
-        for (peer, text) in std::mem::take(&mut self.mail_pending) {
-            self.show(Note::Undelivered {
-                peer,
-                text,
-                reason: "quit before it could be queued at the directory".into(),
-            });
-        }
-        if let Some(h) = &self.history {
-            h.flush().await;
-        }
-        self.save_marks();
+        self.mail.flush().await;
+        self.rooms.save_marks();
         self.link.logout().await;
-        crate::endpoint::close(&self.endpoint).await;
+        self.calls.close().await;
         self.tasks.abort_all();
     }
 }
 
-/// Changed keys seen when a chat was refused because of a pin (not pinned), newest per
-/// name, at most [`ChangedKeys::MAX`] names. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ChangedKeys(Arc<Mutex<HashMap<String, proto::PublicKey>>>);
-
-impl ChangedKeys {
-    const MAX: usize = 64;
-
-    fn note(&self, name: &str, key: proto::PublicKey) {
-        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if keys.len() < Self::MAX || keys.contains_key(name) {
-            keys.insert(name.to_string(), key);
+/// Forwards what comes on `rx` to the app's reports, wrapped by `wrap`, until either
+/// side is gone.
+fn forward<T: Send + 'static>(
+    tasks: &mut JoinSet<()>,
+    mut rx: mpsc::Receiver<T>,
+    tx: &mpsc::Sender<Report>,
+    wrap: fn(T) -> Report,
+) {
+    let tx = tx.clone();
+    tasks.spawn(async move {
+        while let Some(item) = rx.recv().await {
+            if tx.send(wrap(item)).await.is_err() {
+                return;
+            }
         }
-    }
-
-    fn get(&self, name: &str) -> Option<proto::PublicKey> {
-        let keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        keys.get(name).copied()
-    }
-
-    fn forget(&self, name: &str) {
-        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        keys.remove(name);
-    }
+    });
 }

@@ -245,10 +245,9 @@ async fn register(opts: &Options, name: &str) -> anyhow::Result<()> {
     // Said here, in words, rather than as the directory's bare "invalid"; and it will
     // seal the profile's keys, so it must stand an offline attack.
     crate::passwd::check_strength(name, &password)?;
-    let (mut profile, secrets) = login::open_secrets(profile, &password, opts.vault_cost).await?;
-    let attempt = async {
+    let attempt = async |profile: &mut Profile| {
         let endpoint = endpoint::bind(profile.identity(), "0.0.0.0:0".parse()?)?;
-        let (client, _, _) = login::connect_directory(&mut profile, &endpoint, opts).await?;
+        let (client, _, _) = login::connect_directory(profile, &endpoint, opts).await?;
         let registered = client
             .register(name, &password, &profile.public_key())
             .await;
@@ -256,15 +255,8 @@ async fn register(opts: &Options, name: &str) -> anyhow::Result<()> {
         endpoint::close(&endpoint).await;
         anyhow::Ok(registered?)
     };
-    if let Err(e) = attempt.await {
-        if secrets == login::Secrets::Created {
-            profile.forget_new_vault();
-        }
-        return Err(e);
-    }
-    if secrets == login::Secrets::Plaintext {
-        profile = login::seal_secrets(profile, &password, opts.vault_cost).await?;
-    }
+    let (mut profile, ()) =
+        login::with_secrets(profile, &password, opts.vault_cost, attempt).await?;
     profile.settings.user = Some(name.to_string());
     profile.save_settings()?;
     print(&Note::Info(format!(

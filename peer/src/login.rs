@@ -23,7 +23,7 @@ use crate::directory_client::{ClientError, DirectoryClient, Grant};
 use crate::endpoint;
 use crate::link::Link;
 use crate::pins::DirectoryAddr;
-use crate::profile::Profile;
+use crate::profile::{Locked, Profile, Secrets};
 use crate::vault::VaultCost;
 
 /// The directory's default port.
@@ -105,7 +105,7 @@ pub fn password(credentials: &Credentials, confirm: bool) -> anyhow::Result<Zero
 }
 
 /// The user name: flag, else profile, else a prompt on the terminal.
-pub fn user_name(credentials: &Credentials, profile: &Profile) -> anyhow::Result<String> {
+pub fn user_name(credentials: &Credentials, profile: &Profile<Locked>) -> anyhow::Result<String> {
     if let Some(u) = credentials
         .user
         .clone()
@@ -255,65 +255,52 @@ pub fn reported_addresses(endpoint: &quinn::Endpoint, directory: SocketAddr) -> 
         .unwrap_or_default()
 }
 
-/// What [`open_secrets`] did to the profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secrets {
-    /// An existing vault was unlocked.
-    Unlocked,
-    /// A new profile got a vault just now: undo it ([`Profile::forget_new_vault`]) if
-    /// the directory refuses the password.
-    Created,
-    /// An old profile with a plaintext key: seal it ([`seal_secrets`]) once the
-    /// directory has accepted the password.
-    Plaintext,
-}
-
-/// Unlocks the profile's vault with `password`, or makes one for a new profile (argon2,
-/// off the runtime).
+/// Opens the profile's secrets with `password` (argon2, off the runtime): see
+/// [`Profile::open_secrets`].
 pub async fn open_secrets(
-    profile: Profile,
+    profile: Profile<Locked>,
     password: &Zeroizing<String>,
     cost: VaultCost,
 ) -> anyhow::Result<(Profile, Secrets)> {
     let password = password.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut profile = profile;
-        let done = if profile.has_vault() {
-            profile.unlock(&password)?;
-            Secrets::Unlocked
-        } else if profile.is_new() {
-            profile.create_vault(&password, cost)?;
-            Secrets::Created
-        } else if profile.try_identity().is_none() {
-            bail!(
-                "{} holds a sealed identity key but no vault file: restore the file `vault` \
-                 from a backup (without it the key cannot be opened)",
-                profile.dir().display()
-            );
-        } else {
-            Secrets::Plaintext
-        };
-        Ok((profile, done))
-    })
-    .await
-    .context("the key derivation task failed")?
+    let opened = tokio::task::spawn_blocking(move || profile.open_secrets(&password, cost))
+        .await
+        .context("the key derivation task failed")?;
+    Ok(opened?)
 }
 
-/// Seals a plaintext identity key (from an older version) with `password`.
-pub async fn seal_secrets(
-    profile: Profile,
+/// The unlock path of a login or a registration: opens the profile's secrets with
+/// `password`, runs `attempt` (the request to the directory) with the unlocked profile,
+/// and settles the secrets by the directory's answer: a vault made just now for a new
+/// profile is undone if it refused the password, a plaintext key from an older version
+/// is sealed once it accepted it.
+pub async fn with_secrets<T>(
+    profile: Profile<Locked>,
     password: &Zeroizing<String>,
     cost: VaultCost,
-) -> anyhow::Result<Profile> {
-    let password = password.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut profile = profile;
-        profile.create_vault(&password, cost)?;
-        tracing::info!("identity key sealed with the password (migrated from plaintext)");
-        Ok(profile)
-    })
-    .await
-    .context("the key derivation task failed")?
+    attempt: impl AsyncFnOnce(&mut Profile) -> anyhow::Result<T>,
+) -> anyhow::Result<(Profile, T)> {
+    let (mut profile, secrets) = open_secrets(profile, password, cost).await?;
+    let done = match attempt(&mut profile).await {
+        Ok(done) => done,
+        Err(e) => {
+            if secrets == Secrets::Created {
+                profile.forget_new_vault();
+            }
+            return Err(e);
+        }
+    };
+    if secrets == Secrets::Plaintext {
+        let password = password.clone();
+        profile = tokio::task::spawn_blocking(move || {
+            profile.seal(&password, cost)?;
+            tracing::info!("identity key sealed with the password (migrated from plaintext)");
+            anyhow::Ok(profile)
+        })
+        .await
+        .context("the key derivation task failed")??;
+    }
+    Ok((profile, done))
 }
 
 /// Opens the profile, unlocks it with the password, binds the endpoint on `listen`,
@@ -329,18 +316,16 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
     if profile.is_new() {
         crate::passwd::check_strength(&user, &password)?;
     }
-    let (mut profile, secrets) = open_secrets(profile, &password, opts.vault_cost).await?;
-    if let Some(vault) = profile.vault()
-        && vault.cost().weaker_than(&VaultCost::default())
-    {
-        tracing::info!(
-            "this profile's keys are sealed at an older, cheaper cost; `peer passwd` re-seals them"
-        );
-    }
-    let attempt = async {
+    let attempt = async |profile: &mut Profile| {
+        if let Some(vault) = profile.vault()
+            && vault.cost().weaker_than(&VaultCost::default())
+        {
+            tracing::info!(
+                "this profile's keys are sealed at an older, cheaper cost; `peer passwd` re-seals them"
+            );
+        }
         let endpoint = endpoint::bind(profile.identity(), listen)?;
-        let (client, first_contact, names) =
-            connect_directory(&mut profile, &endpoint, opts).await?;
+        let (client, first_contact, names) = connect_directory(profile, &endpoint, opts).await?;
         let addresses = reported_addresses(&endpoint, client.addr());
         let identity = profile.identity().clone();
         let (link, grant) = Link::login(
@@ -355,18 +340,8 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
         .await?;
         anyhow::Ok((endpoint, first_contact, link, grant))
     };
-    let (endpoint, first_contact, link, grant) = match attempt.await {
-        Ok(done) => done,
-        Err(e) => {
-            if secrets == Secrets::Created {
-                profile.forget_new_vault();
-            }
-            return Err(e);
-        }
-    };
-    if secrets == Secrets::Plaintext {
-        profile = seal_secrets(profile, &password, opts.vault_cost).await?;
-    }
+    let (mut profile, (endpoint, first_contact, link, grant)) =
+        with_secrets(profile, &password, opts.vault_cost, attempt).await?;
     drop(password);
     if let Some((created_at, secret)) = profile.current_prekey() {
         let prekey =

@@ -22,12 +22,15 @@
 //! look and `chmod 600` it.
 //!
 //! [`Profile::open`] needs no password: it gives the settings, the pins and the public
-//! key. The secrets need the password: [`Profile::unlock`] derives the vault key and
-//! opens the identity key and the prekeys. A profile from before the vault (a plaintext
-//! `identity.key`) is migrated by [`Profile::create_vault`] at the first login whose
-//! password the directory accepted; a brand-new profile gets its vault before its first
-//! login, and loses it again if that login is refused ([`Profile::forget_new_vault`]),
-//! so a mistyped first password never locks the profile.
+//! key, as a [`Profile<Locked>`](Locked), which has no way to hand out the identity key.
+//! The secrets need the password: [`Profile::open_secrets`], the one path login and
+//! registration take, turns it into a [`Profile`] ([`Unlocked`]): [`Profile::unlock`]
+//! derives the vault key and opens the identity key and the prekeys. A profile from
+//! before the vault (a plaintext `identity.key`) is sealed by [`Profile::seal`] at the
+//! first login whose password the directory accepted; a brand-new profile gets its
+//! vault before its first login ([`Profile::create_vault`]), and loses it again if that
+//! login is refused ([`Profile::forget_new_vault`]), so a mistyped first password never
+//! locks the profile.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,6 +85,11 @@ pub enum ProfileError {
     Vault(#[from] VaultError),
     #[error("{path} holds no identity key yet: log in (or register) once to create it")]
     NoIdentity { path: PathBuf },
+    #[error(
+        "{path} holds a sealed identity key but no vault file: restore the file `vault` \
+         from a backup (without it the key cannot be opened)"
+    )]
+    NoVault { path: PathBuf },
 }
 
 /// Settings kept in `config.toml`. Every field is optional; command-line flags win.
@@ -148,20 +156,57 @@ impl Settings {
     }
 }
 
-/// An opened profile.
-pub struct Profile {
-    dir: PathBuf,
-    /// The identity key: known once unlocked (or from a plaintext file of an older
-    /// version, or freshly made for a new profile).
-    identity: Option<Arc<Identity>>,
-    /// The public key from `identity.pub`, when the secret is still locked.
+/// A profile opened without the password ([`Profile::open`]): settings, pins and the
+/// public key. Its secrets are out of reach until [`Profile::unlock`] or
+/// [`Profile::create_vault`] turns it into an [`Unlocked`] one.
+pub struct Locked {
+    key: LockedKey,
+    /// The public key from `identity.pub`.
     public: Option<PublicKey>,
-    /// Whether `identity` was made just now and is not on disk yet.
-    fresh: bool,
-    /// The password-derived key, once unlocked.
+}
+
+/// What a locked profile holds of its identity key.
+enum LockedKey {
+    /// Sealed in the vault (or not written yet under an existing vault: the unlock makes
+    /// it): the password opens it.
+    Sealed,
+    /// Made just now for a profile that never logged in, in memory only: the first
+    /// login seals it ([`Profile::create_vault`]), `peer fingerprint` keeps it unsealed
+    /// ([`Profile::keep_unsealed`]).
+    New(Box<Identity>),
+    /// In a plaintext file written by a version before the vault: sealed once the
+    /// directory has accepted the password.
+    Legacy(Box<Identity>),
+}
+
+/// An unlocked profile: the identity key, and (unless it is a plaintext key from an
+/// older version, not sealed yet) the vault and the prekeys.
+pub struct Unlocked {
+    identity: Arc<Identity>,
+    /// The password-derived key; `None` for a plaintext key not sealed yet.
     vault: Option<Arc<Vault>>,
-    /// Prekey secrets for sealed mail, newest first (once unlocked).
+    /// Prekey secrets for sealed mail, newest first.
     prekeys: Vec<(i64, StaticSecret)>,
+}
+
+/// How [`Profile::open_secrets`] opened a locked profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// An existing vault was unlocked.
+    Unlocked,
+    /// A new profile got a vault just now: undo it ([`Profile::forget_new_vault`]) if
+    /// the directory refuses the password.
+    Created,
+    /// An old profile with a plaintext key: seal it ([`Profile::seal`]) once the
+    /// directory has accepted the password.
+    Plaintext,
+}
+
+/// An opened profile, [`Locked`] or [`Unlocked`] (the default: what a logged-in peer
+/// has). Only an unlocked one can hand out the identity key.
+pub struct Profile<S = Unlocked> {
+    dir: PathBuf,
+    state: S,
     /// Settings from `config.toml`.
     pub settings: Settings,
     /// Contacts' pinned identity keys.
@@ -170,7 +215,40 @@ pub struct Profile {
     pub directories: Pins<DirectoryAddr>,
 }
 
-impl Profile {
+impl<S> Profile<S> {
+    /// The profile's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the settings back to `config.toml`.
+    pub fn save_settings(&self) -> Result<(), ProfileError> {
+        let path = self.dir.join(CONFIG_FILE);
+        let text = toml::to_string(&self.settings).map_err(|e| ProfileError::BadConfig {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_private(&path, text.as_bytes()).map_err(|source| ProfileError::Write { path, source })
+    }
+
+    /// Whether the profile has a vault (its secrets are sealed with a password).
+    pub fn has_vault(&self) -> bool {
+        Vault::exists(&self.dir)
+    }
+
+    /// The same profile in another state.
+    fn into_state<T>(self, state: T) -> Profile<T> {
+        Profile {
+            dir: self.dir,
+            state,
+            settings: self.settings,
+            peers: self.peers,
+            directories: self.directories,
+        }
+    }
+}
+
+impl Profile<Locked> {
     /// The default profile location, if the platform has a config directory.
     pub fn default_dir() -> Option<PathBuf> {
         directories::ProjectDirs::from("", "", "natter").map(|d| d.config_dir().join("profile"))
@@ -183,47 +261,85 @@ impl Profile {
         let dir = dir.into();
         create_private_dir(&dir)?;
         check_permissions(&dir)?;
-        let (identity, fresh) = match load_plain_identity(&dir.join(IDENTITY_FILE))? {
-            Stored::Plain(identity) => (Some(*identity), false),
-            Stored::Sealed => (None, false),
-            Stored::Missing if Vault::exists(&dir) => (None, false),
-            Stored::Missing => (Some(Identity::generate()), true),
+        let key = match load_plain_identity(&dir.join(IDENTITY_FILE))? {
+            Stored::Plain(identity) => LockedKey::Legacy(identity),
+            Stored::Sealed => LockedKey::Sealed,
+            Stored::Missing if Vault::exists(&dir) => LockedKey::Sealed,
+            Stored::Missing => LockedKey::New(Box::new(Identity::generate())),
         };
         let public = read_public(&dir.join(PUBLIC_FILE));
         let settings = Settings::load(&dir)?;
         Ok(Self {
             peers: Pins::load(dir.join("known_peers"))?,
             directories: Pins::<DirectoryAddr>::load(dir.join("known_directories"))?,
-            identity: identity.map(Arc::new),
-            public,
-            fresh,
-            vault: None,
-            prekeys: Vec::new(),
+            state: Locked { key, public },
             settings,
             dir,
         })
     }
 
-    /// Whether the profile has a vault (its secrets are sealed with a password).
-    pub fn has_vault(&self) -> bool {
-        Vault::exists(&self.dir)
-    }
-
     /// Whether the profile has no identity key on disk yet (never logged in).
     pub fn is_new(&self) -> bool {
-        self.fresh
+        matches!(self.state.key, LockedKey::New(_))
+    }
+
+    /// The user's public identity key, if known (it is, once the profile has been used).
+    pub fn known_public_key(&self) -> Option<PublicKey> {
+        match &self.state.key {
+            LockedKey::New(identity) | LockedKey::Legacy(identity) => Some(identity.public()),
+            LockedKey::Sealed => self.state.public,
+        }
+    }
+
+    /// The user's public identity key.
+    ///
+    /// # Panics
+    /// If it is not known: see [`Profile::known_public_key`].
+    pub fn public_key(&self) -> PublicKey {
+        self.known_public_key()
+            .expect("the profile has an identity key (identity.pub)")
+    }
+
+    /// The one way to a profile's secrets with the password, for a login or a
+    /// registration: unlocks an existing vault, makes one for a new profile, or opens a
+    /// plaintext key from an older version (to be sealed once the directory accepts the
+    /// password). What it did says what to do when the directory answers. Slow
+    /// (argon2): call it off the async runtime.
+    pub fn open_secrets(
+        mut self,
+        password: &str,
+        cost: VaultCost,
+    ) -> Result<(Profile, Secrets), ProfileError> {
+        if self.has_vault() {
+            return Ok((self.unlock(password)?, Secrets::Unlocked));
+        }
+        match std::mem::replace(&mut self.state.key, LockedKey::Sealed) {
+            LockedKey::New(identity) => {
+                self.state.key = LockedKey::New(identity);
+                Ok((self.create_vault(password, cost)?, Secrets::Created))
+            }
+            LockedKey::Legacy(identity) => Ok((
+                self.into_state(Unlocked {
+                    identity: Arc::new(*identity),
+                    vault: None,
+                    prekeys: Vec::new(),
+                }),
+                Secrets::Plaintext,
+            )),
+            LockedKey::Sealed => Err(ProfileError::NoVault { path: self.dir }),
+        }
     }
 
     /// Derives the key from `password` and opens the identity key and the prekeys
     /// (making the first prekey, or a new one when the newest is old). Slow (argon2):
     /// call it off the async runtime. A wrong password is [`VaultError::WrongPassword`].
-    pub fn unlock(&mut self, password: &str) -> Result<(), ProfileError> {
+    pub fn unlock(self, password: &str) -> Result<Profile, ProfileError> {
         let vault = Vault::unlock(&self.dir, password)?;
         let path = self.dir.join(IDENTITY_FILE);
         let identity = match load_plain_identity(&path)? {
             // Migrated before, or interrupted mid-migration: seal it now.
             Stored::Plain(identity) => {
-                self.seal_identity(&vault, &identity)?;
+                seal_identity(&self.dir, &vault, &identity)?;
                 *identity
             }
             Stored::Sealed => {
@@ -238,42 +354,39 @@ impl Profile {
             // A vault was made but the key never written (interrupted first login).
             Stored::Missing => {
                 let identity = Identity::generate();
-                self.seal_identity(&vault, &identity)?;
+                seal_identity(&self.dir, &vault, &identity)?;
                 identity
             }
         };
-        if self.public != Some(identity.public()) {
+        if self.state.public != Some(identity.public()) {
             write_public(&self.dir, &identity.public())?;
-            self.public = Some(identity.public());
         }
-        self.identity = Some(Arc::new(identity));
-        self.fresh = false;
-        self.vault = Some(Arc::new(vault));
-        self.load_prekeys()?;
-        Ok(())
+        let prekeys = load_prekeys(&self.dir, &vault)?;
+        Ok(self.into_state(Unlocked {
+            identity: Arc::new(identity),
+            vault: Some(Arc::new(vault)),
+            prekeys,
+        }))
     }
 
-    /// Seals the identity key (and the prekeys) with a new vault for `password`: for a
-    /// new profile, or one whose key is still in a plaintext file from an older version
-    /// (migrated here, after the directory accepted the password). Slow (argon2).
-    pub fn create_vault(&mut self, password: &str, cost: VaultCost) -> Result<(), ProfileError> {
-        let identity = self
-            .identity
-            .clone()
-            .ok_or_else(|| ProfileError::NoIdentity {
-                path: self.dir.clone(),
-            })?;
-        let vault = Vault::create(password, cost)?;
-        // The vault file first: a crash after it leaves a plaintext (or no) key file,
-        // which the next unlock seals (or makes).
-        vault.save(&self.dir)?;
-        write_public(&self.dir, &identity.public())?;
-        self.public = Some(identity.public());
-        self.seal_identity(&vault, &identity)?;
-        self.fresh = false;
-        self.vault = Some(Arc::new(vault));
-        self.load_prekeys()?;
-        Ok(())
+    /// Seals a new profile's identity key (or a plaintext one from an older version)
+    /// and the prekeys with a new vault for `password`. Slow (argon2).
+    pub fn create_vault(
+        mut self,
+        password: &str,
+        cost: VaultCost,
+    ) -> Result<Profile, ProfileError> {
+        let identity = match std::mem::replace(&mut self.state.key, LockedKey::Sealed) {
+            LockedKey::New(identity) | LockedKey::Legacy(identity) => Arc::new(*identity),
+            LockedKey::Sealed => return Err(ProfileError::NoIdentity { path: self.dir }),
+        };
+        let mut profile = self.into_state(Unlocked {
+            identity,
+            vault: None,
+            prekeys: Vec::new(),
+        });
+        profile.seal(password, cost)?;
+        Ok(profile)
     }
 
     /// Writes a new profile's identity key without a password (plaintext, mode 0600, as
@@ -281,27 +394,42 @@ impl Profile {
     /// never logged in: the key must stay the same, and no password is asked there. The
     /// first login seals it ([`Profile::create_vault`]).
     pub fn keep_unsealed(&mut self) -> Result<(), ProfileError> {
-        if !self.fresh {
+        let LockedKey::New(identity) = &self.state.key else {
             return Ok(());
-        }
-        let identity = self.identity().clone();
-        let hex: String = identity
-            .secret_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let text = zeroize::Zeroizing::new(format!("{IDENTITY_HEADER}\n{hex}\n"));
+        };
+        let text = identity_text(identity);
         let path = self.dir.join(IDENTITY_FILE);
         write_private(&path, text.as_bytes())
             .map_err(|source| ProfileError::Write { path, source })?;
         write_public(&self.dir, &identity.public())?;
-        self.fresh = false;
+        let key = std::mem::replace(&mut self.state.key, LockedKey::Sealed);
+        if let LockedKey::New(identity) = key {
+            self.state.key = LockedKey::Legacy(identity);
+        }
+        Ok(())
+    }
+}
+
+impl Profile {
+    /// Seals the identity key (and the prekeys) with a new vault for `password`: for a
+    /// new profile, or one whose key is still in a plaintext file from an older version
+    /// (migrated here, after the directory accepted the password). Slow (argon2).
+    pub fn seal(&mut self, password: &str, cost: VaultCost) -> Result<(), ProfileError> {
+        let identity = self.state.identity.clone();
+        let vault = Vault::create(password, cost)?;
+        // The vault file first: a crash after it leaves a plaintext (or no) key file,
+        // which the next unlock seals (or makes).
+        vault.save(&self.dir)?;
+        write_public(&self.dir, &identity.public())?;
+        seal_identity(&self.dir, &vault, &identity)?;
+        self.state.prekeys = load_prekeys(&self.dir, &vault)?;
+        self.state.vault = Some(Arc::new(vault));
         Ok(())
     }
 
     /// Undoes [`Profile::create_vault`] for a profile whose first login was refused (the
     /// password was wrong, so the vault must not keep it): the next attempt starts anew.
-    pub fn forget_new_vault(&mut self) {
+    pub fn forget_new_vault(self) {
         for f in [
             crate::vault::VAULT_FILE,
             IDENTITY_FILE,
@@ -310,75 +438,18 @@ impl Profile {
         ] {
             let _ = std::fs::remove_file(self.dir.join(f));
         }
-        self.vault = None;
-        self.prekeys.clear();
-        self.fresh = true;
     }
 
-    fn seal_identity(&self, vault: &Vault, identity: &Identity) -> Result<(), ProfileError> {
-        let hex: String = identity
-            .secret_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let text = zeroize::Zeroizing::new(format!("{IDENTITY_HEADER}\n{hex}\n"));
-        vault.write_file(
-            &self.dir.join(IDENTITY_FILE),
-            IDENTITY_FILE,
-            text.as_bytes(),
-        )?;
-        Ok(())
-    }
-
-    /// Loads the prekey secrets; makes a new one when there is none or the newest is
-    /// older than [`PREKEY_ROTATION_SECS`], keeping the last [`PREKEYS_KEPT`].
-    fn load_prekeys(&mut self) -> Result<(), ProfileError> {
-        let vault = self.vault.clone().expect("unlocked");
-        let path = self.dir.join(PREKEYS_FILE);
-        let mut keys: Vec<(i64, StaticSecret)> = Vec::new();
-        if let Some(text) = vault.read_file(&path, PREKEYS_FILE)? {
-            let text = std::str::from_utf8(&text)
-                .map_err(|_| ProfileError::BadIdentity { path: path.clone() })?;
-            for line in text.lines() {
-                let Some((at, hex)) = line.split_once(' ') else {
-                    continue;
-                };
-                let (Ok(at), Some(bytes)) = (at.parse::<i64>(), crate::vault::unhex(hex)) else {
-                    continue;
-                };
-                let Ok(bytes) = <[u8; 32]>::try_from(bytes) else {
-                    continue;
-                };
-                keys.push((at, StaticSecret::from(bytes)));
-            }
-        }
-        keys.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-        let now = crate::app::now_ms() as i64 / 1000;
-        if keys
-            .first()
-            .is_none_or(|(at, _)| now - at >= PREKEY_ROTATION_SECS)
-        {
-            keys.insert(0, (now, StaticSecret::random()));
-            keys.truncate(PREKEYS_KEPT);
-            let text = zeroize::Zeroizing::new(
-                keys.iter()
-                    .map(|(at, k)| format!("{at} {}\n", crate::vault::hex(k.as_bytes())))
-                    .collect::<String>(),
-            );
-            vault.write_file(&path, PREKEYS_FILE, text.as_bytes())?;
-        }
-        self.prekeys = keys;
-        Ok(())
-    }
-
-    /// The prekey to publish: the newest, with its creation time. `None` until unlocked.
+    /// The prekey to publish: the newest, with its creation time (none for a plaintext
+    /// key not sealed yet).
     pub fn current_prekey(&self) -> Option<(i64, &StaticSecret)> {
-        self.prekeys.first().map(|(at, k)| (*at, k))
+        self.state.prekeys.first().map(|(at, k)| (*at, k))
     }
 
     /// The prekey secret whose public key is `public`, if we still have it.
     pub fn prekey_secret(&self, public: &[u8; 32]) -> Option<&StaticSecret> {
-        self.prekeys
+        self.state
+            .prekeys
             .iter()
             .map(|(_, k)| k)
             .find(|k| proto::sealed::prekey_public(k) == *public)
@@ -386,58 +457,78 @@ impl Profile {
 
     /// Every prekey secret kept, newest first.
     pub fn prekeys(&self) -> Vec<StaticSecret> {
-        self.prekeys.iter().map(|(_, k)| k.clone()).collect()
+        self.state.prekeys.iter().map(|(_, k)| k.clone()).collect()
     }
 
-    /// The password-derived key, once unlocked.
+    /// The password-derived key (none for a plaintext key not sealed yet).
     pub fn vault(&self) -> Option<&Arc<Vault>> {
-        self.vault.as_ref()
-    }
-
-    /// The profile's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        self.state.vault.as_ref()
     }
 
     /// The user's identity key.
-    ///
-    /// # Panics
-    /// If the profile is still locked (opened without the password, not unlocked). A
-    /// logged-in profile ([`crate::login::Online`]) is always unlocked.
     pub fn identity(&self) -> &Arc<Identity> {
-        self.identity
-            .as_ref()
-            .expect("the profile is unlocked before its identity key is used")
-    }
-
-    /// The user's identity key, if the profile is unlocked.
-    pub fn try_identity(&self) -> Option<&Arc<Identity>> {
-        self.identity.as_ref()
-    }
-
-    /// The user's public identity key, if known (it is, once the profile has been used).
-    pub fn known_public_key(&self) -> Option<PublicKey> {
-        self.identity.as_ref().map(|i| i.public()).or(self.public)
+        &self.state.identity
     }
 
     /// The user's public identity key.
-    ///
-    /// # Panics
-    /// If it is not known: see [`Profile::known_public_key`].
     pub fn public_key(&self) -> PublicKey {
-        self.known_public_key()
-            .expect("the profile has an identity key (identity.pub)")
+        self.state.identity.public()
     }
+}
 
-    /// Writes the settings back to `config.toml`.
-    pub fn save_settings(&self) -> Result<(), ProfileError> {
-        let path = self.dir.join(CONFIG_FILE);
-        let text = toml::to_string(&self.settings).map_err(|e| ProfileError::BadConfig {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        write_private(&path, text.as_bytes()).map_err(|source| ProfileError::Write { path, source })
+/// The identity key file's plaintext (sealed by the vault, or kept as is).
+fn identity_text(identity: &Identity) -> zeroize::Zeroizing<String> {
+    let hex: String = identity
+        .secret_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    zeroize::Zeroizing::new(format!("{IDENTITY_HEADER}\n{hex}\n"))
+}
+
+fn seal_identity(dir: &Path, vault: &Vault, identity: &Identity) -> Result<(), ProfileError> {
+    let text = identity_text(identity);
+    vault.write_file(&dir.join(IDENTITY_FILE), IDENTITY_FILE, text.as_bytes())?;
+    Ok(())
+}
+
+/// Loads the prekey secrets; makes a new one when there is none or the newest is
+/// older than [`PREKEY_ROTATION_SECS`], keeping the last [`PREKEYS_KEPT`].
+fn load_prekeys(dir: &Path, vault: &Vault) -> Result<Vec<(i64, StaticSecret)>, ProfileError> {
+    let path = dir.join(PREKEYS_FILE);
+    let mut keys: Vec<(i64, StaticSecret)> = Vec::new();
+    if let Some(text) = vault.read_file(&path, PREKEYS_FILE)? {
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| ProfileError::BadIdentity { path: path.clone() })?;
+        for line in text.lines() {
+            let Some((at, hex)) = line.split_once(' ') else {
+                continue;
+            };
+            let (Ok(at), Some(bytes)) = (at.parse::<i64>(), crate::vault::unhex(hex)) else {
+                continue;
+            };
+            let Ok(bytes) = <[u8; 32]>::try_from(bytes) else {
+                continue;
+            };
+            keys.push((at, StaticSecret::from(bytes)));
+        }
     }
+    keys.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let now = crate::app::now_ms() as i64 / 1000;
+    if keys
+        .first()
+        .is_none_or(|(at, _)| now - at >= PREKEY_ROTATION_SECS)
+    {
+        keys.insert(0, (now, StaticSecret::random()));
+        keys.truncate(PREKEYS_KEPT);
+        let text = zeroize::Zeroizing::new(
+            keys.iter()
+                .map(|(at, k)| format!("{at} {}\n", crate::vault::hex(k.as_bytes())))
+                .collect::<String>(),
+        );
+        vault.write_file(&path, PREKEYS_FILE, text.as_bytes())?;
+    }
+    Ok(keys)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), ProfileError> {
@@ -640,24 +731,24 @@ mod tests {
     fn identity_is_sealed_once_and_kept_private() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("profile");
-        let mut fresh = Profile::open(&p).unwrap();
+        let fresh = Profile::open(&p).unwrap();
         assert!(fresh.is_new() && !fresh.has_vault());
         let first = fresh.public_key();
-        fresh.create_vault("pw-123456", test_cost()).unwrap();
+        let fresh = fresh.create_vault("pw-123456", test_cost()).unwrap();
         assert!(fresh.current_prekey().is_some());
 
-        // Without the password: the public key only.
+        // Without the password: the public key only (a `Profile<Locked>` has no
+        // `identity()` at all).
         let locked = Profile::open(&p).unwrap();
         assert_eq!(locked.public_key(), first);
-        assert!(locked.try_identity().is_none());
         let raw = std::fs::read(p.join(IDENTITY_FILE)).unwrap();
         assert!(raw.starts_with(crate::vault::MAGIC));
-        let mut again = Profile::open(&p).unwrap();
+        let again = Profile::open(&p).unwrap();
         assert!(matches!(
             again.unlock("wrong-pw"),
             Err(ProfileError::Vault(VaultError::WrongPassword))
         ));
-        again.unlock("pw-123456").unwrap();
+        let again = Profile::open(&p).unwrap().unlock("pw-123456").unwrap();
         assert_eq!(again.identity().public(), first);
         #[cfg(unix)]
         {
@@ -691,7 +782,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("profile");
-        let mut fresh = Profile::open(&p).unwrap();
+        let fresh = Profile::open(&p).unwrap();
         fresh.create_vault("pw-123456", test_cost()).unwrap();
         let history = p.join(crate::history::HISTORY_DIR);
         std::fs::create_dir(&history).unwrap();
@@ -720,7 +811,7 @@ mod tests {
             }
             set(&secret, 0o600);
         }
-        let mut again = Profile::open(&p).unwrap();
+        let again = Profile::open(&p).unwrap();
         again.unlock("pw-123456").unwrap();
     }
 
@@ -739,10 +830,10 @@ mod tests {
             format!("{IDENTITY_HEADER}\n{hex}\n").as_bytes(),
         )
         .unwrap();
-        let mut profile = Profile::open(p).unwrap();
+        let profile = Profile::open(p).unwrap();
         assert!(!profile.is_new());
-        assert_eq!(profile.identity().public(), old.public());
-        profile.create_vault("first-pw", test_cost()).unwrap();
+        assert_eq!(profile.known_public_key(), Some(old.public()));
+        let profile = profile.create_vault("first-pw", test_cost()).unwrap();
         let raw = std::fs::read(p.join(IDENTITY_FILE)).unwrap();
         assert!(!raw.windows(hex.len()).any(|w| w == hex.as_bytes()));
         let prekey = profile.current_prekey().unwrap().1.to_bytes();
@@ -753,12 +844,12 @@ mod tests {
 
         change_password(p, "first-pw", "second-pw", test_cost()).unwrap();
         assert!(crate::vault::rekey_files(p).is_empty());
-        let mut profile = Profile::open(p).unwrap();
+        let profile = Profile::open(p).unwrap();
         assert!(matches!(
             profile.unlock("first-pw"),
             Err(ProfileError::Vault(VaultError::WrongPassword))
         ));
-        profile.unlock("second-pw").unwrap();
+        let profile = Profile::open(p).unwrap().unlock("second-pw").unwrap();
         assert_eq!(profile.identity().public(), old.public());
         assert_eq!(profile.current_prekey().unwrap().1.to_bytes(), prekey);
         let vault = profile.vault().unwrap();
@@ -770,8 +861,8 @@ mod tests {
     fn interrupted_password_change_is_finished_or_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        let mut profile = Profile::open(p).unwrap();
-        profile.create_vault("first-pw", test_cost()).unwrap();
+        let profile = Profile::open(p).unwrap();
+        let profile = profile.create_vault("first-pw", test_cost()).unwrap();
         let key = profile.public_key();
         // Re-encrypted copies written, vault not replaced: the old password still opens
         // and the copies are discarded.
@@ -787,15 +878,13 @@ mod tests {
             }
         };
         rekey();
-        let mut again = Profile::open(p).unwrap();
-        again.unlock("first-pw").unwrap();
+        let again = Profile::open(p).unwrap().unlock("first-pw").unwrap();
         assert!(crate::vault::rekey_files(p).is_empty());
         assert_eq!(again.identity().public(), key);
         // Vault replaced but the copies not yet renamed: the new password finishes it.
         rekey();
         new_vault.save(p).unwrap();
-        let mut again = Profile::open(p).unwrap();
-        again.unlock("second-pw").unwrap();
+        let again = Profile::open(p).unwrap().unlock("second-pw").unwrap();
         assert_eq!(again.identity().public(), key);
     }
 

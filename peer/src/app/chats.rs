@@ -1,5 +1,7 @@
-//! The app's peer sessions: opening them (calls we make, calls we take), choosing which
-//! one carries what we send to a peer, and what their events mean for the user.
+//! The app's peer sessions: [`Chats`], the sessions open (calls we made or took, opened
+//! by [`crate::calls`]), which one is current, which one carries what we send to a
+//! peer, and what waits for one to open; then what the app does with them (sending,
+//! what their events mean for the user).
 //!
 //! A session is either a chat the user is having, or a background session opened to
 //! carry room messages and quick messages (`/msg`). Both kinds carry both. Messages to a
@@ -8,166 +10,257 @@
 //! sticking to one keeps each sender's messages in order without closing anything that
 //! may hold messages in flight.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use std::sync::atomic::Ordering;
-
-use proto::message::{ConnectRefusal, PeerInfo, RelayToken, RoomTag};
+use proto::PublicKey;
+use proto::message::RoomTag;
 use proto::names::UserName;
-use proto::{Identity, PublicKey};
-use tokio::sync::mpsc;
 
-use super::gate::{self, Gate, Shown};
-use super::{App, ChangedKeys, MAX_QUEUED_LINES, OpenChat, Outgoing, Report};
+use super::{App, Report};
 use crate::alerts::Alert;
-use crate::chat::{self, ChatEvent, ChatEvents, ChatHandle, EndReason, Transport};
-use crate::endpoint;
-use crate::link::Link;
-use crate::pins::{PinCheck, Pins};
-use crate::reach::{self, Punches, ReachOptions};
+use crate::chat::{ChatEvent, ChatEvents, ChatHandle, EndReason};
+use crate::pins::PinCheck;
 use crate::ui::{Direction, Note};
 
 /// How long one send may wait for a peer's session to take the message.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many messages may wait for one peer's session to open.
+const MAX_QUEUED_LINES: usize = 1000;
 
-/// What a task that opens sessions (dialing, or taking a call) needs from the app.
-#[derive(Clone)]
-struct Opener {
-    link: Arc<Link>,
-    endpoint: quinn::Endpoint,
-    identity: Arc<Identity>,
-    pins: Arc<Mutex<Pins>>,
-    me: UserName,
-    tx: mpsc::Sender<Report>,
-    punches: Punches,
-    reach: ReachOptions,
-    gate: Gate,
-    changed_keys: ChangedKeys,
+/// One open session with a peer.
+struct OpenChat {
+    handle: ChatHandle,
+    /// Our messages not yet acknowledged: id → text as shown to the user.
+    unacked: BTreeMap<u64, String>,
+    /// We ended it and it is winding down: nothing new goes to it, and `/connect`
+    /// opens a fresh chat instead of switching back to it.
+    closing: bool,
 }
 
-/// A call to answer: a connection (one that called us, or one we made while punching
-/// towards a dialer), or a paired relay stream.
-enum Call {
-    Direct(quinn::Connection),
-    Relayed(Transport),
+/// A message waiting for a session to open.
+pub(super) struct Outgoing {
+    pub text: String,
+    pub room: Option<RoomTag>,
 }
 
-impl Opener {
-    /// Answers a call: checks the caller (directory, pins, key), and reports the session
-    /// or the refusal. A connection the dialer dropped because another path won is
-    /// nothing to report.
-    ///
-    /// Before the directory is asked about the caller, the [`Gate`] holds the caller's
-    /// source and all lookups to their bounds, and a recent answer that accepts this
-    /// very connection is used instead of a new lookup.
-    async fn take_call(&self, call: Call) {
-        let (source, proven) = match &call {
-            Call::Direct(conn) => (
-                Some(gate::source_of(conn.remote_address())),
-                endpoint::remote_key(conn).map(|key| (key, conn.remote_address())),
-            ),
-            Call::Relayed(_) => (None, None),
-        };
-        let lookup = async |claimed: &str| {
-            self.gate.admit_source(source)?;
-            if let (Some((key, remote)), Some(info)) = (proven, self.gate.cached(claimed))
-                && chat::verify_initiator(claimed, &key, remote, Some(&info)).is_ok()
-            {
-                return Ok(Some(info));
-            }
-            self.gate.admit_lookup()?;
-            match self.link.lookup(claimed).await {
-                Ok(info) => {
-                    self.gate.remember(claimed, info.as_ref());
-                    Ok(info)
-                }
-                Err(e) => {
-                    tracing::debug!(%e, "directory lookup for an incoming call failed");
-                    Err(ConnectRefusal::DirectoryUnavailable)
-                }
-            }
-        };
-        let pin_check = |claimed: &str, key: &PublicKey| match self
-            .pins
-            .lock()
-            .map(|p| p.check(claimed, key))
-        {
-            Ok(PinCheck::Changed { .. }) => {
-                self.changed_keys.note(claimed, *key);
-                Err(ConnectRefusal::PinnedKeyChanged)
-            }
-            _ => Ok(()),
-        };
-        let (result, duplicate) = match call {
-            Call::Direct(conn) => {
-                let watch = conn.clone();
-                let result = chat::accept(conn, &self.identity, &self.me, lookup, pin_check).await;
-                (result, reach::is_duplicate(&watch))
-            }
-            Call::Relayed(transport) => (
-                chat::accept_over(transport, &self.identity, &self.me, lookup, pin_check).await,
-                false,
-            ),
-        };
-        let report = match result {
-            Ok((handle, events)) => Report::Opened {
-                handle,
-                events,
-                direction: Direction::Incoming,
-            },
-            Err(e) if duplicate && e.claimed().is_none() => {
-                tracing::debug!(error = %e, "unused path closed by the dialer");
-                return;
-            }
-            Err(e) => {
-                let reason = match &e {
-                    chat::ChatError::RefusedIncoming { reason, .. } => Some(reason),
-                    _ => None,
-                };
-                // Only direct calls, which anyone can make, are summarised. A relayed
-                // call comes from a logged-in user the directory paired us with (and
-                // bounds), and a contact whose key changed got past the directory's
-                // check: those are always named, never flood noise.
-                let shown = match reason {
-                    Some(ConnectRefusal::PinnedKeyChanged) => Shown::Now,
-                    _ if source.is_none() => Shown::Now,
-                    _ => self.gate.refused(gate::refusal_kind(reason)),
-                };
-                match shown {
-                    Shown::Now => Report::IncomingRefused {
-                        peer: e.claimed().map(str::to_string),
-                        reason: e.to_string(),
-                    },
-                    Shown::SummaryDue(at) => {
-                        self.summary_at(at);
-                        return;
-                    }
-                    Shown::Counted => return,
-                }
-            }
-        };
-        let _ = self.tx.send(report).await;
+impl Outgoing {
+    /// The message as the user would recognise it (`[room] text` for room messages).
+    fn display(&self) -> String {
+        match &self.room {
+            Some(tag) => format!("[{}] {}", tag.room, self.text),
+            None => self.text.clone(),
+        }
+    }
+}
+
+/// The sessions open, and those being opened.
+#[derive(Default)]
+pub(super) struct Chats {
+    /// Open sessions by local id.
+    open: BTreeMap<u64, OpenChat>,
+    next_id: u64,
+    /// The current chat: plain lines go there.
+    current: Option<u64>,
+    /// Which session carries what we send to each peer.
+    route: HashMap<String, u64>,
+    /// Messages waiting for a session to a peer to open.
+    waiting: HashMap<String, Vec<Outgoing>>,
+    /// Peers being dialed, and whether at the user's request (`/connect`).
+    dialing: HashMap<String, bool>,
+}
+
+impl Chats {
+    /// An open session with `peer` that we are not closing, if any (the oldest).
+    pub fn find(&self, peer: &str) -> Option<u64> {
+        self.open
+            .iter()
+            .find(|(_, c)| c.handle.peer() == peer && !c.closing)
+            .map(|(id, _)| *id)
     }
 
-    /// A connection refused before it was even answered (too many at once): counted.
-    fn refused_at_the_door(&self) {
-        if let Shown::SummaryDue(at) = self
-            .gate
-            .refused(gate::refusal_kind(Some(&ConnectRefusal::Busy)))
+    /// The current chat, if any.
+    pub fn current(&self) -> Option<u64> {
+        self.current
+    }
+
+    /// Makes chat `id` the current one, or none.
+    pub fn set_current(&mut self, id: Option<u64>) {
+        self.current = id;
+    }
+
+    /// The peer of the current chat.
+    pub fn current_peer(&self) -> Option<String> {
+        let id = self.current?;
+        Some(self.open.get(&id)?.handle.peer().to_string())
+    }
+
+    /// The peer key of an open session with `peer`.
+    pub fn live_key(&self, peer: &str) -> Option<PublicKey> {
+        let id = self.find(peer)?;
+        Some(self.open[&id].handle.peer_key())
+    }
+
+    /// The peer a foreground dial is reaching, if any (lines typed meanwhile wait for it).
+    pub fn dialing_foreground(&self) -> Option<String> {
+        self.dialing
+            .iter()
+            .find(|(_, fg)| **fg)
+            .map(|(p, _)| p.clone())
+    }
+
+    /// Whether a dial the user asked for is running.
+    fn dialing_any_foreground(&self) -> bool {
+        self.dialing.values().any(|fg| *fg)
+    }
+
+    /// Notes a dial to `peer`; true if one must start (none is running yet).
+    fn dial(&mut self, peer: &str, foreground: bool) -> bool {
+        if let Some(fg) = self.dialing.get_mut(peer) {
+            *fg |= foreground;
+            return false;
+        }
+        self.dialing.insert(peer.to_string(), foreground);
+        true
+    }
+
+    /// The session that carries what we send to `peer`: the one used so far, else the
+    /// oldest open one (which then stays the route).
+    fn route_to(&mut self, peer: &str) -> Option<u64> {
+        if let Some(id) = self.route.get(peer)
+            && self.open.get(id).is_some_and(|c| !c.closing)
         {
-            self.summary_at(at);
+            return Some(*id);
+        }
+        let id = self.find(peer)?;
+        self.route.insert(peer.to_string(), id);
+        Some(id)
+    }
+
+    /// Keeps `out` until a session to `peer` opens; if too much waits already, it is
+    /// not kept and the note says so.
+    fn queue(&mut self, peer: &str, out: Outgoing) -> Option<Note> {
+        let queue = self.waiting.entry(peer.to_string()).or_default();
+        if queue.len() >= MAX_QUEUED_LINES {
+            return Some(Note::Undelivered {
+                peer: peer.to_string(),
+                text: out.display(),
+                reason: "too many messages waiting for the session to open".into(),
+            });
+        }
+        queue.push(out);
+        None
+    }
+
+    /// Records a new session; returns its id.
+    fn insert(&mut self, handle: ChatHandle) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.open.insert(
+            id,
+            OpenChat {
+                handle,
+                unacked: BTreeMap::new(),
+                closing: false,
+            },
+        );
+        id
+    }
+
+    /// Ends the current chat (Ctrl-C, `/end`). The goodbye runs in a task of its own
+    /// (it may wait for the other side); the chat's `Ended` event follows.
+    pub fn end_current(&mut self) {
+        if let Some(id) = self.current.take()
+            && let Some(chat) = self.open.get_mut(&id)
+        {
+            chat.closing = true;
+            let handle = chat.handle.clone();
+            tokio::spawn(async move { handle.close().await });
         }
     }
 
-    /// Asks the app to show the refusal summary at `at`.
-    fn summary_at(&self, at: tokio::time::Instant) {
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
-            let _ = tx.send(Report::RefusalSummary).await;
-        });
+    /// `/chats`: the chats open (not the background sessions), the current one marked.
+    pub fn list(&self) -> Note {
+        let names: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(id, c)| Some(**id) == self.current || !c.handle.background())
+            .map(|(id, c)| {
+                let mark = if Some(*id) == self.current {
+                    " (current)"
+                } else {
+                    ""
+                };
+                format!("{}{mark}", c.handle.peer())
+            })
+            .collect();
+        Note::Info(if names.is_empty() {
+            "no chats open".into()
+        } else {
+            format!("open chats: {}", names.join(", "))
+        })
+    }
+
+    /// Whether messages wait for a session that is still being opened.
+    pub fn waiting_for_dial(&self) -> bool {
+        !self.waiting.is_empty() && !self.dialing.is_empty()
+    }
+
+    /// Whether any of our messages is not yet acknowledged.
+    pub fn unacked(&self) -> bool {
+        self.open.values().any(|c| !c.unacked.is_empty())
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Every open session.
+    pub fn handles(&self) -> Vec<ChatHandle> {
+        self.open.values().map(|c| c.handle.clone()).collect()
+    }
+
+    /// Gives up on what waits for sessions that never opened (quitting): one note each.
+    pub fn abandon_waiting(&mut self) -> Vec<Note> {
+        let mut notes = Vec::new();
+        for (peer, waiting) in std::mem::take(&mut self.waiting) {
+            for out in waiting {
+                notes.push(Note::Undelivered {
+                    peer: peer.clone(),
+                    text: out.display(),
+                    reason: "quit before the session opened".into(),
+                });
+            }
+        }
+        notes
+    }
+
+    /// Session `id` ended: what the user should hear of it, if anything.
+    fn ended(&mut self, id: u64, reason: EndReason, undelivered: Vec<u64>) -> Option<Note> {
+        let chat = self.open.remove(&id)?;
+        let peer = chat.handle.peer().to_string();
+        if self.route.get(&peer) == Some(&id) {
+            self.route.remove(&peer);
+        }
+        let background = chat.handle.background();
+        let mut texts = chat.unacked;
+        let undelivered: Vec<(u64, String)> = undelivered
+            .into_iter()
+            .map(|m| (m, texts.remove(&m).unwrap_or_default()))
+            .collect();
+        let clean = matches!(reason, EndReason::ClosedByPeer | EndReason::ClosedByUs);
+        let was_current = self.current == Some(id);
+        if was_current {
+            self.current = None;
+        }
+        // A background session ending quietly is nothing to tell a person about.
+        (was_current || !background || !clean || !undelivered.is_empty()).then(|| Note::Ended {
+            peer,
+            reason: reason.to_string(),
+            clean,
+            undelivered,
+        })
     }
 }
 
@@ -184,7 +277,7 @@ impl App {
             self.ready();
             return;
         }
-        if let Some(id) = self.find(&peer) {
+        if let Some(id) = self.chats.find(&peer) {
             self.make_current(id);
             self.show(Note::Switched { peer });
             self.ready();
@@ -195,131 +288,18 @@ impl App {
         self.dial(peer, true);
     }
 
-    /// Starts dialing `peer` in a task of its own; the outcome comes back as a report.
+    /// Starts dialing `peer` (the outcome comes back as a call event), unless a dial to
+    /// them is running already.
     fn dial(&mut self, peer: String, foreground: bool) {
-        if let Some(fg) = self.dialing.get_mut(&peer) {
-            *fg |= foreground;
-            return;
+        if self.chats.dial(&peer, foreground) {
+            self.calls.dial(peer, !foreground);
         }
-        self.dialing.insert(peer.clone(), foreground);
-        let o = self.opener();
-        self.tasks.spawn(async move {
-            let report = match dial(&o, &peer, !foreground).await {
-                Ok((handle, events)) => Report::Opened {
-                    handle,
-                    events,
-                    direction: Direction::Outgoing,
-                },
-                Err(reason) => Report::ConnectFailed { peer, reason },
-            };
-            let _ = o.tx.send(report).await;
-        });
-    }
-
-    /// What a task that opens sessions needs from the app.
-    fn opener(&self) -> Opener {
-        Opener {
-            link: self.link.clone(),
-            endpoint: self.endpoint.clone(),
-            identity: self.identity.clone(),
-            pins: self.pins.clone(),
-            me: self.me.clone(),
-            tx: self.tx.clone(),
-            punches: self.punches.clone(),
-            reach: self.reach.clone(),
-            gate: self.gate.clone(),
-            changed_keys: self.changed_keys.clone(),
-        }
-    }
-
-    /// Sets how long dials try direct paths before the relay (instead of the default or
-    /// `PEER_DIRECT_TIMEOUT_MS`).
-    pub fn with_reach(mut self, reach: ReachOptions) -> Self {
-        self.reach = reach;
-        self
-    }
-
-    /// The directory says `from` is about to connect to us: dial their addresses now
-    /// (hole punching), and answer on whichever connection completes.
-    pub(super) fn incoming(&mut self, from: PeerInfo, direct: bool) {
-        if !direct || from.user == self.me {
-            return;
-        }
-        let running = self.punching.fetch_add(1, Ordering::Relaxed);
-        if running >= reach::MAX_PUNCHES {
-            self.punching.fetch_sub(1, Ordering::Relaxed);
-            tracing::debug!(from = %from.user, "too many punching attempts running; not punching");
-            return;
-        }
-        let (o, punching) = (self.opener(), self.punching.clone());
-        let near = self.link.client().addr().ip();
-        self.tasks.spawn(async move {
-            let conn = reach::punch(&o.endpoint, near, &o.identity, &from).await;
-            punching.fetch_sub(1, Ordering::Relaxed);
-            if let Some(conn) = conn {
-                o.take_call(Call::Direct(conn)).await;
-            }
-        });
-    }
-
-    /// `from` found no direct path and waits on the relay: open our relay stream and
-    /// answer the call on it.
-    pub(super) fn relay_call(&mut self, from: UserName, token: RelayToken) {
-        let o = self.opener();
-        self.tasks.spawn(async move {
-            match o.link.open_relay(token).await {
-                Ok(stream) => o.take_call(Call::Relayed(Transport::relayed(stream))).await,
-                Err(e) => {
-                    let report = Report::IncomingRefused {
-                        peer: Some(from.into_string()),
-                        reason: format!("could not take the relayed call: {e}"),
-                    };
-                    let _ = o.tx.send(report).await;
-                }
-            }
-        });
-    }
-
-    /// Takes every call that arrives on the endpoint, each in a task of its own. Beyond
-    /// the [`Gate`]'s bounds on connections being answered, a connection is refused
-    /// before any TLS work.
-    pub(super) fn spawn_accept_loop(&mut self) {
-        let opener = self.opener();
-        self.tasks.spawn(async move {
-            while let Some(incoming) = opener.endpoint.accept().await {
-                let Some(entered) = opener
-                    .gate
-                    .enter(gate::source_of(incoming.remote_address()))
-                else {
-                    incoming.refuse();
-                    opener.refused_at_the_door();
-                    continue;
-                };
-                let o = opener.clone();
-                tokio::spawn(async move {
-                    let _entered = entered;
-                    let conn = match incoming.await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "incoming handshake failed");
-                            return;
-                        }
-                    };
-                    if reach::is_punch(&conn) {
-                        // Made by a peer we are dialing: it belongs to that dial.
-                        o.punches.deliver(conn);
-                        return;
-                    }
-                    o.take_call(Call::Direct(conn)).await;
-                });
-            }
-        });
     }
 
     /// A dial failed: the user hears why, and what waited for that peer is undelivered.
     pub(super) fn connect_failed(&mut self, peer: String, reason: String) {
-        let foreground = self.dialing.remove(&peer).unwrap_or(false);
-        let waiting = self.outbox.remove(&peer).unwrap_or_default();
+        let foreground = self.chats.dialing.remove(&peer).unwrap_or(false);
+        let waiting = self.chats.waiting.remove(&peer).unwrap_or_default();
         if foreground {
             self.show(Note::ConnectFailed {
                 peer: peer.clone(),
@@ -339,7 +319,7 @@ impl App {
                 reason: reason.clone(),
             });
         }
-        if self.prompt_owed && !self.dialing.values().any(|fg| *fg) {
+        if self.prompt_owed && !self.chats.dialing_any_foreground() {
             self.ready();
         }
     }
@@ -356,7 +336,7 @@ impl App {
         let key = handle.peer_key();
         let path = handle.path().clone();
         let foreground = match direction {
-            Direction::Outgoing => self.dialing.remove(&peer).unwrap_or(false),
+            Direction::Outgoing => self.chats.dialing.remove(&peer).unwrap_or(false),
             Direction::Incoming => false,
         };
         let background = match direction {
@@ -364,16 +344,7 @@ impl App {
             Direction::Incoming => handle.background(),
         };
         self.pin_first_contact(handle.peer(), key).await;
-        let id = self.next_id;
-        self.next_id += 1;
-        self.chats.insert(
-            id,
-            OpenChat {
-                handle,
-                unacked: BTreeMap::new(),
-                closing: false,
-            },
-        );
+        let id = self.chats.insert(handle);
         let tx = self.tx.clone();
         self.tasks.spawn(async move {
             while let Some(event) = events.next().await {
@@ -397,10 +368,10 @@ impl App {
             background,
             path,
         });
-        for out in self.outbox.remove(&peer).unwrap_or_default() {
+        for out in self.chats.waiting.remove(&peer).unwrap_or_default() {
             self.deliver(&peer, out.text, out.room).await;
         }
-        if self.prompt_owed && !self.dialing.values().any(|fg| *fg) {
+        if self.prompt_owed && !self.chats.dialing_any_foreground() {
             self.ready();
         }
     }
@@ -422,38 +393,18 @@ impl App {
     /// Sends `text` to `peer` (a room message with `room`), on the peer's route, or
     /// opens a background session first and sends once it is open.
     pub(super) async fn deliver(&mut self, peer: &str, text: String, room: Option<RoomTag>) {
-        if let Some(id) = self.route_to(peer) {
+        if let Some(id) = self.chats.route_to(peer) {
             self.send_on(id, text, room).await;
             return;
         }
-        let queue = self.outbox.entry(peer.to_string()).or_default();
-        if queue.len() >= MAX_QUEUED_LINES {
-            self.show(Note::Undelivered {
-                peer: peer.to_string(),
-                text: Outgoing { text, room }.display(),
-                reason: "too many messages waiting for the session to open".into(),
-            });
-            return;
+        match self.chats.queue(peer, Outgoing { text, room }) {
+            None => self.dial(peer.to_string(), false),
+            Some(note) => self.show(note),
         }
-        queue.push(Outgoing { text, room });
-        self.dial(peer.to_string(), false);
-    }
-
-    /// The session that carries what we send to `peer`: the one used so far, else the
-    /// oldest open one (which then stays the route).
-    fn route_to(&mut self, peer: &str) -> Option<u64> {
-        if let Some(id) = self.route.get(peer)
-            && self.chats.get(id).is_some_and(|c| !c.closing)
-        {
-            return Some(*id);
-        }
-        let id = self.find(peer)?;
-        self.route.insert(peer.to_string(), id);
-        Some(id)
     }
 
     async fn send_on(&mut self, id: u64, text: String, room: Option<RoomTag>) {
-        let Some(chat) = self.chats.get(&id) else {
+        let Some(chat) = self.chats.open.get(&id) else {
             return;
         };
         let handle = chat.handle.clone();
@@ -474,7 +425,7 @@ impl App {
                         super::now_ms(),
                     );
                 }
-                if let Some(chat) = self.chats.get_mut(&id) {
+                if let Some(chat) = self.chats.open.get_mut(&id) {
                     chat.unacked.insert(msg_id, display);
                 }
                 self.show(Note::Sent { peer, id: msg_id });
@@ -492,21 +443,9 @@ impl App {
         }
     }
 
-    /// Ends the current chat (Ctrl-C, `/end`). The goodbye runs in a task of its own
-    /// (it may wait for the other side); the chat's `Ended` event follows.
-    pub(super) fn end_current(&mut self) {
-        if let Some(id) = self.current.take()
-            && let Some(chat) = self.chats.get_mut(&id)
-        {
-            chat.closing = true;
-            let handle = chat.handle.clone();
-            tokio::spawn(async move { handle.close().await });
-        }
-    }
-
     /// What one session's event means to the user.
     pub(super) fn chat_event(&mut self, id: u64, event: ChatEvent) {
-        let Some(chat) = self.chats.get_mut(&id) else {
+        let Some(chat) = self.chats.open.get_mut(&id) else {
             return;
         };
         let peer = chat.handle.peer().to_string();
@@ -522,7 +461,7 @@ impl App {
                 room: None,
                 ..
             } => {
-                if self.current != Some(id) {
+                if self.chats.current() != Some(id) {
                     self.alert(Alert::Private, &peer);
                     if self.idle() {
                         self.make_current(id);
@@ -544,29 +483,8 @@ impl App {
                 reason,
                 undelivered,
             } => {
-                let chat = self.chats.remove(&id);
-                if self.route.get(&peer) == Some(&id) {
-                    self.route.remove(&peer);
-                }
-                let background = chat.as_ref().is_some_and(|c| c.handle.background());
-                let mut texts = chat.map(|c| c.unacked).unwrap_or_default();
-                let undelivered: Vec<(u64, String)> = undelivered
-                    .into_iter()
-                    .map(|m| (m, texts.remove(&m).unwrap_or_default()))
-                    .collect();
-                let clean = matches!(reason, EndReason::ClosedByPeer | EndReason::ClosedByUs);
-                let was_current = self.current == Some(id);
-                if was_current {
-                    self.current = None;
-                }
-                // A background session ending quietly is nothing to tell a person about.
-                if was_current || !background || !clean || !undelivered.is_empty() {
-                    self.show(Note::Ended {
-                        peer,
-                        reason: reason.to_string(),
-                        clean,
-                        undelivered,
-                    });
+                if let Some(note) = self.chats.ended(id, reason, undelivered) {
+                    self.show(note);
                 }
             }
         }
@@ -574,56 +492,12 @@ impl App {
 
     /// Whether no chat or room is current.
     pub(super) fn idle(&self) -> bool {
-        self.current.is_none() && self.room.is_none()
+        self.chats.current().is_none() && self.room.is_none()
     }
 
     /// Makes chat `id` the current one (plain lines go there).
     pub(super) fn make_current(&mut self, id: u64) {
-        self.current = Some(id);
+        self.chats.set_current(Some(id));
         self.room = None;
     }
-
-    /// An open session with `peer` that we are not closing, if any (the oldest).
-    pub(super) fn find(&self, peer: &str) -> Option<u64> {
-        self.chats
-            .iter()
-            .find(|(_, c)| c.handle.peer() == peer && !c.closing)
-            .map(|(id, _)| *id)
-    }
-}
-
-/// Asks for a rendezvous with `peer`, checks the pin, and opens the session: direct if
-/// a path completes in time, else relayed (see [`crate::reach`]).
-async fn dial(
-    o: &Opener,
-    peer: &str,
-    background: bool,
-) -> Result<(ChatHandle, ChatEvents), String> {
-    let rv = reach::rendezvous(&o.link, peer).await?;
-    let info: &PeerInfo = &rv.peer;
-    let check = o
-        .pins
-        .lock()
-        .map(|p| p.check(peer, &info.identity))
-        .map_err(|_| "pin store poisoned".to_string())?;
-    if let PinCheck::Changed { pinned } = check {
-        o.changed_keys.note(peer, info.identity);
-        return Err(format!(
-            "{peer}'s key has CHANGED: pinned {}, the directory now gives {}. This may be an attack. \
-             If {peer} really has a new key (ask them), run `/trust {peer}` and compare the safety number.",
-            pinned.fingerprint().short(),
-            info.identity.fingerprint().short()
-        ));
-    }
-    reach::open(
-        &o.link,
-        &o.endpoint,
-        &o.identity,
-        &o.me,
-        &rv,
-        background,
-        &o.punches,
-        &o.reach,
-    )
-    .await
 }

@@ -19,7 +19,7 @@
 //!    costs a fresh lookup; it never accepts someone the directory would not have.
 //! 4. Refusals are summarised ([`Gate::refused`]): the first one after a quiet spell is
 //!    shown as it happens, the others are counted and shown as one note per
-//!    [`SUMMARY_INTERVAL`]. (The app summarises only direct calls, which anyone can
+//!    [`SUMMARY_INTERVAL`]. (The calls service summarises only direct calls, which anyone can
 //!    make; a relayed call, which the directory paired and bounds, and a contact whose
 //!    pinned key changed, who got past the directory's check, are always named.)
 //!
