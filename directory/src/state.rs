@@ -133,7 +133,7 @@ impl Shared {
                 .context("cannot load room membership")?,
         );
         let metrics = Arc::new(Metrics::new());
-        audit.attach_metrics(metrics.clone());
+        audit.attach_observer(metrics.clone());
         let (shutdown, _) = shutdown::channel();
         let presence = Presence::new(rooms.clone());
         let mail_nudges = Arc::new(crate::mailbox::Nudges::default());
