@@ -483,6 +483,10 @@ mod tests {
         let security = read(SECURITY_FILE);
         assert!(security.contains("login_failed user=ali"), "{security}");
         assert!(!security.contains("lookup"), "{security}");
-        assert_eq!(crate::metrics::Metrics::get(&metrics.lookups), 200, "all counted");
+        assert_eq!(
+            crate::metrics::Metrics::get(&metrics.lookups),
+            200,
+            "all counted"
+        );
     }
 }

@@ -27,12 +27,35 @@ use crate::ticket::TicketRecord;
 
 /// Opens the store `config` names: PostgreSQL when `config.database` is set (see
 /// [`postgres`]), else SQLite in the data directory. Runs pending migrations either way.
-pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>, StoreError> {
+/// The one place that chooses the backend.
+pub async fn open(config: &crate::config::Config) -> Result<Opened, StoreError> {
     match &config.database {
-        Some(url) => Ok(Arc::new(postgres::PostgresStore::open(&url.0).await?)),
-        None => Ok(Arc::new(
+        Some(url) => Ok(Opened::Postgres(Arc::new(
+            postgres::PostgresStore::open(&url.0).await?,
+        ))),
+        None => Ok(Opened::Sqlite(Arc::new(
             sqlite::SqliteStore::open(config.database_path()).await?,
-        )),
+        ))),
+    }
+}
+
+/// A store [`open`] opened, by backend: the server needs the PostgreSQL one itself to
+/// join the other instances on it ([`crate::cluster`]).
+#[derive(Debug, Clone)]
+pub enum Opened {
+    /// One instance, SQLite in the data directory.
+    Sqlite(Arc<sqlite::SqliteStore>),
+    /// Several instances on one PostgreSQL database.
+    Postgres(Arc<postgres::PostgresStore>),
+}
+
+impl Opened {
+    /// The store as the rest of the directory sees it.
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Opened::Sqlite(store) => store.clone(),
+            Opened::Postgres(store) => store.clone(),
+        }
     }
 }
 
