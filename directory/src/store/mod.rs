@@ -63,14 +63,44 @@ impl Opened {
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// A storage operation failed.
+///
+/// The backends' own errors are kept whole (`#[from]`), so `{:#}` and
+/// [`std::error::Error::source`] show the chain down to the driver.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// An account with that name already exists.
     #[error("user {0} already exists")]
     Exists(String),
-    /// The backend failed (I/O, corruption, constraint).
+    /// SQLite failed (I/O, corruption, constraint).
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (connection, statement, constraint); the SQLSTATE code shown
+    /// when the server sent one.
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("cannot reach the database: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The PostgreSQL connection pool could not be made.
+    #[error("cannot make a connection pool: {0}")]
+    PoolSetup(#[from] deadpool_postgres::BuildError),
+    /// The PostgreSQL URL does not parse.
+    #[error("bad PostgreSQL URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    /// A file or thread of the store could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        source: std::io::Error,
+    },
+    /// A cluster message could not be encoded or decoded ([`crate::cluster`]).
+    #[error("cluster message: {0}")]
+    Message(#[from] serde_json::Error),
+    /// The database cannot be used as it is (a newer schema than this program's, a
+    /// journal mode it will not take, a message too large, a panicked thread).
     #[error("storage error: {0}")]
-    Backend(String),
+    Unusable(String),
     /// The data on disk does not make sense (e.g. a key of the wrong length).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

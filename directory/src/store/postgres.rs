@@ -140,8 +140,7 @@ pub fn is_postgres_url(database: &str) -> bool {
 
 /// Parses a connection URL or key=value string.
 pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
-    tokio_postgres::Config::from_str(url)
-        .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))
+    tokio_postgres::Config::from_str(url).map_err(StoreError::Url)
 }
 
 impl PostgresStore {
@@ -160,10 +159,7 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .map_err(|e| StoreError::Backend(format!("cannot make a connection pool: {e}")))?;
+        let pool = Pool::builder(manager).max_size(POOL_SIZE).build()?;
         let store = Self { pool, config };
         store.migrate().await?;
         Ok(store)
@@ -185,57 +181,54 @@ impl PostgresStore {
         }
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Closed => StoreError::Closed,
-            e => StoreError::Backend(format!("cannot reach the database: {e}")),
+            e => StoreError::Pool(e),
         })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.conn().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let tx = client.transaction().await?;
         // One migrator per schema at a time; others wait here, then find nothing to do.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('natter_schema:' || current_schema()))",
             &[],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS natter_schema (version INTEGER NOT NULL)")
-            .await
-            .map_err(backend)?;
+            .await?;
         let version: i32 = match tx
             .query_opt("SELECT version FROM natter_schema", &[])
-            .await
-            .map_err(backend)?
+            .await?
         {
             Some(row) => row.get(0),
             None => {
                 tx.execute("INSERT INTO natter_schema (version) VALUES (0)", &[])
-                    .await
-                    .map_err(backend)?;
+                    .await?;
                 0
             }
         };
         let known = MIGRATIONS.len() as i32;
         if version > known {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Unusable(format!(
                 "database schema version {version} is newer than this program ({known}); upgrade the directory"
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.batch_execute(sql).await.map_err(backend)?;
+            tx.batch_execute(sql).await?;
             tx.execute("UPDATE natter_schema SET version = $1", &[&(i as i32 + 1)])
-                .await
-                .map_err(backend)?;
+                .await?;
             tracing::info!("database migrated to schema version {}", i + 1);
         }
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(StoreError::from)
     }
 }
 
-fn backend(e: tokio_postgres::Error) -> StoreError {
+/// A PostgreSQL error for [`StoreError`]'s message: the SQLSTATE code and the server's
+/// message when the server sent one, else the driver's.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
-        None => StoreError::Backend(e.to_string()),
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }
 
@@ -305,8 +298,7 @@ async fn insert_ticket(
             "DELETE FROM tickets WHERE username = $1 AND expires_at <= $2",
             &[&ticket.user, &now],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     client
         .execute(
             "INSERT INTO tickets (hash, username, identity, expires_at) VALUES ($1, $2, $3, $4)",
@@ -317,8 +309,7 @@ async fn insert_ticket(
                 &ticket.expires_at,
             ],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     // Keep only the newest few per user: tickets from many logins must not pile up.
     client
         .execute(
@@ -326,8 +317,7 @@ async fn insert_ticket(
                  SELECT hash FROM tickets WHERE username = $1 ORDER BY expires_at DESC LIMIT $2)",
             &[&ticket.user, &(MAX_TICKETS_PER_USER as i64)],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     Ok(())
 }
 
@@ -359,7 +349,7 @@ impl Store for PostgresStore {
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     Err(StoreError::Exists(account.name))
                 }
-                Err(e) => Err(backend(e)),
+                Err(e) => Err(e.into()),
             }
         })
     }
@@ -372,12 +362,10 @@ impl Store for PostgresStore {
                 .prepare_cached(&format!(
                     "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"
                 ))
-                .await
-                .map_err(backend)?;
+                .await?;
             client
                 .query_opt(&stmt, &[&name])
-                .await
-                .map_err(backend)?
+                .await?
                 .as_ref()
                 .map(account_from_row)
                 .transpose()
@@ -392,8 +380,7 @@ impl Store for PostgresStore {
                     &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name COLLATE \"C\""),
                     &[],
                 )
-                .await
-                .map_err(backend)?
+                .await?
                 .iter()
                 .map(account_from_row)
                 .collect()
@@ -407,8 +394,7 @@ impl Store for PostgresStore {
             // Tickets, rooms and mail go with it (ON DELETE CASCADE).
             let n = client
                 .execute("DELETE FROM accounts WHERE name = $1", &[&name])
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -434,8 +420,7 @@ impl Store for PostgresStore {
                      WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM set)",
                     &[&name, &&identity.0[..]],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(row) = row else { return Ok(None) };
             let key: Option<Vec<u8>> = row.get(0);
             key.map(|k| key32(k, "identity key").map(PublicKey))
@@ -447,18 +432,16 @@ impl Store for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             let n = tx
                 .execute(
                     "UPDATE accounts SET identity = NULL WHERE name = $1",
                     &[&name],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             tx.execute("DELETE FROM tickets WHERE username = $1", &[&name])
-                .await
-                .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+                .await?;
+            tx.commit().await?;
             Ok(n > 0)
         })
     }
@@ -472,7 +455,7 @@ impl Store for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             // The row lock serialises failures from every instance: guessing against
             // two instances counts exactly like guessing against one.
             let row = tx
@@ -480,8 +463,7 @@ impl Store for PostgresStore {
                     &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1 FOR UPDATE"),
                     &[&name],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(row) = row else { return Ok(None) };
             let account = account_from_row(&row)?;
             let state = policy.after_failure(account.lock, now);
@@ -491,9 +473,8 @@ impl Store for PostgresStore {
                  WHERE name = $1",
                 &[&name, &failed, &locked_until, &lockouts],
             )
-            .await
-            .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+            .await?;
+            tx.commit().await?;
             Ok(Some(state))
         })
     }
@@ -508,15 +489,14 @@ impl Store for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             // The row lock serialises attempts from every instance.
             let row = tx
                 .query_opt(
                     &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1 FOR UPDATE"),
                     &[&name],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(row) = row else { return Ok(None) };
             let account = account_from_row(&row)?;
             let reservation = policy.reserve(account.lock, now, past_lock);
@@ -527,9 +507,8 @@ impl Store for PostgresStore {
                      WHERE name = $1",
                     &[&name, &failed, &locked_until, &lockouts],
                 )
-                .await
-                .map_err(backend)?;
-                tx.commit().await.map_err(backend)?;
+                .await?;
+                tx.commit().await?;
             }
             Ok(Some(reservation))
         })
@@ -544,21 +523,19 @@ impl Store for PostgresStore {
         let bucket = i32::try_from(bucket).unwrap_or(i32::MAX);
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             tx.execute(
                 "INSERT INTO unknown_logins (bucket) VALUES ($1) ON CONFLICT DO NOTHING",
                 &[&bucket],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             let row = tx
                 .query_one(
                     "SELECT failed_attempts, locked_until, lockout_count FROM unknown_logins
                      WHERE bucket = $1 FOR UPDATE",
                     &[&bucket],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let reservation = policy.reserve(lock_state_of(&row)?, now, false);
             if let Reservation::Granted(state) = reservation {
                 let (failed, locked_until, lockouts) = lock_state_params(&state);
@@ -568,10 +545,9 @@ impl Store for PostgresStore {
                      WHERE bucket = $1",
                     &[&bucket, &failed, &locked_until, &lockouts],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             }
-            tx.commit().await.map_err(backend)?;
+            tx.commit().await?;
             Ok(reservation)
         })
     }
@@ -586,8 +562,7 @@ impl Store for PostgresStore {
                      WHERE bucket = $1",
                     &[&bucket],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(row
                 .as_ref()
                 .map(lock_state_of)
@@ -607,8 +582,7 @@ impl Store for PostgresStore {
                      WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $2)",
                     &[&name, &admin_lock],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -622,23 +596,21 @@ impl Store for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             let n = tx
                 .execute(
                     "UPDATE accounts SET password_hash = $2, failed_attempts = 0
                      WHERE name = $1",
                     &[&name, &password_hash],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let keep = keep.map(|k| k.to_vec());
             tx.execute(
                 "DELETE FROM tickets WHERE username = $1 AND hash IS DISTINCT FROM $2",
                 &[&name, &keep],
             )
-            .await
-            .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+            .await?;
+            tx.commit().await?;
             Ok(n > 0)
         })
     }
@@ -653,8 +625,7 @@ impl Store for PostgresStore {
                      WHERE name = $1",
                     &[&name],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -662,9 +633,9 @@ impl Store for PostgresStore {
     fn insert_ticket(&self, ticket: TicketRecord, now: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             insert_ticket(&tx, &ticket, now).await?;
-            tx.commit().await.map_err(backend)
+            tx.commit().await.map_err(StoreError::from)
         })
     }
 
@@ -676,8 +647,7 @@ impl Store for PostgresStore {
                     "SELECT hash, username, identity, expires_at FROM tickets WHERE hash = $1",
                     &[&&hash[..]],
                 )
-                .await
-                .map_err(backend)?
+                .await?
                 .as_ref()
                 .map(ticket_from_row)
                 .transpose()
@@ -693,7 +663,7 @@ impl Store for PostgresStore {
     ) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             // The row lock orders redemptions from every instance.
             let row = tx
                 .query_opt(
@@ -701,8 +671,7 @@ impl Store for PostgresStore {
                      FOR UPDATE",
                     &[&&old[..], &now],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(row) = row else { return Ok(false) };
             let mut successor: Option<Vec<u8>> = row.get(0);
             // Redeemed before (within the grace): that successor, and any it was
@@ -714,8 +683,7 @@ impl Store for PostgresStore {
                         "DELETE FROM tickets WHERE hash = $1 RETURNING successor",
                         &[&hash],
                     )
-                    .await
-                    .map_err(backend)?
+                    .await?
                     .and_then(|row| row.get::<_, Option<Vec<u8>>>(0));
             }
             tx.execute(
@@ -723,10 +691,9 @@ impl Store for PostgresStore {
                  WHERE hash = $1",
                 &[&&old[..], &grace_until, &&new.hash[..]],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             insert_ticket(&tx, &new, now).await?;
-            tx.commit().await.map_err(backend)?;
+            tx.commit().await?;
             Ok(true)
         })
     }
@@ -736,8 +703,7 @@ impl Store for PostgresStore {
             let client = self.conn().await?;
             let n = client
                 .execute("DELETE FROM tickets WHERE hash = $1", &[&&hash[..]])
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -747,8 +713,7 @@ impl Store for PostgresStore {
             let client = self.conn().await?;
             let n = client
                 .execute("DELETE FROM tickets WHERE expires_at <= $1", &[&now])
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n as usize)
         })
     }
@@ -763,8 +728,7 @@ impl Store for PostgresStore {
                      ON CONFLICT DO NOTHING",
                     &[&room, &user, &now],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -778,8 +742,7 @@ impl Store for PostgresStore {
                     "DELETE FROM room_members WHERE room = $1 AND username = $2",
                     &[&room, &user],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -794,8 +757,7 @@ impl Store for PostgresStore {
                      ORDER BY username COLLATE \"C\"",
                     &[&room],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
@@ -809,8 +771,7 @@ impl Store for PostgresStore {
                     "SELECT room FROM room_members WHERE username = $1 ORDER BY room COLLATE \"C\"",
                     &[&user],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
@@ -824,8 +785,7 @@ impl Store for PostgresStore {
                      ORDER BY room COLLATE \"C\"",
                     &[],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(rows
                 .iter()
                 .map(|r| {
@@ -855,8 +815,7 @@ impl Store for PostgresStore {
                         &&prekey.signature.0[..],
                     ],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -870,8 +829,7 @@ impl Store for PostgresStore {
                     "SELECT key, created_at, signature FROM prekeys WHERE username = $1",
                     &[&user],
                 )
-                .await
-                .map_err(backend)?
+                .await?
             else {
                 return Ok(None);
             };
@@ -894,23 +852,21 @@ impl Store for PostgresStore {
     ) -> StoreFuture<'_, DepositOutcome> {
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             // Deposits for one recipient queue on its account row, so two instances
             // cannot both squeeze in under the quota.
             tx.execute(
                 "SELECT 1 FROM accounts WHERE name = $1 FOR NO KEY UPDATE",
                 &[&mail.recipient],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             let row = tx
                 .query_one(
                     "SELECT COUNT(*), COALESCE(SUM(size), 0)::BIGINT FROM mail
                      WHERE recipient = $1 AND state = $2 AND expires_at > $3",
                     &[&mail.recipient, &MAIL_WAITING, &mail.deposited_at],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let (messages, bytes): (i64, i64) = (row.get(0), row.get(1));
             let (messages, bytes) = (messages as u64, bytes as u64);
             if messages + 1 > u64::from(policy.max_messages)
@@ -929,8 +885,7 @@ impl Store for PostgresStore {
                         &mail.deposited_at,
                     ],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let (messages, bytes): (i64, i64) = (row.get(0), row.get(1));
             let (messages, bytes) = (messages as u64, bytes as u64);
             if messages + 1 > u64::from(policy.max_messages_per_sender)
@@ -944,8 +899,7 @@ impl Store for PostgresStore {
                      WHERE state = $1 AND expires_at > $2",
                     &[&MAIL_WAITING, &mail.deposited_at],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let total: i64 = row.get(0);
             if total as u64 + mail.blob.len() as u64 > policy.max_total_bytes {
                 return Ok(DepositOutcome::StoreFull);
@@ -964,10 +918,9 @@ impl Store for PostgresStore {
                         &mail.expires_at,
                     ],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let id: i64 = row.get(0);
-            tx.commit().await.map_err(backend)?;
+            tx.commit().await?;
             Ok(DepositOutcome::Stored { id: id as u64 })
         })
     }
@@ -989,8 +942,7 @@ impl Store for PostgresStore {
                      WHERE recipient = $1 AND state = $2 AND expires_at > $3 ORDER BY id",
                     &[&user, &MAIL_WAITING, &now],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let (mut ids, mut used, mut more) = (Vec::new(), 0usize, false);
             for row in &rows {
                 let (id, size): (i64, i64) = (row.get(0), row.get(1));
@@ -1011,8 +963,7 @@ impl Store for PostgresStore {
                      WHERE id = ANY($1) AND recipient = $2 AND state = $3 ORDER BY id",
                     &[&ids, &user, &MAIL_WAITING],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let out = rows
                 .iter()
                 .map(|r| StoredMail {
@@ -1053,8 +1004,7 @@ impl Store for PostgresStore {
                         &now,
                     ],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
@@ -1069,8 +1019,7 @@ impl Store for PostgresStore {
                      RETURNING id, recipient, state",
                     &[&sender, &MAIL_WAITING],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let mut receipts: Vec<StoredReceipt> = rows
                 .iter()
                 .map(|r| StoredReceipt {
@@ -1087,22 +1036,20 @@ impl Store for PostgresStore {
     fn expire_mail(&self, now: i64, keep_until: i64) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             tx.execute(
                 "DELETE FROM mail WHERE state <> $1 AND expires_at <= $2",
                 &[&MAIL_WAITING, &now],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             let rows = tx
                 .query(
                     "UPDATE mail SET state = $1, blob = NULL, expires_at = $2
                      WHERE state = $3 AND expires_at <= $4 RETURNING sender",
                     &[&MAIL_EXPIRED, &keep_until, &MAIL_WAITING, &now],
                 )
-                .await
-                .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+                .await?;
+            tx.commit().await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
@@ -1119,13 +1066,12 @@ impl Store for PostgresStore {
 /// connections use it (`options=-csearch_path=...`), with the schema's name. Tests and
 /// trial runs use it to keep independent directories apart in one database.
 pub async fn create_scratch_schema(url: &str) -> Result<(String, String), StoreError> {
-    let (client, connection) = parse_config(url)?.connect(NoTls).await.map_err(backend)?;
+    let (client, connection) = parse_config(url)?.connect(NoTls).await?;
     let task = tokio::spawn(connection);
     let schema = format!("natter_{:016x}", rand::random::<u64>());
     client
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .map_err(backend)?;
+        .await?;
     drop(client);
     let _ = task.await;
     let sep = if url.contains('?') { '&' } else { '?' };
