@@ -8,6 +8,10 @@
 //!
 //! Operations that read-modify-write (a failed login, redeeming a ticket) are single
 //! methods so that each backend can make them atomic.
+//!
+//! [`open`] is the one place that picks the backend from the configuration. Failures are
+//! [`StoreError`]s that keep the driver's error (SQLite, PostgreSQL, the pool) as their
+//! source rather than a string.
 
 pub mod postgres;
 pub mod sqlite;
