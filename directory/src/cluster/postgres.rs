@@ -242,7 +242,7 @@ impl Context {
             tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
                 .await?;
         }
-        tx.commit().await.map_err(StoreError::from)
+        Ok(tx.commit().await?)
     }
 
     /// Re-reads every other instance's presence rows.

@@ -219,7 +219,7 @@ impl PostgresStore {
                 .await?;
             tracing::info!("database migrated to schema version {}", i + 1);
         }
-        tx.commit().await.map_err(StoreError::from)
+        Ok(tx.commit().await?)
     }
 }
 
@@ -635,7 +635,7 @@ impl Store for PostgresStore {
             let mut client = self.conn().await?;
             let tx = client.transaction().await?;
             insert_ticket(&tx, &ticket, now).await?;
-            tx.commit().await.map_err(StoreError::from)
+            Ok(tx.commit().await?)
         })
     }
 

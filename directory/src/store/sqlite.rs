@@ -241,7 +241,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tracing::info!("database migrated to schema version {}", i + 1);
     }
-    tx.commit().map_err(StoreError::from)
+    Ok(tx.commit()?)
 }
 
 const ACCOUNT_COLUMNS: &str = "name, password_hash, identity, admin, failed_attempts, locked_until, lockout_count, created_at";
@@ -519,7 +519,7 @@ impl Store for SqliteStore {
         Box::pin(self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_ticket(&tx, &ticket, now)?;
-            tx.commit().map_err(StoreError::from)
+            Ok(tx.commit()?)
         }))
     }
 
