@@ -110,7 +110,7 @@ impl Admin {
     /// `config`'s password cost, lockout policy and audit rotation.
     pub async fn open_config(config: &Config) -> anyhow::Result<Self> {
         keys::ensure_data_dir(&config.data_dir)?;
-        let store = crate::store::open(config).await?;
+        let store = crate::store::open(config).await?.store();
         let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
         Ok(Self::new(
             store,

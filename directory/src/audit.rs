@@ -4,8 +4,10 @@
 //! Each [`AuditEvent`] becomes a `tracing` event with target `audit` (so it shows on the
 //! console and can be filtered with `RUST_LOG=audit=info`) and one line appended to
 //! `<data>/audit.log` (mode 0600, rotated by size: `audit.log.1` ... `audit.log.N`, see
-//! [`crate::rotating_file`]). Each event is also counted in [`crate::metrics`] when
-//! attached.
+//! [`crate::rotating_file`]). Each event is also handed to an [`AuditObserver`] when one
+//! is attached: that is how [`crate::metrics`] counts logins and lookups. The dependency
+//! runs one way: this module owns the event type and the observer trait and knows nothing
+//! of what observes it; the counters import the events, never the reverse.
 //!
 //! Strangers cannot flush the trail. What a connection that is not logged in gets
 //! refused for that reason (a lookup, an administrator's request) is only counted
@@ -33,7 +35,6 @@ use anyhow::Context;
 use proto::PublicKey;
 
 use crate::clock;
-use crate::metrics::Metrics;
 use crate::rotating_file::{RotatingFile, Rotation};
 
 pub use crate::config::AUDIT_FILE;
@@ -284,12 +285,20 @@ fn name(user: &str) -> String {
     }
 }
 
+/// Something that sees every recorded event, anonymous refusals included, before it is
+/// written (the directory's counters, [`crate::metrics::Metrics`]). Called on the
+/// recording task: it must not block.
+pub trait AuditObserver: Send + Sync + 'static {
+    /// One event, as recorded.
+    fn observe(&self, event: &AuditEvent);
+}
+
 /// Records audit events to tracing and to the audit log file.
 pub struct Audit {
     lines: Mutex<Option<SyncSender<Line>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// Counters fed from the events (see [`Audit::attach_metrics`]).
-    metrics: OnceLock<Arc<Metrics>>,
+    /// Sees every event (see [`Audit::attach_observer`]).
+    observer: OnceLock<Arc<dyn AuditObserver>>,
 }
 
 impl fmt::Debug for Audit {
@@ -355,20 +364,20 @@ impl Audit {
         Ok(Self {
             lines: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
-            metrics: OnceLock::new(),
+            observer: OnceLock::new(),
         })
     }
 
-    /// Counts every later event in `metrics` too (the status page and `/metrics` read
-    /// them). Only the first call has an effect.
-    pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
-        let _ = self.metrics.set(metrics);
+    /// Hands every later event to `observer` too (the directory's counters, which the
+    /// status page and `/metrics` read). Only the first call has an effect.
+    pub fn attach_observer(&self, observer: Arc<dyn AuditObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// Records one event (an anonymous refusal is only counted).
     pub fn record(&self, event: AuditEvent) {
-        if let Some(metrics) = self.metrics.get() {
-            metrics.observe(&event);
+        if let Some(observer) = self.observer.get() {
+            observer.observe(&event);
         }
         if event.is_anonymous() {
             tracing::debug!(target: "audit", "{event}");
@@ -443,8 +452,8 @@ mod tests {
             },
         )
         .unwrap();
-        let metrics = Arc::new(Metrics::new());
-        audit.attach_metrics(metrics.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        audit.attach_observer(metrics.clone());
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         audit.record(AuditEvent::LoginFailed {
             user: "ali".into(),
@@ -473,6 +482,10 @@ mod tests {
         let security = read(SECURITY_FILE);
         assert!(security.contains("login_failed user=ali"), "{security}");
         assert!(!security.contains("lookup"), "{security}");
-        assert_eq!(Metrics::get(&metrics.lookups), 200, "all counted");
+        assert_eq!(
+            crate::metrics::Metrics::get(&metrics.lookups),
+            200,
+            "all counted"
+        );
     }
 }

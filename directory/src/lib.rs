@@ -17,7 +17,9 @@
 //! ```
 //!
 //! # Layout
-//! - [`server`]: [`Directory`] — start-up, the accept loop, maintenance, graceful shutdown.
+//! - [`server`]: [`Directory`] — start-up and the wiring of the parts (store, audit log,
+//!   shared state, joining other instances), the accept loop, maintenance, graceful
+//!   shutdown.
 //! - [`connection`]: one connection's control stream and its state machine
 //!   (Hello → requests), hostile-input handling, close codes.
 //! - [`control`]: the control stream's mechanics: framed reads with deadlines, writes,
@@ -38,8 +40,10 @@
 //! - [`ratelimit`]: failed logins per source address.
 //! - [`limits`]: connections in total and per source address.
 //! - [`ticket`]: session tickets for cheap re-login.
-//! - [`store`]: the storage trait; [`store::sqlite`] its SQLite backend (the default),
-//!   [`store::postgres`] its PostgreSQL backend (several instances, one user base).
+//! - [`store`]: the storage trait, [`store::open`] (the one place that chooses the
+//!   backend) and [`store::StoreError`] (the backends' errors kept whole);
+//!   [`store::sqlite`] its SQLite backend (the default), [`store::postgres`] its
+//!   PostgreSQL backend (several instances, one user base).
 //! - [`cluster`]: several instances on one PostgreSQL — presence mirrored across them,
 //!   notifications forwarded, heartbeats and expiry ([`cluster::postgres`]).
 //! - [`admin`]: operator actions on accounts (`directory user ...`, administrators).
@@ -47,10 +51,14 @@
 //!   who may.
 //! - [`operator`]: the local control socket that lets `directory shutdown` and
 //!   `directory user logout` reach the running server.
-//! - [`status`]: the status page, `/metrics` (Prometheus) and `/healthz` over HTTP.
-//! - [`metrics`]: the counters behind them, fed from the audit trail.
-//! - [`audit`]: the audit trail (tracing target `audit` and `<data>/audit.log`);
-//!   [`rotating_file`] rotates that file by size.
+//! - [`status`]: the status page, `/metrics` (Prometheus) and `/healthz` over HTTP:
+//!   [`status::routes`] (server, token check), [`status::snapshot`] (what is gathered),
+//!   [`status::prometheus`] (the text format), [`status::page`] (HTML, template in
+//!   `status/page.html`).
+//! - [`metrics`]: the counters behind them, an [`audit::AuditObserver`] of the audit
+//!   trail (metrics imports audit, never the reverse).
+//! - [`audit`]: the audit trail (tracing target `audit` and `<data>/audit.log`) and the
+//!   observer trait it feeds; [`rotating_file`] rotates that file by size.
 //! - [`keys`]: the data directory and the directory's identity key file.
 //! - [`tls`]: certificate → rustls → quinn server configuration with transport limits.
 //! - [`config`]: every tunable, its default and its validation, as one serde struct that
@@ -58,7 +66,7 @@
 //!   file names (it imports nothing from the crate).
 //! - [`config_file`]: finding and reading the file, the environment and flags over it,
 //!   `config print`, logging set-up.
-//! - [`state`]: the state all connection tasks share.
+//! - [`state`]: the state all connection tasks share (state only; [`server`] builds it).
 //! - [`shutdown`]: the shutdown signal.
 //! - [`clock`]: Unix time and UTC formatting.
 

@@ -1,9 +1,11 @@
 //! What the directory has done, counted: the numbers behind the status page and
 //! `/metrics`.
 //!
-//! Counters are plain atomics, fed from the audit trail ([`Metrics::observe`] sees every
-//! [`AuditEvent`]: each login, failure, lookup and administrator action passes through
-//! it, so no request handler needs to know about metrics). Recent activity ("logins in
+//! Counters are plain atomics, fed from the audit trail: [`Metrics`] is the trail's
+//! [`AuditObserver`], so every [`AuditEvent`] (each login, failure, lookup and
+//! administrator action) passes through [`Metrics::observe`] and no request handler needs
+//! to know about metrics. This module imports the audit trail's event type; the audit
+//! trail does not know this module. Recent activity ("logins in
 //! the last hour", "lookups per second") comes from [`Window`]s: rings of time slots,
 //! also atomic, so counting never takes a lock on the lookup path.
 //!
@@ -13,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditObserver};
 use crate::clock::unix_now;
 
 /// Counts over a sliding window of `N` slots of `slot_secs` seconds each.
@@ -171,8 +173,35 @@ impl Metrics {
         self.started.elapsed().as_secs()
     }
 
+    /// Logins (password and ticket) in the last hour.
+    pub fn logins_last_hour(&self) -> u64 {
+        self.logins_window
+            .recent_including_now(self.uptime_secs(), 60)
+    }
+
+    /// Failed logins (password and ticket) in the last hour.
+    pub fn failures_last_hour(&self) -> u64 {
+        self.failures_window
+            .recent_including_now(self.uptime_secs(), 60)
+    }
+
+    /// Lookups per second, averaged over the last [`RATE_SECS`] whole seconds.
+    pub fn lookups_per_sec(&self) -> f64 {
+        let secs = self.uptime_secs();
+        // In the first seconds there are fewer whole seconds to average over.
+        let span = (secs as usize).clamp(1, RATE_SECS);
+        self.lookups_window.recent(secs, span) as f64 / span as f64
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+impl AuditObserver for Metrics {
     /// Counts one audited event.
-    pub fn observe(&self, event: &AuditEvent) {
+    fn observe(&self, event: &AuditEvent) {
         let now = self.uptime_secs();
         let bump = |c: &AtomicU64| {
             c.fetch_add(1, Ordering::Relaxed);
@@ -207,31 +236,6 @@ impl Metrics {
             AuditEvent::AdminRefused { .. } => bump(&self.admin_refused),
             _ => {}
         }
-    }
-
-    /// Logins (password and ticket) in the last hour.
-    pub fn logins_last_hour(&self) -> u64 {
-        self.logins_window
-            .recent_including_now(self.uptime_secs(), 60)
-    }
-
-    /// Failed logins (password and ticket) in the last hour.
-    pub fn failures_last_hour(&self) -> u64 {
-        self.failures_window
-            .recent_including_now(self.uptime_secs(), 60)
-    }
-
-    /// Lookups per second, averaged over the last [`RATE_SECS`] whole seconds.
-    pub fn lookups_per_sec(&self) -> f64 {
-        let secs = self.uptime_secs();
-        // In the first seconds there are fewer whole seconds to average over.
-        let span = (secs as usize).clamp(1, RATE_SECS);
-        self.lookups_window.recent(secs, span) as f64 / span as f64
-    }
-
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
     }
 }
 

@@ -1,8 +1,9 @@
 //! The running directory: endpoint set-up, the accept loop, maintenance, shutdown.
 //!
 //! [`Directory::start`] goes data directory (permissions checked, locked for this server's
-//! life) → identity key → store → TLS/QUIC config → endpoint, then spawns the accept
-//! loop. The accept loop checks the source's handshake
+//! life) → identity key → TLS/QUIC config → endpoint → store and audit log → shared state
+//! (and, on PostgreSQL, joining the other instances and linking to them: the wiring lives
+//! here, [`crate::state::Shared`] only holds the parts), then spawns the accept loop. The accept loop checks the source's handshake
 //! rate and takes a connection slot (see [`crate::limits`]) for each incoming connection,
 //! or refuses it before the handshake, and runs one task per connection
 //! ([`crate::connection`]). Every task holds a clone of a completion sender;
@@ -23,23 +24,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use proto::{Fingerprint, PublicKey};
+use proto::{Fingerprint, Identity, PublicKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::Instrument;
 
 use crate::admin::{Admin, AdminError, UserSummary};
+use crate::audit::Audit;
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::connection::{self, close};
 use crate::limits::{Admission, ConnCaps, ConnLimits, HandshakeLimits};
 use crate::metrics::Metrics;
 use crate::operator::OperatorSocket;
+use crate::relay::forward::Links;
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
 use crate::status::StatusServer;
-use crate::{keys, tls};
+use crate::store::{self, Opened};
+use crate::{cluster, keys, tls};
 
 /// What peers are told when the directory stops.
 const SHUTDOWN_REASON: &str = "directory shutting down";
@@ -101,7 +105,7 @@ impl Directory {
         let server_config = tls::server_config(&identity, &config)?;
         let endpoint = bind(server_config, config.listen)?;
         let local_addr = endpoint.local_addr()?;
-        let shared = Arc::new(Shared::open(config, &endpoint, Arc::new(identity)).await?);
+        let shared = Arc::new(open_shared(config, &endpoint, Arc::new(identity)).await?);
 
         let limits = ConnLimits::new(ConnCaps::of(&shared.config));
         // Before any task starts: a status address that cannot be bound fails the start.
@@ -313,6 +317,52 @@ impl Drop for Directory {
         self.endpoint
             .close(close::SHUTDOWN.into(), SHUTDOWN_REASON.as_bytes());
     }
+}
+
+/// Opens the store ([`store::open`]) and the audit log in `config.data_dir` (which must
+/// exist) and builds the shared state over them. On PostgreSQL this instance also joins
+/// the others on the database ([`crate::cluster`]) and links to them for relayed sessions
+/// from its `endpoint` with the directory's `identity`.
+async fn open_shared(
+    config: Config,
+    endpoint: &quinn::Endpoint,
+    identity: Arc<Identity>,
+) -> anyhow::Result<Shared> {
+    let opened = store::open(&config)
+        .await
+        .with_context(|| match &config.database {
+            Some(_) => "cannot open the PostgreSQL database".to_string(),
+            None => format!("cannot open {}", config.database_path().display()),
+        })?;
+    let audit = Arc::new(Audit::open_with(
+        &config.audit_path(),
+        config.audit_rotation,
+    )?);
+    let Opened::Postgres(pg) = &opened else {
+        return Shared::with_store(config, opened.store(), audit, identity.public()).await;
+    };
+    let policy = config.cluster;
+    let address = cluster::postgres::relay_address(
+        endpoint.local_addr()?,
+        config.cluster.address,
+        pg.config(),
+    )
+    .await;
+    let shared = Shared::with_store(config, opened.store(), audit, identity.public()).await?;
+    let cluster = cluster::postgres::start(
+        pg,
+        shared.presence.clone(),
+        policy,
+        address,
+        shared.shutdown.subscribe(),
+    )
+    .await
+    .context("cannot join the other directory instances")?;
+    let links = Links::new(endpoint.clone(), identity, cluster)
+        .context("cannot set up links to the other instances")?;
+    shared.relay.set_links(Arc::new(links));
+    tracing::info!(%address, "other instances link to this one at this address");
+    Ok(shared)
 }
 
 /// Binds the UDP socket (with a [`RECV_BUFFER`]-sized receive buffer) and the endpoint.

@@ -2,13 +2,14 @@
 //!
 //! One [`Shared`] per running directory, behind an `Arc`. Each part guards itself (the
 //! store has its own thread, presence and the rate limiter their own short mutexes), so
-//! there is no lock around the whole.
+//! there is no lock around the whole. It is state only: opening the store and joining
+//! other instances is [`crate::server`]'s wiring, which hands the parts in.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use proto::{Identity, PublicKey};
+use proto::PublicKey;
 
 use crate::audit::Audit;
 use crate::config::Config;
@@ -18,12 +19,9 @@ use crate::password::PasswordHashing;
 use crate::presence::Presence;
 use crate::ratelimit::SourceLimiter;
 use crate::relay::Relay;
-use crate::relay::forward::Links;
 use crate::rooms::RoomIndex;
 use crate::shutdown::{self, ShutdownSender};
 use crate::store::Store;
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
 
 /// The directory's shared state.
 pub struct Shared {
@@ -69,56 +67,10 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Opens the store and the audit log in `config.data_dir` (which must exist). With
-    /// `config.database` set, the store is that PostgreSQL database and this instance
-    /// joins the others on it ([`crate::cluster`]), linking to them for relayed sessions
-    /// from its `endpoint` with the directory's `identity`; otherwise SQLite in the data
-    /// directory.
-    pub async fn open(
-        config: Config,
-        endpoint: &quinn::Endpoint,
-        identity: Arc<Identity>,
-    ) -> anyhow::Result<Self> {
-        if let Some(url) = &config.database {
-            let store = Arc::new(
-                PostgresStore::open(&url.0)
-                    .await
-                    .context("cannot open the PostgreSQL database")?,
-            );
-            let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
-            let policy = config.cluster;
-            let address = crate::cluster::postgres::relay_address(
-                endpoint.local_addr()?,
-                config.cluster.address,
-                store.config(),
-            )
-            .await;
-            let shared =
-                Self::with_store(config, store.clone(), Arc::new(audit), identity.public()).await?;
-            let cluster = crate::cluster::postgres::start(
-                &store,
-                shared.presence.clone(),
-                policy,
-                address,
-                shared.shutdown.subscribe(),
-            )
-            .await
-            .context("cannot join the other directory instances")?;
-            let links = Links::new(endpoint.clone(), identity, cluster)
-                .context("cannot set up links to the other instances")?;
-            shared.relay.set_links(Arc::new(links));
-            tracing::info!(%address, "other instances link to this one at this address");
-            return Ok(shared);
-        }
-        let store = SqliteStore::open(config.database_path())
-            .await
-            .with_context(|| format!("cannot open {}", config.database_path().display()))?;
-        let audit = Audit::open_with(&config.audit_path(), config.audit_rotation)?;
-        Self::with_store(config, Arc::new(store), Arc::new(audit), identity.public()).await
-    }
-
-    /// Shared state over an already open store (another backend, or a test's), for the
-    /// directory whose key is `directory_key`.
+    /// Shared state over an open store and audit trail, for the directory whose key is
+    /// `directory_key`. Loads room membership, attaches the counters to the audit trail
+    /// and starts the mailbox's maintenance task; joining other instances is the
+    /// server's wiring ([`crate::server`]), not this.
     pub async fn with_store(
         config: Config,
         store: Arc<dyn Store>,
@@ -133,7 +85,7 @@ impl Shared {
                 .context("cannot load room membership")?,
         );
         let metrics = Arc::new(Metrics::new());
-        audit.attach_metrics(metrics.clone());
+        audit.attach_observer(metrics.clone());
         let (shutdown, _) = shutdown::channel();
         let presence = Presence::new(rooms.clone());
         let mail_nudges = Arc::new(crate::mailbox::Nudges::default());

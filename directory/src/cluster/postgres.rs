@@ -70,7 +70,7 @@ impl Cluster for PgCluster {
     fn instances(&self) -> Pin<Box<dyn Future<Output = Vec<InstanceStatus>> + Send + '_>> {
         Box::pin(async move {
             let rows = async {
-                let client = self.pool.get().await.map_err(backend)?;
+                let client = self.pool.get().await?;
                 client
                     .query(
                         "SELECT i.id, i.relay_address,
@@ -80,7 +80,7 @@ impl Cluster for PgCluster {
                         &[],
                     )
                     .await
-                    .map_err(backend)
+                    .map_err(StoreError::from)
             };
             match rows.await {
                 Ok(rows) => rows
@@ -119,10 +119,6 @@ impl Cluster for PgCluster {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 /// Registers this instance in the database behind `store` (with `relay_address`, where
 /// the others reach it), starts the writer, the heartbeat and the listener, and attaches
 /// them to `presence`. They stop when `shutdown` fires (the instance then removes itself,
@@ -135,11 +131,10 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<Arc<PgCluster>, StoreError> {
     let pool = store.pool().clone();
-    let client = pool.get().await.map_err(backend)?;
+    let client = pool.get().await?;
     let schema: String = client
         .query_one("SELECT current_schema()", &[])
-        .await
-        .map_err(backend)?
+        .await?
         .get(0);
     let channel = format!("natter_{schema}");
     let id = format!("{:016x}", rand::random::<u64>());
@@ -149,8 +144,7 @@ pub async fn start(
             "INSERT INTO instances (id, relay_address) VALUES ($1, $2)",
             &[&id, &relay_address],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     drop(client);
 
     let (outbox, inbox) = mpsc::unbounded_channel();
@@ -202,19 +196,17 @@ impl Context {
         let payload = serde_json::to_string(&Envelope {
             from: self.id.clone(),
             message,
-        })
-        .map_err(backend)?;
+        })?;
         if payload.len() > MAX_PAYLOAD {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Unusable(format!(
                 "cluster message of {} bytes is too large",
                 payload.len()
             )));
         }
-        let client = self.pool.get().await.map_err(backend)?;
+        let client = self.pool.get().await?;
         client
             .execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
-            .await
-            .map_err(backend)?;
+            .await?;
         Ok(())
     }
 
@@ -222,38 +214,35 @@ impl Context {
     /// them, in one transaction: one commit for the lot, and the notifications leave
     /// when it commits, in order, packed into as few payloads as fit.
     async fn write(&self, batch: Vec<Message>) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(backend)?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         for message in &batch {
             match message {
                 Message::Online { info, conn } => {
-                    let json = serde_json::to_string(info).map_err(backend)?;
+                    let json = serde_json::to_string(info)?;
                     tx.execute(
                         "INSERT INTO presence (username, instance, conn, info) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (username) DO UPDATE SET instance = excluded.instance,
                              conn = excluded.conn, info = excluded.info, since = now()",
                         &[&info.user.as_str(), &self.id, &(*conn as i64), &json],
                     )
-                    .await
-                    .map_err(backend)?;
+                    .await?;
                 }
                 Message::Offline { user, conn } => {
                     tx.execute(
                         "DELETE FROM presence WHERE username = $1 AND instance = $2 AND conn = $3",
                         &[&user.as_str(), &self.id, &(*conn as i64)],
                     )
-                    .await
-                    .map_err(backend)?;
+                    .await?;
                 }
                 _ => {}
             }
         }
         for payload in payloads(&self.id, batch)? {
             tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
-                .await
-                .map_err(backend)?;
+                .await?;
         }
-        tx.commit().await.map_err(backend)
+        Ok(tx.commit().await?)
     }
 
     /// Re-reads every other instance's presence rows.
@@ -293,14 +282,13 @@ impl Context {
 
     /// One heartbeat: prove life, sweep the dead, re-read presence.
     async fn beat(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(backend)?;
+        let client = self.pool.get().await?;
         let alive = client
             .execute(
                 "UPDATE instances SET heartbeat_at = now() WHERE id = $1",
                 &[&self.id],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
         if alive == 0 {
             // Declared dead (a long pause, a lost database): come back, republish.
             tracing::warn!(instance = %self.id, "cluster: this instance had expired; rejoining");
@@ -310,8 +298,7 @@ impl Context {
                      ON CONFLICT DO NOTHING",
                     &[&self.id, &self.relay_address],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             for (info, conn) in self.presence.local_sessions() {
                 self.cluster.publish(Message::Online { info, conn });
             }
@@ -323,8 +310,7 @@ impl Context {
                  RETURNING id",
                 &[&expiry],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
         drop(client);
         for row in dead {
             let instance: String = row.get(0);
@@ -344,11 +330,10 @@ impl Context {
     /// Leaves the cluster: this instance's users go offline everywhere.
     async fn leave(&self) {
         let result = async {
-            let client = self.pool.get().await.map_err(backend)?;
+            let client = self.pool.get().await?;
             client
                 .execute("DELETE FROM instances WHERE id = $1", &[&self.id])
-                .await
-                .map_err(backend)?;
+                .await?;
             drop(client);
             self.notify(Message::Gone {
                 instance: self.id.clone(),
@@ -377,7 +362,7 @@ fn payloads(from: &str, messages: Vec<Message>) -> Result<Vec<String>, StoreErro
     };
     let overhead = wrap(&[]).len();
     for message in messages {
-        let json = serde_json::to_string(&message).map_err(backend)?;
+        let json = serde_json::to_string(&message)?;
         if overhead + json.len() > MAX_PAYLOAD {
             tracing::warn!(
                 "cluster message of {} bytes is too large; dropped",
@@ -449,7 +434,7 @@ async fn listener(
 ) {
     loop {
         let session = async {
-            let (client, mut connection) = config.connect(NoTls).await.map_err(backend)?;
+            let (client, mut connection) = config.connect(NoTls).await?;
             let (tx, mut rx) = mpsc::unbounded_channel();
             // The connection yields the notifications; drive it on its own task.
             let driver = tokio::spawn(async move {
@@ -472,8 +457,7 @@ async fn listener(
             let quoted = ctx.channel.replace('"', "\"\"");
             client
                 .batch_execute(&format!("LISTEN \"{quoted}\""))
-                .await
-                .map_err(backend)?;
+                .await?;
             if let Some(ready) = ready.take() {
                 let _ = ready.send(());
             } else {

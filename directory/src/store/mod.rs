@@ -8,6 +8,10 @@
 //!
 //! Operations that read-modify-write (a failed login, redeeming a ticket) are single
 //! methods so that each backend can make them atomic.
+//!
+//! [`open`] is the one place that picks the backend from the configuration. Failures are
+//! [`StoreError`]s that keep the driver's error (SQLite, PostgreSQL, the pool) as their
+//! source rather than a string.
 
 pub mod postgres;
 pub mod sqlite;
@@ -27,12 +31,35 @@ use crate::ticket::TicketRecord;
 
 /// Opens the store `config` names: PostgreSQL when `config.database` is set (see
 /// [`postgres`]), else SQLite in the data directory. Runs pending migrations either way.
-pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>, StoreError> {
+/// The one place that chooses the backend.
+pub async fn open(config: &crate::config::Config) -> Result<Opened, StoreError> {
     match &config.database {
-        Some(url) => Ok(Arc::new(postgres::PostgresStore::open(&url.0).await?)),
-        None => Ok(Arc::new(
+        Some(url) => Ok(Opened::Postgres(Arc::new(
+            postgres::PostgresStore::open(&url.0).await?,
+        ))),
+        None => Ok(Opened::Sqlite(Arc::new(
             sqlite::SqliteStore::open(config.database_path()).await?,
-        )),
+        ))),
+    }
+}
+
+/// A store [`open`] opened, by backend: the server needs the PostgreSQL one itself to
+/// join the other instances on it ([`crate::cluster`]).
+#[derive(Debug, Clone)]
+pub enum Opened {
+    /// One instance, SQLite in the data directory.
+    Sqlite(Arc<sqlite::SqliteStore>),
+    /// Several instances on one PostgreSQL database.
+    Postgres(Arc<postgres::PostgresStore>),
+}
+
+impl Opened {
+    /// The store as the rest of the directory sees it.
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Opened::Sqlite(store) => store.clone(),
+            Opened::Postgres(store) => store.clone(),
+        }
     }
 }
 
@@ -40,14 +67,44 @@ pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>, Stor
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// A storage operation failed.
+///
+/// The backends' own errors are kept whole (`#[from]`), so `{:#}` and
+/// [`std::error::Error::source`] show the chain down to the driver.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// An account with that name already exists.
     #[error("user {0} already exists")]
     Exists(String),
-    /// The backend failed (I/O, corruption, constraint).
+    /// SQLite failed (I/O, corruption, constraint).
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (connection, statement, constraint); the SQLSTATE code shown
+    /// when the server sent one.
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("cannot reach the database: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The PostgreSQL connection pool could not be made.
+    #[error("cannot make a connection pool: {0}")]
+    PoolSetup(#[from] deadpool_postgres::BuildError),
+    /// The PostgreSQL URL does not parse.
+    #[error("bad PostgreSQL URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    /// A file or thread of the store could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        source: std::io::Error,
+    },
+    /// A cluster message could not be encoded or decoded ([`crate::cluster`]).
+    #[error("cluster message: {0}")]
+    Message(#[from] serde_json::Error),
+    /// The database cannot be used as it is (a newer schema than this program's, a
+    /// journal mode it will not take, a message too large, a panicked thread).
     #[error("storage error: {0}")]
-    Backend(String),
+    Unusable(String),
     /// The data on disk does not make sense (e.g. a key of the wrong length).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

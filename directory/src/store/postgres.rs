@@ -135,8 +135,7 @@ impl std::fmt::Debug for PostgresStore {
 
 /// Parses a connection URL or key=value string.
 pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
-    tokio_postgres::Config::from_str(url)
-        .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))
+    tokio_postgres::Config::from_str(url).map_err(StoreError::Url)
 }
 
 impl PostgresStore {
@@ -155,10 +154,7 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .map_err(|e| StoreError::Backend(format!("cannot make a connection pool: {e}")))?;
+        let pool = Pool::builder(manager).max_size(POOL_SIZE).build()?;
         let store = Self { pool, config };
         store.migrate().await?;
         Ok(store)
@@ -180,57 +176,54 @@ impl PostgresStore {
         }
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Closed => StoreError::Closed,
-            e => StoreError::Backend(format!("cannot reach the database: {e}")),
+            e => StoreError::Pool(e),
         })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.conn().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+        let tx = client.transaction().await?;
         // One migrator per schema at a time; others wait here, then find nothing to do.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('natter_schema:' || current_schema()))",
             &[],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS natter_schema (version INTEGER NOT NULL)")
-            .await
-            .map_err(backend)?;
+            .await?;
         let version: i32 = match tx
             .query_opt("SELECT version FROM natter_schema", &[])
-            .await
-            .map_err(backend)?
+            .await?
         {
             Some(row) => row.get(0),
             None => {
                 tx.execute("INSERT INTO natter_schema (version) VALUES (0)", &[])
-                    .await
-                    .map_err(backend)?;
+                    .await?;
                 0
             }
         };
         let known = MIGRATIONS.len() as i32;
         if version > known {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Unusable(format!(
                 "database schema version {version} is newer than this program ({known}); upgrade the directory"
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.batch_execute(sql).await.map_err(backend)?;
+            tx.batch_execute(sql).await?;
             tx.execute("UPDATE natter_schema SET version = $1", &[&(i as i32 + 1)])
-                .await
-                .map_err(backend)?;
+                .await?;
             tracing::info!("database migrated to schema version {}", i + 1);
         }
-        tx.commit().await.map_err(backend)
+        Ok(tx.commit().await?)
     }
 }
 
-fn backend(e: tokio_postgres::Error) -> StoreError {
+/// A PostgreSQL error for [`StoreError`]'s message: the SQLSTATE code and the server's
+/// message when the server sent one, else the driver's.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
-        None => StoreError::Backend(e.to_string()),
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }
 
@@ -300,8 +293,7 @@ async fn insert_ticket(
             "DELETE FROM tickets WHERE username = $1 AND expires_at <= $2",
             &[&ticket.user, &now],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     client
         .execute(
             "INSERT INTO tickets (hash, username, identity, expires_at) VALUES ($1, $2, $3, $4)",
@@ -312,8 +304,7 @@ async fn insert_ticket(
                 &ticket.expires_at,
             ],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     // Keep only the newest few per user: tickets from many logins must not pile up.
     client
         .execute(
@@ -321,8 +312,7 @@ async fn insert_ticket(
                  SELECT hash FROM tickets WHERE username = $1 ORDER BY expires_at DESC LIMIT $2)",
             &[&ticket.user, &(MAX_TICKETS_PER_USER as i64)],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     Ok(())
 }
 
@@ -354,7 +344,7 @@ impl Store for PostgresStore {
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     Err(StoreError::Exists(account.name))
                 }
-                Err(e) => Err(backend(e)),
+                Err(e) => Err(e.into()),
             }
         })
     }
@@ -367,12 +357,10 @@ impl Store for PostgresStore {
                 .prepare_cached(&format!(
                     "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"
                 ))
-                .await
-                .map_err(backend)?;
+                .await?;
             client
                 .query_opt(&stmt, &[&name])
-                .await
-                .map_err(backend)?
+                .await?
                 .as_ref()
                 .map(account_from_row)
                 .transpose()
@@ -387,8 +375,7 @@ impl Store for PostgresStore {
                     &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name COLLATE \"C\""),
                     &[],
                 )
-                .await
-                .map_err(backend)?
+                .await?
                 .iter()
                 .map(account_from_row)
                 .collect()
@@ -402,8 +389,7 @@ impl Store for PostgresStore {
             // Tickets, rooms and mail go with it (ON DELETE CASCADE).
             let n = client
                 .execute("DELETE FROM accounts WHERE name = $1", &[&name])
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -429,8 +415,7 @@ impl Store for PostgresStore {
                      WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM set)",
                     &[&name, &&identity.0[..]],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(row) = row else { return Ok(None) };
             let key: Option<Vec<u8>> = row.get(0);
             key.map(|k| key32(k, "identity key").map(PublicKey))
@@ -442,18 +427,16 @@ impl Store for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             let n = tx
                 .execute(
                     "UPDATE accounts SET identity = NULL WHERE name = $1",
                     &[&name],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             tx.execute("DELETE FROM tickets WHERE username = $1", &[&name])
-                .await
-                .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+                .await?;
+            tx.commit().await?;
             Ok(n > 0)
         })
     }
@@ -467,7 +450,7 @@ impl Store for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             // The row lock serialises failures from every instance: guessing against
             // two instances counts exactly like guessing against one.
             let row = tx
@@ -475,8 +458,7 @@ impl Store for PostgresStore {
                     &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1 FOR UPDATE"),
                     &[&name],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(row) = row else { return Ok(None) };
             let account = account_from_row(&row)?;
             let state = policy.after_failure(account.lock, now);
@@ -486,9 +468,8 @@ impl Store for PostgresStore {
                  WHERE name = $1",
                 &[&name, &failed, &locked_until, &lockouts],
             )
-            .await
-            .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+            .await?;
+            tx.commit().await?;
             Ok(Some(state))
         })
     }
@@ -503,15 +484,14 @@ impl Store for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             // The row lock serialises attempts from every instance.
             let row = tx
                 .query_opt(
                     &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1 FOR UPDATE"),
                     &[&name],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(row) = row else { return Ok(None) };
             let account = account_from_row(&row)?;
             let reservation = policy.reserve(account.lock, now, past_lock);
@@ -522,9 +502,8 @@ impl Store for PostgresStore {
                      WHERE name = $1",
                     &[&name, &failed, &locked_until, &lockouts],
                 )
-                .await
-                .map_err(backend)?;
-                tx.commit().await.map_err(backend)?;
+                .await?;
+                tx.commit().await?;
             }
             Ok(Some(reservation))
         })
@@ -539,21 +518,19 @@ impl Store for PostgresStore {
         let bucket = i32::try_from(bucket).unwrap_or(i32::MAX);
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             tx.execute(
                 "INSERT INTO unknown_logins (bucket) VALUES ($1) ON CONFLICT DO NOTHING",
                 &[&bucket],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             let row = tx
                 .query_one(
                     "SELECT failed_attempts, locked_until, lockout_count FROM unknown_logins
                      WHERE bucket = $1 FOR UPDATE",
                     &[&bucket],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let reservation = policy.reserve(lock_state_of(&row)?, now, false);
             if let Reservation::Granted(state) = reservation {
                 let (failed, locked_until, lockouts) = lock_state_params(&state);
@@ -563,10 +540,9 @@ impl Store for PostgresStore {
                      WHERE bucket = $1",
                     &[&bucket, &failed, &locked_until, &lockouts],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             }
-            tx.commit().await.map_err(backend)?;
+            tx.commit().await?;
             Ok(reservation)
         })
     }
@@ -581,8 +557,7 @@ impl Store for PostgresStore {
                      WHERE bucket = $1",
                     &[&bucket],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(row
                 .as_ref()
                 .map(lock_state_of)
@@ -602,8 +577,7 @@ impl Store for PostgresStore {
                      WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $2)",
                     &[&name, &admin_lock],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -617,23 +591,21 @@ impl Store for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             let n = tx
                 .execute(
                     "UPDATE accounts SET password_hash = $2, failed_attempts = 0
                      WHERE name = $1",
                     &[&name, &password_hash],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let keep = keep.map(|k| k.to_vec());
             tx.execute(
                 "DELETE FROM tickets WHERE username = $1 AND hash IS DISTINCT FROM $2",
                 &[&name, &keep],
             )
-            .await
-            .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+            .await?;
+            tx.commit().await?;
             Ok(n > 0)
         })
     }
@@ -648,8 +620,7 @@ impl Store for PostgresStore {
                      WHERE name = $1",
                     &[&name],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -657,9 +628,9 @@ impl Store for PostgresStore {
     fn insert_ticket(&self, ticket: TicketRecord, now: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             insert_ticket(&tx, &ticket, now).await?;
-            tx.commit().await.map_err(backend)
+            Ok(tx.commit().await?)
         })
     }
 
@@ -671,8 +642,7 @@ impl Store for PostgresStore {
                     "SELECT hash, username, identity, expires_at FROM tickets WHERE hash = $1",
                     &[&&hash[..]],
                 )
-                .await
-                .map_err(backend)?
+                .await?
                 .as_ref()
                 .map(ticket_from_row)
                 .transpose()
@@ -688,7 +658,7 @@ impl Store for PostgresStore {
     ) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             // The row lock orders redemptions from every instance.
             let row = tx
                 .query_opt(
@@ -696,8 +666,7 @@ impl Store for PostgresStore {
                      FOR UPDATE",
                     &[&&old[..], &now],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(row) = row else { return Ok(false) };
             let mut successor: Option<Vec<u8>> = row.get(0);
             // Redeemed before (within the grace): that successor, and any it was
@@ -709,8 +678,7 @@ impl Store for PostgresStore {
                         "DELETE FROM tickets WHERE hash = $1 RETURNING successor",
                         &[&hash],
                     )
-                    .await
-                    .map_err(backend)?
+                    .await?
                     .and_then(|row| row.get::<_, Option<Vec<u8>>>(0));
             }
             tx.execute(
@@ -718,10 +686,9 @@ impl Store for PostgresStore {
                  WHERE hash = $1",
                 &[&&old[..], &grace_until, &&new.hash[..]],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             insert_ticket(&tx, &new, now).await?;
-            tx.commit().await.map_err(backend)?;
+            tx.commit().await?;
             Ok(true)
         })
     }
@@ -731,8 +698,7 @@ impl Store for PostgresStore {
             let client = self.conn().await?;
             let n = client
                 .execute("DELETE FROM tickets WHERE hash = $1", &[&&hash[..]])
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -742,8 +708,7 @@ impl Store for PostgresStore {
             let client = self.conn().await?;
             let n = client
                 .execute("DELETE FROM tickets WHERE expires_at <= $1", &[&now])
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n as usize)
         })
     }
@@ -758,8 +723,7 @@ impl Store for PostgresStore {
                      ON CONFLICT DO NOTHING",
                     &[&room, &user, &now],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -773,8 +737,7 @@ impl Store for PostgresStore {
                     "DELETE FROM room_members WHERE room = $1 AND username = $2",
                     &[&room, &user],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -789,8 +752,7 @@ impl Store for PostgresStore {
                      ORDER BY username COLLATE \"C\"",
                     &[&room],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
@@ -804,8 +766,7 @@ impl Store for PostgresStore {
                     "SELECT room FROM room_members WHERE username = $1 ORDER BY room COLLATE \"C\"",
                     &[&user],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
@@ -819,8 +780,7 @@ impl Store for PostgresStore {
                      ORDER BY room COLLATE \"C\"",
                     &[],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(rows
                 .iter()
                 .map(|r| {
@@ -850,8 +810,7 @@ impl Store for PostgresStore {
                         &&prekey.signature.0[..],
                     ],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(n > 0)
         })
     }
@@ -865,8 +824,7 @@ impl Store for PostgresStore {
                     "SELECT key, created_at, signature FROM prekeys WHERE username = $1",
                     &[&user],
                 )
-                .await
-                .map_err(backend)?
+                .await?
             else {
                 return Ok(None);
             };
@@ -889,23 +847,21 @@ impl Store for PostgresStore {
     ) -> StoreFuture<'_, DepositOutcome> {
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             // Deposits for one recipient queue on its account row, so two instances
             // cannot both squeeze in under the quota.
             tx.execute(
                 "SELECT 1 FROM accounts WHERE name = $1 FOR NO KEY UPDATE",
                 &[&mail.recipient],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             let row = tx
                 .query_one(
                     "SELECT COUNT(*), COALESCE(SUM(size), 0)::BIGINT FROM mail
                      WHERE recipient = $1 AND state = $2 AND expires_at > $3",
                     &[&mail.recipient, &MAIL_WAITING, &mail.deposited_at],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let (messages, bytes): (i64, i64) = (row.get(0), row.get(1));
             let (messages, bytes) = (messages as u64, bytes as u64);
             if messages + 1 > u64::from(policy.max_messages)
@@ -924,8 +880,7 @@ impl Store for PostgresStore {
                         &mail.deposited_at,
                     ],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let (messages, bytes): (i64, i64) = (row.get(0), row.get(1));
             let (messages, bytes) = (messages as u64, bytes as u64);
             if messages + 1 > u64::from(policy.max_messages_per_sender)
@@ -939,8 +894,7 @@ impl Store for PostgresStore {
                      WHERE state = $1 AND expires_at > $2",
                     &[&MAIL_WAITING, &mail.deposited_at],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let total: i64 = row.get(0);
             if total as u64 + mail.blob.len() as u64 > policy.max_total_bytes {
                 return Ok(DepositOutcome::StoreFull);
@@ -959,10 +913,9 @@ impl Store for PostgresStore {
                         &mail.expires_at,
                     ],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let id: i64 = row.get(0);
-            tx.commit().await.map_err(backend)?;
+            tx.commit().await?;
             Ok(DepositOutcome::Stored { id: id as u64 })
         })
     }
@@ -984,8 +937,7 @@ impl Store for PostgresStore {
                      WHERE recipient = $1 AND state = $2 AND expires_at > $3 ORDER BY id",
                     &[&user, &MAIL_WAITING, &now],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let (mut ids, mut used, mut more) = (Vec::new(), 0usize, false);
             for row in &rows {
                 let (id, size): (i64, i64) = (row.get(0), row.get(1));
@@ -1006,8 +958,7 @@ impl Store for PostgresStore {
                      WHERE id = ANY($1) AND recipient = $2 AND state = $3 ORDER BY id",
                     &[&ids, &user, &MAIL_WAITING],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let out = rows
                 .iter()
                 .map(|r| StoredMail {
@@ -1048,8 +999,7 @@ impl Store for PostgresStore {
                         &now,
                     ],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
@@ -1064,8 +1014,7 @@ impl Store for PostgresStore {
                      RETURNING id, recipient, state",
                     &[&sender, &MAIL_WAITING],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let mut receipts: Vec<StoredReceipt> = rows
                 .iter()
                 .map(|r| StoredReceipt {
@@ -1082,22 +1031,20 @@ impl Store for PostgresStore {
     fn expire_mail(&self, now: i64, keep_until: i64) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move {
             let mut client = self.conn().await?;
-            let tx = client.transaction().await.map_err(backend)?;
+            let tx = client.transaction().await?;
             tx.execute(
                 "DELETE FROM mail WHERE state <> $1 AND expires_at <= $2",
                 &[&MAIL_WAITING, &now],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             let rows = tx
                 .query(
                     "UPDATE mail SET state = $1, blob = NULL, expires_at = $2
                      WHERE state = $3 AND expires_at <= $4 RETURNING sender",
                     &[&MAIL_EXPIRED, &keep_until, &MAIL_WAITING, &now],
                 )
-                .await
-                .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
+                .await?;
+            tx.commit().await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
@@ -1114,13 +1061,12 @@ impl Store for PostgresStore {
 /// connections use it (`options=-csearch_path=...`), with the schema's name. Tests and
 /// trial runs use it to keep independent directories apart in one database.
 pub async fn create_scratch_schema(url: &str) -> Result<(String, String), StoreError> {
-    let (client, connection) = parse_config(url)?.connect(NoTls).await.map_err(backend)?;
+    let (client, connection) = parse_config(url)?.connect(NoTls).await?;
     let task = tokio::spawn(connection);
     let schema = format!("natter_{:016x}", rand::random::<u64>());
     client
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .map_err(backend)?;
+        .await?;
     drop(client);
     let _ = task.await;
     let sep = if url.contains('?') { '&' } else { '?' };

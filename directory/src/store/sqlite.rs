@@ -132,7 +132,10 @@ impl SqliteStore {
         let thread = std::thread::Builder::new()
             .name("sqlite".into())
             .spawn(move || run(&thread_path, rx, ready_tx))
-            .map_err(|e| StoreError::Backend(format!("cannot start database thread: {e}")))?;
+            .map_err(|source| StoreError::Io {
+                what: "cannot start the database thread".into(),
+                source,
+            })?;
         match ready_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -200,14 +203,16 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .append(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
-    let mut conn = Connection::open(path).map_err(backend)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(backend)?;
+        .map_err(|source| StoreError::Io {
+            what: format!("cannot create {}", path.display()),
+            source,
+        })?;
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::Unusable(format!(
             "cannot switch the database to WAL mode (got {mode})"
         )));
     }
@@ -215,38 +220,27 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // can roll back the last commits. A registration, a lockout or a ticket we have
     // answered for must survive kill -9 and power loss alike; these writes are rare
     // enough (one per login) that an fsync each is cheap.
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(backend)?;
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(backend)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn)?;
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(backend)?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(backend)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::Unusable(format!(
             "database schema version {version} is newer than this program ({known}); upgrade the directory"
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql).map_err(backend)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(backend)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tracing::info!("database migrated to schema version {}", i + 1);
     }
-    tx.commit().map_err(backend)
-}
-
-fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    Ok(tx.commit()?)
 }
 
 const ACCOUNT_COLUMNS: &str = "name, password_hash, identity, admin, failed_attempts, locked_until, lockout_count, created_at";
@@ -283,7 +277,7 @@ fn load_account(conn: &Connection, name: &str) -> Result<Option<Account>, StoreE
         account_from_row,
     )
     .optional()
-    .map_err(backend)
+    .map_err(StoreError::from)
 }
 
 impl Store for SqliteStore {
@@ -311,7 +305,7 @@ impl Store for SqliteStore {
                 {
                     Err(StoreError::Exists(account.name))
                 }
-                Err(e) => Err(backend(e)),
+                Err(e) => Err(e.into()),
             }
         }))
     }
@@ -323,13 +317,12 @@ impl Store for SqliteStore {
 
     fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
         Box::pin(self.call(|conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name"
-                ))
-                .map_err(backend)?;
-            let rows = stmt.query_map([], account_from_row).map_err(backend)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name"
+            ))?;
+            let rows = stmt.query_map([], account_from_row)?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(StoreError::from)
         }))
     }
 
@@ -337,9 +330,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {
             // Tickets go with it (ON DELETE CASCADE).
-            let n = conn
-                .execute("DELETE FROM accounts WHERE name = ?1", [&name])
-                .map_err(backend)?;
+            let n = conn.execute("DELETE FROM accounts WHERE name = ?1", [&name])?;
             Ok(n > 0)
         }))
     }
@@ -351,23 +342,19 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, Option<PublicKey>> {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "UPDATE accounts SET identity = ?2 WHERE name = ?1 AND identity IS NULL",
                 params![name, identity.0],
-            )
-            .map_err(backend)?;
+            )?;
             let key: Option<Option<[u8; 32]>> = tx
                 .query_row(
                     "SELECT identity FROM accounts WHERE name = ?1",
                     [&name],
                     |r| r.get(0),
                 )
-                .optional()
-                .map_err(backend)?;
-            tx.commit().map_err(backend)?;
+                .optional()?;
+            tx.commit()?;
             Ok(key.flatten().map(PublicKey))
         }))
     }
@@ -375,18 +362,13 @@ impl Store for SqliteStore {
     fn reset_identity(&self, name: &str) -> StoreFuture<'_, bool> {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let n = tx
-                .execute(
-                    "UPDATE accounts SET identity = NULL WHERE name = ?1",
-                    [&name],
-                )
-                .map_err(backend)?;
-            tx.execute("DELETE FROM tickets WHERE user = ?1", [&name])
-                .map_err(backend)?;
-            tx.commit().map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE accounts SET identity = NULL WHERE name = ?1",
+                [&name],
+            )?;
+            tx.execute("DELETE FROM tickets WHERE user = ?1", [&name])?;
+            tx.commit()?;
             Ok(n > 0)
         }))
     }
@@ -399,9 +381,7 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, Option<LockState>> {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(account) = load_account(&tx, &name)? else {
                 return Ok(None);
             };
@@ -415,9 +395,8 @@ impl Store for SqliteStore {
                     state.locked_until,
                     state.lockout_count
                 ],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
+            )?;
+            tx.commit()?;
             Ok(Some(state))
         }))
     }
@@ -431,9 +410,7 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, Option<Reservation>> {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(account) = load_account(&tx, &name)? else {
                 return Ok(None);
             };
@@ -448,9 +425,8 @@ impl Store for SqliteStore {
                         state.locked_until,
                         state.lockout_count
                     ],
-                )
-                .map_err(backend)?;
-                tx.commit().map_err(backend)?;
+                )?;
+                tx.commit()?;
             }
             Ok(Some(reservation))
         }))
@@ -464,8 +440,7 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, Reservation> {
         Box::pin(self.call(move |conn| {
             let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let state = unknown_lock(&tx, bucket)?;
             let reservation = policy.reserve(state, now, false);
             if let Reservation::Granted(state) = reservation {
@@ -480,9 +455,8 @@ impl Store for SqliteStore {
                         state.locked_until,
                         state.lockout_count
                     ],
-                )
-                .map_err(backend)?;
-                tx.commit().map_err(backend)?;
+                )?;
+                tx.commit()?;
             }
             Ok(reservation)
         }))
@@ -496,13 +470,11 @@ impl Store for SqliteStore {
         let name = name.to_string();
         let admin_lock = now.saturating_add(ADMIN_LOCK_THRESHOLD as i64);
         Box::pin(self.call(move |conn| {
-            let n = conn
-                .execute(
-                    "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
+            let n = conn.execute(
+                "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
                      WHERE name = ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
-                    params![name, admin_lock],
-                )
-                .map_err(backend)?;
+                params![name, admin_lock],
+            )?;
             Ok(n > 0)
         }))
     }
@@ -515,22 +487,17 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, bool> {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let n = tx
-                .execute(
-                    "UPDATE accounts SET password_hash = ?2, failed_attempts = 0
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE accounts SET password_hash = ?2, failed_attempts = 0
                      WHERE name = ?1",
-                    params![name, password_hash],
-                )
-                .map_err(backend)?;
+                params![name, password_hash],
+            )?;
             tx.execute(
                 "DELETE FROM tickets WHERE user = ?1 AND hash IS NOT ?2",
                 params![name, keep],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
+            )?;
+            tx.commit()?;
             Ok(n > 0)
         }))
     }
@@ -538,24 +505,20 @@ impl Store for SqliteStore {
     fn unlock(&self, name: &str) -> StoreFuture<'_, bool> {
         let name = name.to_string();
         Box::pin(self.call(move |conn| {
-            let n = conn
-                .execute(
-                    "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
+            let n = conn.execute(
+                "UPDATE accounts SET failed_attempts = 0, lockout_count = 0, locked_until = NULL
                      WHERE name = ?1",
-                    [&name],
-                )
-                .map_err(backend)?;
+                [&name],
+            )?;
             Ok(n > 0)
         }))
     }
 
     fn insert_ticket(&self, ticket: TicketRecord, now: i64) -> StoreFuture<'_, ()> {
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_ticket(&tx, &ticket, now)?;
-            tx.commit().map_err(backend)
+            Ok(tx.commit()?)
         }))
     }
 
@@ -567,7 +530,7 @@ impl Store for SqliteStore {
                 ticket_from_row,
             )
             .optional()
-            .map_err(backend)
+            .map_err(StoreError::from)
         }))
     }
 
@@ -579,17 +542,14 @@ impl Store for SqliteStore {
         grace_until: i64,
     ) -> StoreFuture<'_, bool> {
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let successor: Option<Option<[u8; 32]>> = tx
                 .query_row(
                     "SELECT successor FROM tickets WHERE hash = ?1 AND expires_at > ?2",
                     params![old, now],
                     |r| r.get(0),
                 )
-                .optional()
-                .map_err(backend)?;
+                .optional()?;
             let Some(mut successor) = successor else {
                 return Ok(false);
             };
@@ -603,18 +563,16 @@ impl Store for SqliteStore {
                         [hash],
                         |r| r.get(0),
                     )
-                    .optional()
-                    .map_err(backend)?
+                    .optional()?
                     .flatten();
             }
             tx.execute(
                 "UPDATE tickets SET expires_at = MIN(expires_at, ?2), successor = ?3
                  WHERE hash = ?1",
                 params![old, grace_until, new.hash],
-            )
-            .map_err(backend)?;
+            )?;
             insert_ticket(&tx, &new, now)?;
-            tx.commit().map_err(backend)?;
+            tx.commit()?;
             Ok(true)
         }))
     }
@@ -623,14 +581,14 @@ impl Store for SqliteStore {
         Box::pin(self.call(move |conn| {
             conn.execute("DELETE FROM tickets WHERE hash = ?1", [hash])
                 .map(|n| n > 0)
-                .map_err(backend)
+                .map_err(StoreError::from)
         }))
     }
 
     fn purge_expired_tickets(&self, now: i64) -> StoreFuture<'_, usize> {
         Box::pin(self.call(move |conn| {
             conn.execute("DELETE FROM tickets WHERE expires_at <= ?1", [now])
-                .map_err(backend)
+                .map_err(StoreError::from)
         }))
     }
 
@@ -642,7 +600,7 @@ impl Store for SqliteStore {
                 rusqlite::params![room, user, now],
             )
             .map(|n| n > 0)
-            .map_err(backend)
+            .map_err(StoreError::from)
         }))
     }
 
@@ -654,61 +612,55 @@ impl Store for SqliteStore {
                 [&room, &user],
             )
             .map(|n| n > 0)
-            .map_err(backend)
+            .map_err(StoreError::from)
         }))
     }
 
     fn room_members(&self, room: &str) -> StoreFuture<'_, Vec<String>> {
         let room = room.to_string();
         Box::pin(self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT user FROM room_members WHERE room = ?1 ORDER BY user")
-                .map_err(backend)?;
-            let rows = stmt.query_map([&room], |r| r.get(0)).map_err(backend)?;
-            rows.collect::<Result<Vec<String>, _>>().map_err(backend)
+            let mut stmt =
+                conn.prepare_cached("SELECT user FROM room_members WHERE room = ?1 ORDER BY user")?;
+            let rows = stmt.query_map([&room], |r| r.get(0))?;
+            rows.collect::<Result<Vec<String>, _>>()
+                .map_err(StoreError::from)
         }))
     }
 
     fn user_rooms(&self, user: &str) -> StoreFuture<'_, Vec<String>> {
         let user = user.to_string();
         Box::pin(self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT room FROM room_members WHERE user = ?1 ORDER BY room")
-                .map_err(backend)?;
-            let rows = stmt.query_map([&user], |r| r.get(0)).map_err(backend)?;
-            rows.collect::<Result<Vec<String>, _>>().map_err(backend)
+            let mut stmt =
+                conn.prepare_cached("SELECT room FROM room_members WHERE user = ?1 ORDER BY room")?;
+            let rows = stmt.query_map([&user], |r| r.get(0))?;
+            rows.collect::<Result<Vec<String>, _>>()
+                .map_err(StoreError::from)
         }))
     }
 
     fn rooms(&self) -> StoreFuture<'_, Vec<(String, u32)>> {
         Box::pin(self.call(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT room, COUNT(*) FROM room_members GROUP BY room ORDER BY room",
-                )
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(backend)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT room, COUNT(*) FROM room_members GROUP BY room ORDER BY room",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<Vec<(String, u32)>, _>>()
-                .map_err(backend)
+                .map_err(StoreError::from)
         }))
     }
 
     fn set_prekey(&self, user: &str, prekey: SignedPrekey) -> StoreFuture<'_, bool> {
         let user = user.to_string();
         Box::pin(self.call(move |conn| {
-            let n = conn
-                .execute(
-                    "INSERT INTO prekeys (user, key, created_at, signature)
+            let n = conn.execute(
+                "INSERT INTO prekeys (user, key, created_at, signature)
                      SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM accounts WHERE name = ?1)
                      ON CONFLICT (user) DO UPDATE SET
                          key = excluded.key, created_at = excluded.created_at,
                          signature = excluded.signature
                      WHERE excluded.created_at >= prekeys.created_at",
-                    params![user, prekey.key, prekey.created_at, prekey.signature.0],
-                )
-                .map_err(backend)?;
+                params![user, prekey.key, prekey.created_at, prekey.signature.0],
+            )?;
             Ok(n > 0)
         }))
     }
@@ -728,7 +680,7 @@ impl Store for SqliteStore {
                 },
             )
             .optional()
-            .map_err(backend)
+            .map_err(StoreError::from)
         }))
     }
 
@@ -738,44 +690,36 @@ impl Store for SqliteStore {
         policy: MailboxPolicy,
     ) -> StoreFuture<'_, DepositOutcome> {
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let (messages, bytes): (i64, i64) = tx
-                .query_row(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mail
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (messages, bytes): (i64, i64) = tx.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mail
                      WHERE recipient = ?1 AND state = ?2 AND expires_at > ?3",
-                    params![mail.recipient, MAIL_WAITING, mail.deposited_at],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(backend)?;
+                params![mail.recipient, MAIL_WAITING, mail.deposited_at],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let (messages, bytes) = (messages as u64, bytes as u64);
             if messages + 1 > u64::from(policy.max_messages)
                 || bytes + mail.blob.len() as u64 > policy.max_bytes
             {
                 return Ok(DepositOutcome::Full { messages, bytes });
             }
-            let (messages, bytes): (i64, i64) = tx
-                .query_row(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mail
+            let (messages, bytes): (i64, i64) = tx.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mail
                      WHERE recipient = ?1 AND sender = ?2 AND state = ?3 AND expires_at > ?4",
-                    params![mail.recipient, mail.sender, MAIL_WAITING, mail.deposited_at],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(backend)?;
+                params![mail.recipient, mail.sender, MAIL_WAITING, mail.deposited_at],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let (messages, bytes) = (messages as u64, bytes as u64);
             if messages + 1 > u64::from(policy.max_messages_per_sender)
                 || bytes + mail.blob.len() as u64 > policy.max_bytes_per_sender
             {
                 return Ok(DepositOutcome::SenderFull { messages, bytes });
             }
-            let total: i64 = tx
-                .query_row(
-                    "SELECT COALESCE(SUM(size), 0) FROM mail WHERE state = ?1 AND expires_at > ?2",
-                    params![MAIL_WAITING, mail.deposited_at],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
+            let total: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM mail WHERE state = ?1 AND expires_at > ?2",
+                params![MAIL_WAITING, mail.deposited_at],
+                |r| r.get(0),
+            )?;
             if total as u64 + mail.blob.len() as u64 > policy.max_total_bytes {
                 return Ok(DepositOutcome::StoreFull);
             }
@@ -791,10 +735,9 @@ impl Store for SqliteStore {
                     mail.deposited_at,
                     mail.expires_at
                 ],
-            )
-            .map_err(backend)?;
+            )?;
             let id = tx.last_insert_rowid() as u64;
-            tx.commit().map_err(backend)?;
+            tx.commit()?;
             Ok(DepositOutcome::Stored { id })
         }))
     }
@@ -807,25 +750,21 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, (Vec<StoredMail>, bool)> {
         let user = user.to_string();
         Box::pin(self.call(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, deposited_at, blob FROM mail
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, deposited_at, blob FROM mail
                      WHERE recipient = ?1 AND state = ?2 AND expires_at > ?3 ORDER BY id",
-                )
-                .map_err(backend)?;
-            let mut rows = stmt
-                .query(params![user, MAIL_WAITING, now])
-                .map_err(backend)?;
+            )?;
+            let mut rows = stmt.query(params![user, MAIL_WAITING, now])?;
             let (mut out, mut used) = (Vec::new(), 0usize);
-            while let Some(row) = rows.next().map_err(backend)? {
-                let blob: Vec<u8> = row.get(2).map_err(backend)?;
+            while let Some(row) = rows.next()? {
+                let blob: Vec<u8> = row.get(2)?;
                 if !out.is_empty() && used + blob.len() > max_bytes {
                     return Ok((out, true));
                 }
                 used += blob.len();
                 out.push(StoredMail {
-                    id: row.get::<_, i64>(0).map_err(backend)? as u64,
-                    deposited_at: row.get(1).map_err(backend)?,
+                    id: row.get::<_, i64>(0)? as u64,
+                    deposited_at: row.get(1)?,
                     blob,
                 });
             }
@@ -842,18 +781,14 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, Vec<String>> {
         let user = user.to_string();
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut senders = Vec::new();
             {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "UPDATE mail SET state = ?3, blob = NULL, expires_at = ?4
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE mail SET state = ?3, blob = NULL, expires_at = ?4
                          WHERE id = ?1 AND recipient = ?2 AND state = ?5 AND expires_at > ?6
                          RETURNING sender",
-                    )
-                    .map_err(backend)?;
+                )?;
                 for id in ids {
                     let Ok(id) = i64::try_from(id) else { continue };
                     let sender: Option<String> = stmt
@@ -861,12 +796,11 @@ impl Store for SqliteStore {
                             params![id, user, MAIL_DELIVERED, keep_until, MAIL_WAITING, now],
                             |r| r.get(0),
                         )
-                        .optional()
-                        .map_err(backend)?;
+                        .optional()?;
                     senders.extend(sender);
                 }
             }
-            tx.commit().map_err(backend)?;
+            tx.commit()?;
             Ok(senders)
         }))
     }
@@ -874,59 +808,47 @@ impl Store for SqliteStore {
     fn take_receipts(&self, sender: &str) -> StoreFuture<'_, Vec<StoredReceipt>> {
         let sender = sender.to_string();
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let receipts = {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "DELETE FROM mail WHERE sender = ?1 AND state != ?2
+                let mut stmt = tx.prepare_cached(
+                    "DELETE FROM mail WHERE sender = ?1 AND state != ?2
                          RETURNING id, recipient, state",
-                    )
-                    .map_err(backend)?;
-                let rows = stmt
-                    .query_map(params![sender, MAIL_WAITING], |r| {
-                        Ok(StoredReceipt {
-                            id: r.get::<_, i64>(0)? as u64,
-                            recipient: r.get(1)?,
-                            delivered: r.get::<_, i64>(2)? == MAIL_DELIVERED,
-                        })
+                )?;
+                let rows = stmt.query_map(params![sender, MAIL_WAITING], |r| {
+                    Ok(StoredReceipt {
+                        id: r.get::<_, i64>(0)? as u64,
+                        recipient: r.get(1)?,
+                        delivered: r.get::<_, i64>(2)? == MAIL_DELIVERED,
                     })
-                    .map_err(backend)?;
-                let mut v = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+                })?;
+                let mut v = rows.collect::<Result<Vec<_>, _>>()?;
                 v.sort_by_key(|r| r.id);
                 v
             };
-            tx.commit().map_err(backend)?;
+            tx.commit()?;
             Ok(receipts)
         }))
     }
 
     fn expire_mail(&self, now: i64, keep_until: i64) -> StoreFuture<'_, Vec<String>> {
         Box::pin(self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "DELETE FROM mail WHERE state != ?1 AND expires_at <= ?2",
                 params![MAIL_WAITING, now],
-            )
-            .map_err(backend)?;
+            )?;
             let senders = {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "UPDATE mail SET state = ?1, blob = NULL, expires_at = ?2
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE mail SET state = ?1, blob = NULL, expires_at = ?2
                          WHERE state = ?3 AND expires_at <= ?4 RETURNING sender",
-                    )
-                    .map_err(backend)?;
+                )?;
                 let rows = stmt
                     .query_map(params![MAIL_EXPIRED, keep_until, MAIL_WAITING, now], |r| {
                         r.get(0)
-                    })
-                    .map_err(backend)?;
-                rows.collect::<Result<Vec<String>, _>>().map_err(backend)?
+                    })?;
+                rows.collect::<Result<Vec<String>, _>>()?
             };
-            tx.commit().map_err(backend)?;
+            tx.commit()?;
             Ok(senders)
         }))
     }
@@ -939,8 +861,8 @@ impl Store for SqliteStore {
             if let Some(thread) = thread {
                 tokio::task::spawn_blocking(move || thread.join())
                     .await
-                    .map_err(|e| StoreError::Backend(e.to_string()))?
-                    .map_err(|_| StoreError::Backend("database thread panicked".into()))?;
+                    .map_err(|e| StoreError::Unusable(format!("database thread: {e}")))?
+                    .map_err(|_| StoreError::Unusable("database thread panicked".into()))?;
             }
             Ok(())
         })
@@ -962,15 +884,14 @@ fn unknown_lock(conn: &Connection, bucket: u32) -> Result<LockState, StoreError>
     )
     .optional()
     .map(Option::unwrap_or_default)
-    .map_err(backend)
+    .map_err(StoreError::from)
 }
 
 fn insert_ticket(conn: &Connection, ticket: &TicketRecord, now: i64) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM tickets WHERE user = ?1 AND expires_at <= ?2",
         params![ticket.user, now],
-    )
-    .map_err(backend)?;
+    )?;
     conn.execute(
         "INSERT INTO tickets (hash, user, identity, expires_at) VALUES (?1, ?2, ?3, ?4)",
         params![
@@ -979,15 +900,13 @@ fn insert_ticket(conn: &Connection, ticket: &TicketRecord, now: i64) -> Result<(
             ticket.identity.0,
             ticket.expires_at
         ],
-    )
-    .map_err(backend)?;
+    )?;
     // Keep only the newest few per user: tickets from many logins must not pile up.
     conn.execute(
         "DELETE FROM tickets WHERE user = ?1 AND hash NOT IN (
              SELECT hash FROM tickets WHERE user = ?1 ORDER BY expires_at DESC LIMIT ?2)",
         params![ticket.user, MAX_TICKETS_PER_USER as i64],
-    )
-    .map_err(backend)?;
+    )?;
     Ok(())
 }
 
@@ -1004,15 +923,9 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         let (mode, sync, version) = store
             .call(|conn| {
-                let mode: String = conn
-                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                    .map_err(backend)?;
-                let sync: i64 = conn
-                    .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                    .map_err(backend)?;
-                let version: i64 = conn
-                    .query_row("PRAGMA user_version", [], |r| r.get(0))
-                    .map_err(backend)?;
+                let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
                 Ok((mode, sync, version))
             })
             .await

@@ -867,3 +867,21 @@ async fn migrations_are_idempotent(f: Fixture) {
         s.close().await.unwrap();
     }
 }
+
+/// A driver's failure reaches the caller whole: the driver's own error as the source, and
+/// a message that names the backend.
+#[tokio::test]
+async fn a_backend_failure_keeps_the_drivers_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    std::fs::write(&path, vec![0x5a; 4096]).unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(matches!(err, StoreError::Sqlite(_)), "{err:?}");
+    assert!(err.to_string().starts_with("SQLite: "), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+
+    let err = postgres::parse_config("postgres://natter@localhost:notaport/db").unwrap_err();
+    assert!(matches!(err, StoreError::Url(_)), "{err:?}");
+    assert!(err.to_string().starts_with("bad PostgreSQL URL: "), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+}
