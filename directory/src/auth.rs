@@ -967,10 +967,11 @@ mod tests {
         }
     }
 
-    /// Timing does not tell an unknown name from a real one: both pay one argon2 verify
-    /// at the same cost (a dummy hash for the unknown name), and the reservation's write
-    /// is small beside it. Medians over alternating attempts, so that load on the
-    /// machine hits both alike.
+    /// Timing does not tell an unknown name from a real one: both pay exactly one argon2
+    /// verify at the same cost (a dummy hash for the unknown name), and the reservation's
+    /// write is small beside it. Checked by counting the work, not with a stopwatch (a
+    /// loaded machine makes wall-clock comparisons flaky); the medians over alternating
+    /// attempts are printed for the record.
     #[tokio::test]
     async fn unknown_and_real_names_take_the_same_time() {
         let f = Fixture::with(|c| {
@@ -990,9 +991,15 @@ mod tests {
         let mut unknown = Vec::new();
         for _ in 0..15 {
             for (user, times) in [("ali", &mut real), ("nobody", &mut unknown)] {
+                let before = f.shared.passwords.verifications();
                 let start = Instant::now();
                 let (reply, _) = f.login(user, "wrong!", &id).await;
                 times.push(start.elapsed());
+                assert_eq!(
+                    f.shared.passwords.verifications() - before,
+                    1,
+                    "{user}: one argon2 verify per login attempt"
+                );
                 assert!(matches!(
                     reply,
                     Reply::Refused {
@@ -1008,10 +1015,9 @@ mod tests {
         };
         let (real, unknown) = (median(&mut real), median(&mut unknown));
         let (slow, fast) = (real.max(unknown), real.min(unknown));
-        eprintln!("median login: real name {real:?}, unknown name {unknown:?}");
-        assert!(
-            slow.as_secs_f64() < fast.as_secs_f64() * 1.5 + 0.002,
-            "real name {real:?}, unknown name {unknown:?}"
+        eprintln!(
+            "median login: real name {real:?}, unknown name {unknown:?} (ratio {:.2})",
+            slow.as_secs_f64() / fast.as_secs_f64()
         );
     }
 
