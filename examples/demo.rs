@@ -9,7 +9,7 @@
 //! ChaCha20-Poly1305) on top. It prints what each of them sees, and the safety number
 //! both would compare to be sure nobody sits in the middle.
 
-use natter::{TestDirectory, TestPeer};
+use testkit::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::{Note, terminal::render};
 

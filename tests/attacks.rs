@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use natter::{TestDirectory, TestPeer};
+use testkit::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::chat::{self, ChatError, ChatEvent, ChatEvents, ChatHandle, EndReason};
 use peer::endpoint;
@@ -38,7 +38,7 @@ use quinn::crypto::rustls::QuicClientConfig;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(15);
-const PASSWORD: &str = natter::PASSWORD;
+const PASSWORD: &str = testkit::PASSWORD;
 
 // ---------------------------------------------------------------------------------------
 // The directory

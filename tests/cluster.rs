@@ -12,7 +12,7 @@ use directory::config::Secret;
 use directory::metrics::Metrics;
 use directory::relay::RelayTap;
 use directory::store::postgres;
-use natter::{PASSWORD, TestDirectory, TestPeer};
+use testkit::{PASSWORD, TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::directory_client::{ClientError, DirectoryClient};
 use peer::ui::{Direction, Note, Path};
@@ -548,7 +548,7 @@ async fn the_status_page_lists_the_instances() {
     // Both instances, ali counted on instance 2, and the gauge for it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let snapshot = loop {
-        let (code, body) = natter::http_get(status, "/status.json", &[]).await;
+        let (code, body) = testkit::http_get(status, "/status.json", &[]).await;
         assert_eq!(code, 200, "{body}");
         let s: serde_json::Value = serde_json::from_str(&body).unwrap();
         let instances = s["cluster"]["instances"]
@@ -569,9 +569,9 @@ async fn the_status_page_lists_the_instances() {
         .find(|i| i["relay_address"] == addr_two.as_str())
         .expect("instance 2 listed with its address");
     assert_eq!(two_row["users"], 1, "{snapshot}");
-    let (_, metrics) = natter::http_get(status, "/metrics", &[]).await;
+    let (_, metrics) = testkit::http_get(status, "/metrics", &[]).await;
     assert!(metrics.contains("\nnatter_instances 2\n"), "{metrics}");
-    let (_, page) = natter::http_get(status, "/", &[]).await;
+    let (_, page) = testkit::http_get(status, "/", &[]).await;
     assert!(page.contains(&addr_two), "the page names instance 2");
     one.server.shutdown().await;
     two.server.shutdown().await;

@@ -1,7 +1,7 @@
 //! The directory service seen from the peer's side (real directory, real client, loopback):
 //! register, login, lookup, who, pinning of the directory's key, tickets across restarts.
 
-use natter::{PASSWORD, TestDirectory};
+use testkit::{PASSWORD, TestDirectory};
 use peer::directory_client::{ClientError, DirectoryClient};
 use peer::login::{self, Options};
 use peer::profile::Profile;
@@ -165,7 +165,7 @@ async fn another_identity_key_for_an_existing_user_is_refused() {
 }
 
 fn opts(dir: &TestDirectory, profile: &std::path::Path) -> Options {
-    natter::options(dir, profile, "ali", PASSWORD)
+    testkit::options(dir, profile, "ali", PASSWORD)
 }
 
 #[tokio::test]
@@ -292,7 +292,7 @@ async fn passwd_changes_the_directory_password_and_the_profile_together() {
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let profile = tempfile::tempdir().unwrap();
-    let with = |password: &str| natter::options(&dir, profile.path(), "ali", password);
+    let with = |password: &str| testkit::options(&dir, profile.path(), "ali", password);
     let online = login::login(&with(PASSWORD), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -364,7 +364,7 @@ async fn a_weak_password_is_refused_before_it_seals_a_new_profile() {
         .await
         .unwrap();
     let profile = tempfile::tempdir().unwrap();
-    let opts = natter::options(&dir, profile.path(), "ali", "qwerty123");
+    let opts = testkit::options(&dir, profile.path(), "ali", "qwerty123");
     let e = match login::login(&opts, "127.0.0.1:0".parse().unwrap()).await {
         Ok(_) => panic!("a weak password sealed a new profile"),
         Err(e) => e,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use natter::{TestDirectory, TestPeer};
+use testkit::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::Note;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

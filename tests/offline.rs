@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use natter::{TestDirectory, TestPeer};
+use testkit::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::Note;
 

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use natter::{TestDirectory, TestPeer};
+use testkit::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::Note;
 

@@ -1,0 +1,24 @@
+//! The harness every test uses (unpublished): real directories and peers on 127.0.0.1
+//! port 0, real SQLite files, real TLS; the only stand-ins are the user and, for attacks,
+//! a client or a dialer that writes the protocol by hand.
+//!
+//! # Layout
+//! - `inproc.rs`: a [`TestDirectory`] (the directory library on a temp dir) and
+//!   [`TestPeer`]s running the real app, driven like a script.
+//! - `http.rs`: [`http_get`], the status page's client.
+//!
+//! Waits are bounded by [`WAIT`] (or a test's own limit), never sleeps.
+
+use std::time::Duration;
+
+pub mod http;
+pub mod inproc;
+
+pub use http::http_get;
+pub use inproc::{ChannelOutput, TestDirectory, TestPeer, options, options_at};
+
+/// How long a test waits for something that should happen, before failing.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The password every test user gets unless a test says otherwise.
+pub const PASSWORD: &str = "correct horse battery";
