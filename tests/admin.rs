@@ -2,10 +2,10 @@
 //! `/logoutuser`, `/lock`, `/unlock`, `/shutdown`, through the real app and the real
 //! directory, and the same commands refused (and audited) for a plain user.
 
-use testkit::{PASSWORD, TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::Note;
 use proto::message::AccountInfo;
+use testkit::{PASSWORD, TestDirectory, TestPeer};
 
 /// A directory with the administrator `root` and the users given.
 async fn directory_with_admin(users: &[&str]) -> TestDirectory {

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use testkit::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::chat::{self, ChatError, ChatEvent, ChatEvents, ChatHandle, EndReason};
 use peer::endpoint;
@@ -35,6 +34,7 @@ use proto::message::{
 use proto::session::{Handshake, Opener, Role, SealedFrame, Sealer};
 use proto::{Identity, PublicKey};
 use quinn::crypto::rustls::QuicClientConfig;
+use testkit::{TestDirectory, TestPeer};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(15);

@@ -12,12 +12,12 @@ use directory::config::Secret;
 use directory::metrics::Metrics;
 use directory::relay::RelayTap;
 use directory::store::postgres;
-use testkit::{PASSWORD, TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::directory_client::{ClientError, DirectoryClient};
 use peer::ui::{Direction, Note, Path};
 use proto::Identity;
 use proto::message::{ErrorCode, PeerInfo, Refusal, RelayMsg, RelayRefusal, Reply};
+use testkit::{PASSWORD, TestDirectory, TestPeer};
 
 /// Fast heartbeats so that the expiry test is short.
 const POLICY: ClusterPolicy = ClusterPolicy {

@@ -1,12 +1,12 @@
 //! The directory service seen from the peer's side (real directory, real client, loopback):
 //! register, login, lookup, who, pinning of the directory's key, tickets across restarts.
 
-use testkit::{PASSWORD, TestDirectory};
 use peer::directory_client::{ClientError, DirectoryClient};
 use peer::login::{self, Options};
 use peer::profile::Profile;
 use proto::Identity;
 use proto::message::Refusal;
+use testkit::{PASSWORD, TestDirectory};
 use zeroize::Zeroizing;
 
 fn endpoint(identity: &Identity) -> quinn::Endpoint {

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use testkit::{PASSWORD, TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::history::Direction;
 use peer::profile::{Profile, ProfileError};
 use peer::ui::Note;
 use peer::vault::{VaultCost, VaultError};
+use testkit::{PASSWORD, TestDirectory, TestPeer};
 
 const MARKER: &str = "HISTORY-MARKER-c0ffee";
 

@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hkdf::Hkdf;
-use testkit::TestPeer;
 use peer::app::Start;
 use peer::ui::Note;
 use proto::frame;
@@ -34,6 +33,7 @@ use proto::sealed::{SealedMail, SignedPrekey, mail_transcript};
 use proto::{Identity, PublicKey, Signature};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use testkit::TestPeer;
 use x25519_dalek::{EphemeralSecret, PublicKey as XPublic};
 
 /// The name that, written into `known_peers` as is, adds a line pinning `alice`.

@@ -1,9 +1,9 @@
 //! Chats between real peers through a real directory, driven the way a user drives the
 //! app: lines typed, Ctrl-C pressed, notes read.
 
-use testkit::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::{Direction, Note};
+use testkit::{TestDirectory, TestPeer};
 
 fn connected(with: &str) -> impl Fn(&Note) -> bool + '_ {
     move |n| matches!(n, Note::Connected { peer, .. } if peer == with)

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use directory::metrics::Metrics;
 use directory::relay::{RelayPolicy, RelayTap};
-use testkit::{TestDirectory, TestPeer, WAIT};
 use peer::app::Start;
 use peer::chat::{self, Path, Transport};
 use peer::ui::{Direction, Note};
@@ -24,6 +23,7 @@ use proto::Identity;
 use proto::frame;
 use proto::message::{ConnectRefusal, Event, PeerMsg};
 use proto::session::{Handshake, Role};
+use testkit::{TestDirectory, TestPeer, WAIT};
 
 fn connected(with: &str) -> impl Fn(&Note) -> bool + '_ {
     move |n| matches!(n, Note::Connected { peer, .. } if peer == with)

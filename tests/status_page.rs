@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use testkit::{PASSWORD, TestDirectory, TestPeer, http_get};
 use peer::app::Start;
 use peer::ui::Note;
+use testkit::{PASSWORD, TestDirectory, TestPeer, http_get};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 

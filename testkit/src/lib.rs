@@ -5,6 +5,8 @@
 //! # Layout
 //! - `inproc.rs`: a [`TestDirectory`] (the directory library on a temp dir) and
 //!   [`TestPeer`]s running the real app, driven like a script.
+//! - `raw.rs`: [`RawClient`], the directory protocol written by hand, from any loopback
+//!   source address.
 //! - `http.rs`: [`http_get`], the status page's client.
 //!
 //! Waits are bounded by [`WAIT`] (or a test's own limit), never sleeps.
@@ -13,9 +15,11 @@ use std::time::Duration;
 
 pub mod http;
 pub mod inproc;
+pub mod raw;
 
 pub use http::http_get;
 pub use inproc::{ChannelOutput, TestDirectory, TestPeer, options, options_at};
+pub use raw::RawClient;
 
 /// How long a test waits for something that should happen, before failing.
 pub const WAIT: Duration = Duration::from_secs(20);

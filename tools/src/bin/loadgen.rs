@@ -28,7 +28,6 @@
 //! The parts (accounts, the directory process, the crowd, measuring) are the `tools`
 //! library (`tools/src/lib.rs`), which the benchmark suite (`src/bin/bench`) uses too.
 
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,11 +37,11 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
 use tools::deployment::Deployment;
-use tools::{accounts, chatpeer, server, swarm};
 use tools::procfs::Meter;
 use tools::server::Program;
 use tools::stats::{Summary, fmt_count, fmt_duration, fmt_kib};
 use tools::swarm::{Phase, Swarm};
+use tools::{accounts, chatpeer, server, swarm};
 
 /// How long the instances may take to announce the logins after the login phase.
 const SETTLE_WITHIN: Duration = Duration::from_secs(30);

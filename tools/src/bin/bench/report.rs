@@ -283,7 +283,10 @@ const WHY_STORM: &str = "each re-login is a new QUIC connection with a full TLS 
 pub fn render(o: &Options, r: &Results) -> String {
     let mut out = String::new();
     let args = redacted_args();
-    let command = format!("cargo run --release -p tools --bin bench -- {}", args.join(" "));
+    let command = format!(
+        "cargo run --release -p tools --bin bench -- {}",
+        args.join(" ")
+    );
     let _ = writeln!(out, "# Natter benchmarks\n");
     let _ = writeln!(
         out,
