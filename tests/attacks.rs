@@ -6,7 +6,7 @@
 //! held to the per-source limit, a replayed login, a login signature made for another
 //! user or by another key, a login relayed by a malicious directory, 64 guesses at once
 //! (at most three passwords checked), an unknown name answering like a real one, a
-//! stranger's lockout not stopping the key holder, a logout ending its ticket. Peer side (a hand-driven dialer against the real acceptor): a
+//! stranger's lockout not stopping the key holder, a logout ending its ticket. EndpointPeer side (a hand-driven dialer against the real acceptor): a
 //! key share signed by another identity, a message sealed for another session, a frame
 //! reflected back to its sender, an over-long message, and a sender whose peer never
 //! acknowledges (its queue is bounded).
@@ -31,9 +31,8 @@ use proto::message::{
     ChatPayload, ConnectRefusal, PeerInfo, PeerMsg, Refusal, Reply, Request, ServerMsg,
     login_transcript, resume_transcript,
 };
-use proto::session::{Handshake, Opener, Role, SealedFrame, Sealer};
 use proto::{Identity, PublicKey};
-use testkit::{RawClient, TestDirectory, TestPeer};
+use testkit::{EndpointPeer, RawClient, RawDialer, TestDirectory, TestPeer};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -438,39 +437,14 @@ async fn a_login_relayed_by_a_malicious_directory_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Peer to peer
+// EndpointPeer to peer
 // ---------------------------------------------------------------------------------------
 
-/// A user with an identity and a bound endpoint.
-struct Peer {
-    name: &'static str,
-    identity: Arc<Identity>,
-    endpoint: quinn::Endpoint,
-}
-
-impl Peer {
-    fn new(name: &'static str) -> Self {
-        let identity = Arc::new(Identity::generate());
-        let endpoint = endpoint::bind(&identity, "127.0.0.1:0".parse().unwrap()).unwrap();
-        Peer {
-            name,
-            identity,
-            endpoint,
-        }
-    }
-
-    fn info(&self) -> PeerInfo {
-        PeerInfo {
-            user: self.name.parse().unwrap(),
-            identity: self.identity.public(),
-            observed: self.endpoint.local_addr().unwrap(),
-            addresses: vec![],
-        }
-    }
-}
-
 /// Accepts one chat at `at`, where the directory knows exactly `known`.
-async fn accept_one(at: &Peer, known: PeerInfo) -> Result<(ChatHandle, ChatEvents), ChatError> {
+async fn accept_one(
+    at: &EndpointPeer,
+    known: PeerInfo,
+) -> Result<(ChatHandle, ChatEvents), ChatError> {
     let conn = at.endpoint.accept().await.unwrap().await.unwrap();
     let lookup = async move |name: &str| Ok((name == known.user).then_some(known));
     chat::accept(
@@ -483,106 +457,11 @@ async fn accept_one(at: &Peer, known: PeerInfo) -> Result<(ChatHandle, ChatEvent
     .await
 }
 
-/// A hand-driven dialer: TLS with its own key, then the connect request, then a key
-/// share signed by `signer` (its own identity unless a test says otherwise).
-struct RawDialer {
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    sealer: Sealer,
-    opener: Opener,
-}
-
-impl RawDialer {
-    /// Dials `to` and completes the handshake; returns the dialer and bianca's side.
-    async fn chat(from: &Peer, to: &Peer) -> (RawDialer, (ChatHandle, ChatEvents)) {
-        let (dialer, accepted) = tokio::join!(
-            RawDialer::dial(from, to, &from.identity),
-            accept_one(to, from.info())
-        );
-        let dialer = dialer.unwrap_or_else(|(why, _)| panic!("key exchange: {why}"));
-        (dialer, accepted.expect("acceptor"))
-    }
-
-    /// On failure, the reason and the connection (kept open, for the other side to
-    /// come to its own conclusion).
-    async fn dial(
-        from: &Peer,
-        to: &Peer,
-        signer: &Identity,
-    ) -> Result<RawDialer, (String, quinn::Connection)> {
-        let to_info = to.info();
-        let conn = endpoint::dial_peer(
-            &from.endpoint,
-            &from.identity,
-            to_info.observed,
-            to_info.identity,
-        )
-        .await
-        .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let connect = PeerMsg::Connect {
-            version: proto::PROTOCOL_VERSION,
-            initiator: from.name.parse().unwrap(),
-            background: false,
-        };
-        frame::write_frame(&mut send, &connect).await.unwrap();
-        let reply: PeerMsg = frame::read_frame(&mut recv).await.unwrap().unwrap();
-        assert_eq!(
-            reply,
-            PeerMsg::Accepted {
-                user: to.name.parse().unwrap()
-            }
-        );
-        let (handshake, ours) = Handshake::start(signer, Role::Initiator, to_info.identity);
-        frame::write_frame(&mut send, &PeerMsg::KeyShare(ours))
-            .await
-            .unwrap();
-        let theirs = match frame::read_frame(&mut recv).await {
-            Ok(Some(PeerMsg::KeyShare(share))) => share,
-            other => return Err((format!("no key share: {other:?}"), conn)),
-        };
-        let (sealer, opener) = match handshake.finish(&theirs) {
-            Ok(session) => session.split(),
-            Err(e) => return Err((e.to_string(), conn)),
-        };
-        Ok(RawDialer {
-            conn,
-            send,
-            recv,
-            sealer,
-            opener,
-        })
-    }
-
-    fn seal(&mut self, payload: &ChatPayload) -> SealedFrame {
-        let bytes = frame::encode(payload).unwrap();
-        self.sealer.seal(&bytes[frame::HEADER_LEN..]).unwrap()
-    }
-
-    async fn write(&mut self, sealed: SealedFrame) {
-        frame::write_frame(&mut self.send, &PeerMsg::Sealed(sealed))
-            .await
-            .unwrap();
-    }
-
-    /// The next sealed frame from the other side, unopened.
-    async fn read_sealed(&mut self) -> SealedFrame {
-        match timeout(WAIT, frame::read_frame::<_, PeerMsg>(&mut self.recv))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            PeerMsg::Sealed(sealed) => sealed,
-            other => panic!("expected a sealed frame, got {other:?}"),
-        }
-    }
-
-    async fn read(&mut self) -> ChatPayload {
-        let sealed = self.read_sealed().await;
-        frame::decode(&self.opener.open(&sealed).unwrap()).unwrap()
-    }
+/// Ali (by hand, her own key share) and the real acceptor at `to`, in a chat.
+async fn raw_chat(from: &EndpointPeer, to: &EndpointPeer) -> (RawDialer, (ChatHandle, ChatEvents)) {
+    let (dialer, accepted) =
+        tokio::join!(RawDialer::connect(from, to), accept_one(to, from.info()));
+    (dialer, accepted.expect("acceptor"))
 }
 
 fn text(id: u64, text: &str) -> ChatPayload {
@@ -615,7 +494,7 @@ async fn expect_violation(events: &mut ChatEvents, word: &str) {
 
 #[tokio::test]
 async fn a_key_share_signed_by_another_identity_is_refused() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let mallory = Identity::generate();
     // TLS and the connect request are ali's own; the ephemeral key is signed by mallory
     // (a man in the middle who cannot sign as ali).
@@ -639,9 +518,9 @@ async fn a_key_share_signed_by_another_identity_is_refused() {
 
 #[tokio::test]
 async fn a_message_sealed_for_another_session_is_refused() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (mut first, (_h1, mut events1)) = RawDialer::chat(&ali, &bianca).await;
-    let (mut second, (_h2, mut events2)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (mut first, (_h1, mut events1)) = raw_chat(&ali, &bianca).await;
+    let (mut second, (_h2, mut events2)) = raw_chat(&ali, &bianca).await;
     // Same sender, same receiver, same message id and counter: only the session differs.
     let sealed_for_first = first.seal(&text(1, "transfer approved"));
     second.write(sealed_for_first.clone()).await;
@@ -658,8 +537,8 @@ async fn a_message_sealed_for_another_session_is_refused() {
 
 #[tokio::test]
 async fn a_frame_reflected_back_to_its_sender_is_refused() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (mut raw, (handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (mut raw, (handle, mut events)) = raw_chat(&ali, &bianca).await;
     let id = handle.send("meet at noon").await.unwrap();
     // Ali receives bianca's sealed message and sends the same bytes straight back: the
     // other direction has its own key, so bianca cannot be made to read her own words.
@@ -671,8 +550,8 @@ async fn a_frame_reflected_back_to_its_sender_is_refused() {
 
 #[tokio::test]
 async fn a_message_over_the_length_limit_ends_the_chat() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (mut raw, (_handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (mut raw, (_handle, mut events)) = raw_chat(&ali, &bianca).await;
     // Sealed properly, so it passes the crypto; only the length is wrong.
     let too_long = "x".repeat(proto::names::MAX_MESSAGE + 1);
     let sealed = raw.seal(&text(1, &too_long));
@@ -683,8 +562,8 @@ async fn a_message_over_the_length_limit_ends_the_chat() {
 /// Takes [`chat::STALL_TIMEOUT`] (20 s) and a little more.
 #[tokio::test]
 async fn a_peer_that_stops_reading_is_disconnected_after_the_stall_timeout() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (raw, (handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (raw, (handle, mut events)) = raw_chat(&ali, &bianca).await;
     // Ali reads nothing at all: once the QUIC window is full, bianca's writes stall.
     let big = "x".repeat(proto::names::MAX_MESSAGE);
     let started = tokio::time::Instant::now();
@@ -716,8 +595,8 @@ async fn a_peer_that_stops_reading_is_disconnected_after_the_stall_timeout() {
 
 #[tokio::test]
 async fn a_peer_that_never_acknowledges_cannot_make_the_sender_buffer_without_bound() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (mut raw, (handle, _events)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (mut raw, (handle, _events)) = raw_chat(&ali, &bianca).await;
     // Ali reads nothing and acknowledges nothing. Bianca's sends are queued, then
     // refused: at most MAX_UNACKED in flight plus COMMAND_QUEUE waiting.
     let bound = chat::MAX_UNACKED + chat::COMMAND_QUEUE + 1;

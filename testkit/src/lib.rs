@@ -7,16 +7,20 @@
 //!   [`TestPeer`]s running the real app, driven like a script.
 //! - `raw.rs`: [`RawClient`], the directory protocol written by hand, from any loopback
 //!   source address.
+//! - `dialer.rs`: [`RawDialer`], a peer doing the chat handshake by hand against the real
+//!   acceptor, and [`EndpointPeer`], a user with just an identity and an endpoint.
 //! - `http.rs`: [`http_get`], the status page's client.
 //!
 //! Waits are bounded by [`WAIT`] (or a test's own limit), never sleeps.
 
 use std::time::Duration;
 
+pub mod dialer;
 pub mod http;
 pub mod inproc;
 pub mod raw;
 
+pub use dialer::{EndpointPeer, RawDialer};
 pub use http::http_get;
 pub use inproc::{ChannelOutput, TestDirectory, TestPeer, options, options_at};
 pub use raw::RawClient;
