@@ -9,20 +9,24 @@
 //!   source address.
 //! - `dialer.rs`: [`RawDialer`], a peer doing the chat handshake by hand against the real
 //!   acceptor, and [`EndpointPeer`], a user with just an identity and an endpoint.
+//! - `process.rs`: the `directory` binary (one-shot commands, [`DirectoryProcess`] for
+//!   `serve`) and [`PeerProcess`], the `peer` binary in scripted mode, as child processes.
 //! - `http.rs`: [`http_get`], the status page's client.
 //!
-//! Waits are bounded by [`WAIT`] (or a test's own limit), never sleeps.
+//! Every wait is bounded by [`WAIT`] (or a limit the test gives).
 
 use std::time::Duration;
 
 pub mod dialer;
 pub mod http;
 pub mod inproc;
+pub mod process;
 pub mod raw;
 
 pub use dialer::{EndpointPeer, RawDialer};
 pub use http::http_get;
 pub use inproc::{ChannelOutput, TestDirectory, TestPeer, options, options_at};
+pub use process::{DirectoryProcess, PeerProcess};
 pub use raw::RawClient;
 
 /// How long a test waits for something that should happen, before failing.

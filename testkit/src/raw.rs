@@ -155,23 +155,23 @@ impl RawClient {
         password: &str,
         id: &Identity,
     ) -> (RawClient, Vec<u8>) {
-        RawClient::logged_in_at(dir.local_addr(), Some(dir.public_key()), user, password, id).await
+        let (addr, key) = (dir.local_addr(), Some(dir.public_key()));
+        RawClient::logged_in_at(addr, key, user, password, id, &reported()).await
     }
 
-    /// Like [`RawClient::logged_in`], to the directory at `addr` (its key pinned if given).
+    /// Like [`RawClient::logged_in`], to the directory at `addr` (its key pinned if
+    /// given), reporting `addresses`.
     pub async fn logged_in_at(
         addr: SocketAddr,
         key: Option<PublicKey>,
         user: &str,
         password: &str,
         id: &Identity,
+        addresses: &[SocketAddr],
     ) -> (RawClient, Vec<u8>) {
         let mut raw = RawClient::connect_on(endpoint("127.0.0.1"), addr, key, |_| {}).await;
         let nonce = raw.hello().await;
-        match raw
-            .login_with(&nonce, user, password, id, &reported())
-            .await
-        {
+        match raw.login_with(&nonce, user, password, id, addresses).await {
             Reply::Granted { ticket, .. } => (raw, ticket),
             other => panic!("expected Granted, got {other:?}"),
         }
