@@ -219,6 +219,11 @@ impl PeerProcess {
         }
     }
 
+    /// Everything it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// What it printed so far, for failure messages.
     pub fn context(&self) -> String {
         format!(
@@ -254,7 +259,12 @@ impl PeerProcess {
 
     /// Reads stdout until a line starts with `prefix`.
     pub async fn expect(&mut self, prefix: &str) -> String {
-        self.expect_within(WAIT, &format!("line starting {prefix:?}"), |l| {
+        self.expect_prefix_within(WAIT, prefix).await
+    }
+
+    /// Reads stdout until a line starts with `prefix`, failing after `limit`.
+    pub async fn expect_prefix_within(&mut self, limit: Duration, prefix: &str) -> String {
+        self.expect_within(limit, &format!("line starting {prefix:?}"), |l| {
             l.starts_with(prefix)
         })
         .await
