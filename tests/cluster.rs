@@ -17,7 +17,8 @@ use peer::directory_client::{ClientError, DirectoryClient};
 use peer::ui::{Direction, Note, Path};
 use proto::Identity;
 use proto::message::{ErrorCode, PeerInfo, Refusal, RelayMsg, RelayRefusal, Reply};
-use testkit::{PASSWORD, TestDirectory, TestPeer};
+use testkit::client::{logged_in_at, peer_endpoint};
+use testkit::{PASSWORD, RawClient, TestDirectory, TestPeer};
 
 /// Fast heartbeats so that the expiry test is short.
 const POLICY: ClusterPolicy = ClusterPolicy {
@@ -63,22 +64,6 @@ fn data_sharing_key(of: &TestDirectory) -> tempfile::TempDir {
     data
 }
 
-fn endpoint(identity: &Identity) -> quinn::Endpoint {
-    peer::endpoint::bind(identity, "127.0.0.1:0".parse().unwrap()).unwrap()
-}
-
-async fn logged_in(
-    dir: std::net::SocketAddr,
-    user: &str,
-    identity: &Identity,
-) -> (quinn::Endpoint, DirectoryClient) {
-    let ep = endpoint(identity);
-    let client = DirectoryClient::connect(&ep, dir, None).await.unwrap();
-    let addrs = vec![ep.local_addr().unwrap()];
-    client.login(user, PASSWORD, identity, addrs).await.unwrap();
-    (ep, client)
-}
-
 /// Looks `user` up until `want(found)` holds, for at most `within`.
 async fn lookup_until(
     client: &DirectoryClient,
@@ -107,8 +92,8 @@ async fn users_on_two_instances_find_each_other_and_chat() {
 
     // Accounts are shared: bianca, created through instance 1, logs in to instance 2.
     let (ali_id, bianca_id) = (Identity::generate(), Identity::generate());
-    let (ali_ep, ali) = logged_in(one.addr(), "ali", &ali_id).await;
-    let (bianca_ep, bianca) = logged_in(two.addr(), "bianca", &bianca_id).await;
+    let (ali_ep, ali) = logged_in_at(one.addr(), None, "ali", &ali_id).await;
+    let (bianca_ep, bianca) = logged_in_at(two.addr(), None, "bianca", &bianca_id).await;
 
     let wait = Duration::from_secs(5);
     let found = lookup_until(&ali, "bianca", wait, Option::is_some)
@@ -140,7 +125,7 @@ async fn users_on_two_instances_find_each_other_and_chat() {
 
     // Two real peers on different instances chat (rendezvous crosses instances).
     let mut dina = TestPeer::start(&two, "dina", Start::Idle).await.unwrap();
-    let (watch_ep, watcher) = logged_in(one.addr(), "chloe", &Identity::generate()).await;
+    let (watch_ep, watcher) = logged_in_at(one.addr(), None, "chloe", &Identity::generate()).await;
     lookup_until(&watcher, "dina", wait, Option::is_some)
         .await
         .expect("dina visible on instance 1");
@@ -163,7 +148,7 @@ async fn users_on_two_instances_find_each_other_and_chat() {
     dina.quit().await;
 
     // A graceful stop takes its users off the other instances at once, not at expiry.
-    let (_ep, bianca_again) = logged_in(two.addr(), "bianca", &bianca_id).await;
+    let (_ep, bianca_again) = logged_in_at(two.addr(), None, "bianca", &bianca_id).await;
     lookup_until(&bianca_again, "chloe", wait, Option::is_some)
         .await
         .expect("chloe, on instance 1, visible on instance 2");
@@ -222,8 +207,9 @@ async fn a_crashed_instance_s_users_vanish_within_the_expiry_bound() {
     two.add_users(&["ali", "bianca"]).await.unwrap();
 
     let (one_addr, one) = Crashable::start(&url, &two);
-    let (_ali_ep, _ali) = logged_in(one_addr, "ali", &Identity::generate()).await;
-    let (_bianca_ep, bianca) = logged_in(two.addr(), "bianca", &Identity::generate()).await;
+    let (_ali_ep, _ali) = logged_in_at(one_addr, None, "ali", &Identity::generate()).await;
+    let (_bianca_ep, bianca) =
+        logged_in_at(two.addr(), None, "bianca", &Identity::generate()).await;
     let wait = Duration::from_secs(5);
     assert!(
         lookup_until(&bianca, "ali", wait, Option::is_some)
@@ -249,7 +235,7 @@ async fn lockout_counts_are_shared_across_instances() {
     let (one, two) = (instance(&url).await, instance(&url).await);
     one.add_users(&["ali"]).await.unwrap();
     let id = Identity::generate();
-    let ep = endpoint(&id);
+    let ep = peer_endpoint(&id);
     let c1 = DirectoryClient::connect(&ep, one.addr(), None)
         .await
         .unwrap();
@@ -303,7 +289,7 @@ async fn users_given_both_addresses_log_back_in_to_the_other_instance() {
         .await
         .unwrap();
     let mut bianca = TestPeer::start(&two, "bianca", Start::Idle).await.unwrap();
-    let (_watch_ep, watcher) = logged_in(two.addr(), "chloe", &Identity::generate()).await;
+    let (_watch_ep, watcher) = logged_in_at(two.addr(), None, "chloe", &Identity::generate()).await;
     let wait = Duration::from_secs(5);
     lookup_until(&watcher, "ali", wait, Option::is_some)
         .await
@@ -362,7 +348,7 @@ async fn peers_on_two_instances_chat_through_the_relay() {
     one.add_users(&["ali", "bianca", "chloe"]).await.unwrap();
 
     let mut bianca = TestPeer::start(&two, "bianca", Start::Idle).await.unwrap();
-    let (_watch_ep, watcher) = logged_in(one.addr(), "chloe", &Identity::generate()).await;
+    let (_watch_ep, watcher) = logged_in_at(one.addr(), None, "chloe", &Identity::generate()).await;
     lookup_until(&watcher, "bianca", Duration::from_secs(5), Option::is_some)
         .await
         .expect("bianca, on instance 2, visible on instance 1");
@@ -419,38 +405,18 @@ async fn peers_on_two_instances_chat_through_the_relay() {
 /// Links to `dir` as an instance would, signing with `signer`: the reply, and the
 /// connection (to open forwarded streams on).
 async fn link_as_instance(dir: &TestDirectory, signer: &Identity) -> (Reply, quinn::Connection) {
-    use proto::message::{Request, ServerMsg, instance_transcript};
-    let ep = endpoint(&Identity::generate());
-    let tls =
-        proto::verify::client_config(None, Some(dir.server.public_key()), proto::ALPN_DIRECTORY)
-            .unwrap();
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
-    let conn = ep
-        .connect_with(config, dir.addr(), "natter")
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = Request::Hello {
-        version: proto::PROTOCOL_VERSION,
-        software: "test".into(),
-    };
-    proto::frame::write_frame(&mut send, &hello).await.unwrap();
-    let Ok(Some(ServerMsg::Reply(Reply::Welcome { nonce, .. }))) =
-        proto::frame::read_frame(&mut recv).await
-    else {
-        panic!("no Welcome");
-    };
+    use proto::message::{Request, instance_transcript};
+    let mut raw = RawClient::connect(dir.addr(), dir.server.public_key()).await;
+    let nonce = raw.hello().await;
     let auth = Request::InstanceAuth {
         instance: "test-instance".into(),
         signature: signer.sign(&instance_transcript(&nonce, "test-instance")),
     };
-    proto::frame::write_frame(&mut send, &auth).await.unwrap();
-    let Ok(Some(ServerMsg::Reply(reply))) = proto::frame::read_frame(&mut recv).await else {
-        panic!("no reply to InstanceAuth");
-    };
+    let reply = raw.request(auth).await;
     // The control stream stays open as long as the link (finishing it ends the link).
+    let RawClient {
+        conn, send, recv, ..
+    } = raw;
     std::mem::forget((send, recv));
     (reply, conn)
 }
@@ -506,8 +472,8 @@ async fn a_removed_account_leaves_its_rooms_on_every_instance() {
     let one = instance(&url).await;
     let two = instance_in(&url, data_sharing_key(&one)).await;
     one.add_users(&["ali", "chloe"]).await.unwrap();
-    let (_ali_ep, ali) = logged_in(one.addr(), "ali", &Identity::generate()).await;
-    let (_chloe_ep, chloe) = logged_in(two.addr(), "chloe", &Identity::generate()).await;
+    let (_ali_ep, ali) = logged_in_at(one.addr(), None, "ali", &Identity::generate()).await;
+    let (_chloe_ep, chloe) = logged_in_at(two.addr(), None, "chloe", &Identity::generate()).await;
     ali.join_room("ops").await.unwrap();
 
     let rooms_until = |want: bool| {
@@ -542,7 +508,7 @@ async fn the_status_page_lists_the_instances() {
     .await;
     let two = instance_in(&url, data_sharing_key(&one)).await;
     one.add_users(&["ali"]).await.unwrap();
-    let (_ep, _ali) = logged_in(two.addr(), "ali", &Identity::generate()).await;
+    let (_ep, _ali) = logged_in_at(two.addr(), None, "ali", &Identity::generate()).await;
     let status = one.server.status_addr().unwrap();
 
     // Both instances, ali counted on instance 2, and the gauge for it.

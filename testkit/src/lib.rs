@@ -5,6 +5,7 @@
 //! # Layout
 //! - `inproc.rs`: a [`TestDirectory`] (the directory library on a temp dir) and
 //!   [`TestPeer`]s running the real app, driven like a script.
+//! - `client.rs`: the peer library's directory client, logged in, without an app.
 //! - `raw.rs`: [`RawClient`], the directory protocol written by hand, from any loopback
 //!   source address.
 //! - `dialer.rs`: [`RawDialer`], a peer doing the chat handshake by hand against the real
@@ -17,6 +18,7 @@
 
 use std::time::Duration;
 
+pub mod client;
 pub mod dialer;
 pub mod http;
 pub mod inproc;
