@@ -160,11 +160,12 @@ async fn parallel_guesses_get_at_most_three_passwords_checked() {
     .unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let id = Arc::new(Identity::generate());
-    // 64 connections, half from one address, half from eight others, all ready first;
-    // then every guess goes out at once.
+    // 64 connections, as many from one address as strangers may hold there
+    // (`max_anonymous_per_ip`, 16), the rest from sixteen others, all ready first; then
+    // every guess goes out at once.
     let mut raws = Vec::new();
     for i in 0..64u32 {
-        let ip = if i % 2 == 0 {
+        let ip = if i < 16 {
             "127.0.0.1".to_string()
         } else {
             format!("127.0.1.{}", i % 16)
