@@ -324,7 +324,7 @@ async fn run(o: Options) -> anyhow::Result<bool> {
             }
         }
     };
-    other.shutdown_background();
+    drop(other);
 
     let results = Results {
         sizes,
