@@ -9,9 +9,9 @@
 //! ChaCha20-Poly1305) on top. It prints what each of them sees, and the safety number
 //! both would compare to be sure nobody sits in the middle.
 
-use natter::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::{Note, terminal::render};
+use testkit::{TestDirectory, TestPeer};
 
 fn show(who: &str, note: &Note) {
     for line in render(note).lines() {

@@ -2,10 +2,10 @@
 //! `/logoutuser`, `/lock`, `/unlock`, `/shutdown`, through the real app and the real
 //! directory, and the same commands refused (and audited) for a plain user.
 
-use natter::{PASSWORD, TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::Note;
 use proto::message::AccountInfo;
+use testkit::{PASSWORD, TestDirectory, TestPeer};
 
 /// A directory with the administrator `root` and the users given.
 async fn directory_with_admin(users: &[&str]) -> TestDirectory {
@@ -214,7 +214,7 @@ async fn shutdown_from_an_admin_tells_every_peer_and_stops_the_directory() {
         .await;
     }
     // The owner of the directory learns it should stop, and finishes the job.
-    let reason = tokio::time::timeout(natter::WAIT, dir.server.stopped())
+    let reason = tokio::time::timeout(testkit::WAIT, dir.server.stopped())
         .await
         .expect("the directory was asked to stop");
     assert!(reason.contains("administrator"), "{reason}");

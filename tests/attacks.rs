@@ -6,7 +6,7 @@
 //! held to the per-source limit, a replayed login, a login signature made for another
 //! user or by another key, a login relayed by a malicious directory, 64 guesses at once
 //! (at most three passwords checked), an unknown name answering like a real one, a
-//! stranger's lockout not stopping the key holder, a logout ending its ticket. Peer side (a hand-driven dialer against the real acceptor): a
+//! stranger's lockout not stopping the key holder, a logout ending its ticket. EndpointPeer side (a hand-driven dialer against the real acceptor): a
 //! key share signed by another identity, a message sealed for another session, a frame
 //! reflected back to its sender, an over-long message, and a sender whose peer never
 //! acknowledges (its queue is bounded).
@@ -22,119 +22,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use natter::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::chat::{self, ChatError, ChatEvent, ChatEvents, ChatHandle, EndReason};
 use peer::endpoint;
 use peer::ui::Note;
 use proto::frame;
 use proto::message::{
-    ChannelBinding, ChatPayload, ConnectRefusal, PeerInfo, PeerMsg, Refusal, Reply, Request,
-    ServerMsg, login_transcript, resume_transcript,
+    ChatPayload, ConnectRefusal, PeerInfo, PeerMsg, Refusal, Reply, Request, ServerMsg,
+    login_transcript, resume_transcript,
 };
-use proto::session::{Handshake, Opener, Role, SealedFrame, Sealer};
 use proto::{Identity, PublicKey};
-use quinn::crypto::rustls::QuicClientConfig;
+use testkit::{EndpointPeer, RawClient, RawDialer, TestDirectory, TestPeer};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(15);
-const PASSWORD: &str = natter::PASSWORD;
+const PASSWORD: &str = testkit::PASSWORD;
 
 // ---------------------------------------------------------------------------------------
 // The directory
 // ---------------------------------------------------------------------------------------
 
-/// A raw directory client from a chosen source address.
-struct Raw {
-    _endpoint: quinn::Endpoint,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    nonce: [u8; 32],
-    /// What login proofs on this connection are bound to.
-    channel: ChannelBinding,
-}
-
-impl Raw {
-    /// Connects from `ip` and says `Hello`.
-    async fn connect(dir: &TestDirectory, ip: &str) -> Raw {
-        let endpoint = quinn::Endpoint::client(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
-        Raw::connect_on(dir, endpoint).await
-    }
-
-    /// Connects on `endpoint` (the directory then observes its address) and says `Hello`.
-    async fn connect_on(dir: &TestDirectory, endpoint: quinn::Endpoint) -> Raw {
-        let tls = proto::verify::client_config(
-            None,
-            Some(dir.server.public_key()),
-            proto::ALPN_DIRECTORY,
-        )
-        .unwrap();
-        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-        let connecting = endpoint.connect_with(config, dir.addr(), "natter").unwrap();
-        let conn = timeout(WAIT, connecting).await.unwrap().unwrap();
-        let (send, recv) = conn.open_bi().await.unwrap();
-        let channel = directory::tls::client_channel_binding(&conn).unwrap();
-        let mut raw = Raw {
-            _endpoint: endpoint,
-            send,
-            recv,
-            nonce: [0; 32],
-            channel,
-        };
-        let hello = Request::Hello {
-            version: proto::PROTOCOL_VERSION,
-            software: "attacks-test".into(),
-        };
-        raw.nonce = match raw.call(&hello).await {
-            Reply::Welcome { nonce, .. } => nonce,
-            other => panic!("expected Welcome, got {other:?}"),
-        };
-        raw
-    }
-
-    async fn call(&mut self, request: &Request) -> Reply {
-        frame::write_frame(&mut self.send, request).await.unwrap();
-        loop {
-            let msg = timeout(WAIT, frame::read_frame(&mut self.recv))
-                .await
-                .expect("a reply in time")
-                .expect("a frame")
-                .expect("the stream is open");
-            if let ServerMsg::Reply(reply) = msg {
-                return reply;
-            }
-        }
-    }
-
-    /// A login request signed properly for this connection.
-    fn login_request(&self, user: &str, password: &str, id: &Identity) -> Request {
-        Request::Login {
-            user: user.parse().unwrap(),
-            password: password.into(),
-            identity: id.public(),
-            signature: id.sign(&login_transcript(
-                &self.channel,
-                &self.nonce,
-                user,
-                &id.public(),
-            )),
-            addresses: vec![],
-        }
-    }
-
-    async fn login(&mut self, user: &str, password: &str, id: &Identity) -> Reply {
-        let request = self.login_request(user, password, id);
-        self.call(&request).await
-    }
-
-    /// Logs in reporting `addresses` as our own.
-    async fn login_reporting(&mut self, user: &str, id: &Identity, addresses: Vec<SocketAddr>) {
-        let mut request = self.login_request(user, PASSWORD, id);
-        if let Request::Login { addresses: a, .. } = &mut request {
-            *a = addresses;
-        }
-        assert_granted(&self.call(&request).await);
-    }
+/// Logs in reporting `addresses` as our own; panics unless granted.
+async fn login_reporting(raw: &mut RawClient, user: &str, id: &Identity, addresses: &[SocketAddr]) {
+    let request = raw.login_request_with(&raw.nonce(), user, PASSWORD, id, addresses);
+    assert_granted(&raw.call(request).await);
 }
 
 fn refusal(reply: &Reply) -> Refusal {
@@ -162,14 +73,14 @@ async fn guessing_on_a_fresh_connection_each_time_still_locks_the_account() {
     dir.add_users(&["ali"]).await.unwrap();
     let id = Identity::generate();
     for left in [2, 1, 0] {
-        let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+        let mut raw = RawClient::greeted(&dir.server, "127.0.0.1").await;
         assert_eq!(
             raw.login("ali", "guess-1234", &id).await,
             bad_password(left)
         );
     }
     // Locked: the right password on yet another connection is not even checked.
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::greeted(&dir.server, "127.0.0.1").await;
     let reply = raw.login("ali", PASSWORD, &id).await;
     match reply {
         Reply::Refused {
@@ -188,7 +99,7 @@ async fn guessing_from_several_addresses_counts_against_the_one_account() {
     let id = Identity::generate();
     // One failure from each of two addresses, a third from the first again.
     for (ip, left) in [("127.0.0.1", 2), ("127.0.0.2", 1), ("127.0.0.1", 0)] {
-        let mut raw = Raw::connect(&dir, ip).await;
+        let mut raw = RawClient::greeted(&dir.server, ip).await;
         assert_eq!(
             raw.login("ali", "guess-1234", &id).await,
             bad_password(left)
@@ -196,13 +107,13 @@ async fn guessing_from_several_addresses_counts_against_the_one_account() {
     }
     // The account is locked wherever the next attempt comes from...
     for ip in ["127.0.0.2", "127.0.0.3"] {
-        let mut raw = Raw::connect(&dir, ip).await;
+        let mut raw = RawClient::greeted(&dir.server, ip).await;
         let reply = raw.login("ali", PASSWORD, &id).await;
         assert_eq!(refusal(&reply), Refusal::LockedOut, "from {ip}");
     }
     // ... and only that account: the addresses themselves are not blocked (3 failures
     // are far below the per-source limit), so another user logs in from them.
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::greeted(&dir.server, "127.0.0.1").await;
     assert_granted(&raw.login("bianca", PASSWORD, &Identity::generate()).await);
 }
 
@@ -214,14 +125,14 @@ async fn guessing_across_many_accounts_blocks_the_source_and_only_it() {
     let id = Identity::generate();
     // One guess per account name, never the same account twice: no account locks, but
     // the source runs out of failures.
-    let mut raw = Raw::connect(&dir, "127.0.0.2").await;
+    let mut raw = RawClient::greeted(&dir.server, "127.0.0.2").await;
     for i in 0..limit {
         let reply = raw.login(&format!("user{i}"), "guess-1234", &id).await;
         assert_eq!(refusal(&reply), Refusal::BadCredentials, "guess {i}");
     }
     // Blocked now, even for an account it has the right password for, on a new
     // connection too.
-    let mut again = Raw::connect(&dir, "127.0.0.2").await;
+    let mut again = RawClient::greeted(&dir.server, "127.0.0.2").await;
     match again.login("ali", PASSWORD, &id).await {
         Reply::Refused {
             reason: Refusal::SourceBlocked,
@@ -231,7 +142,7 @@ async fn guessing_across_many_accounts_blocks_the_source_and_only_it() {
         other => panic!("expected the source to be blocked, got {other:?}"),
     }
     // Another address is not affected, and ali's account was never locked.
-    let mut other = Raw::connect(&dir, "127.0.0.1").await;
+    let mut other = RawClient::greeted(&dir.server, "127.0.0.1").await;
     assert_granted(&other.login("ali", PASSWORD, &id).await);
 }
 
@@ -259,7 +170,7 @@ async fn parallel_guesses_get_at_most_three_passwords_checked() {
         } else {
             format!("127.0.1.{}", i % 16)
         };
-        raws.push(Raw::connect(&dir, &ip).await);
+        raws.push(RawClient::greeted(&dir.server, &ip).await);
     }
     let mut guesses = tokio::task::JoinSet::new();
     for mut raw in raws {
@@ -284,7 +195,7 @@ async fn an_unknown_name_answers_like_a_real_account() {
     dir.add_users(&["ali"]).await.unwrap();
     let id = Identity::generate();
     for user in ["ali", "nobody"] {
-        let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+        let mut raw = RawClient::greeted(&dir.server, "127.0.0.1").await;
         for left in [2, 1, 0] {
             assert_eq!(
                 raw.login(user, "guess-1234", &id).await,
@@ -302,13 +213,13 @@ async fn a_stranger_locking_the_password_does_not_lock_the_user_out_of_their_key
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let ali = Identity::generate();
-    let mut home = Raw::connect(&dir, "127.0.0.1").await;
+    let mut home = RawClient::greeted(&dir.server, "127.0.0.1").await;
     let Reply::Granted { ticket, .. } = home.login("ali", PASSWORD, &ali).await else {
         panic!("ali logs in")
     };
     drop(home);
     // A stranger locks ali's password.
-    let mut stranger = Raw::connect(&dir, "127.0.0.2").await;
+    let mut stranger = RawClient::greeted(&dir.server, "127.0.0.2").await;
     for left in [2, 1, 0] {
         assert_eq!(
             stranger.login("ali", "guess-1234", &ali).await,
@@ -320,10 +231,10 @@ async fn a_stranger_locking_the_password_does_not_lock_the_user_out_of_their_key
         Refusal::LockedOut
     );
     // Ali's ticket and key still resume, from anywhere...
-    let mut roaming = Raw::connect(&dir, "127.0.0.3").await;
+    let mut roaming = RawClient::greeted(&dir.server, "127.0.0.3").await;
     let signature = ali.sign(&resume_transcript(
-        &roaming.channel,
-        &roaming.nonce,
+        &roaming.channel(),
+        &roaming.nonce(),
         "ali",
         &ticket,
     ));
@@ -336,7 +247,7 @@ async fn a_stranger_locking_the_password_does_not_lock_the_user_out_of_their_key
     assert_granted(&roaming.call(&resume).await);
     drop(roaming);
     // ...and her password still works from where she logged in before.
-    let mut home = Raw::connect(&dir, "127.0.0.1").await;
+    let mut home = RawClient::greeted(&dir.server, "127.0.0.1").await;
     assert_granted(&home.login("ali", PASSWORD, &ali).await);
 }
 
@@ -345,15 +256,15 @@ async fn a_logout_ends_the_ticket() {
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let ali = Identity::generate();
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::greeted(&dir.server, "127.0.0.1").await;
     let Reply::Granted { ticket, .. } = raw.login("ali", PASSWORD, &ali).await else {
         panic!("ali logs in")
     };
     assert_eq!(raw.call(&Request::Logout).await, Reply::LoggedOut);
-    let mut again = Raw::connect(&dir, "127.0.0.1").await;
+    let mut again = RawClient::greeted(&dir.server, "127.0.0.1").await;
     let signature = ali.sign(&resume_transcript(
-        &again.channel,
-        &again.nonce,
+        &again.channel(),
+        &again.nonce(),
         "ali",
         &ticket,
     ));
@@ -371,13 +282,13 @@ async fn a_replayed_login_is_refused() {
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let id = Identity::generate();
-    let mut victim = Raw::connect(&dir, "127.0.0.1").await;
+    let mut victim = RawClient::greeted(&dir.server, "127.0.0.1").await;
     let captured = victim.login_request("ali", PASSWORD, &id);
     assert_granted(&victim.call(&captured).await);
     // An eavesdropper who somehow got the whole request (password included) replays it
     // word for word on its own connection: the signature is over the victim's nonce.
-    let mut attacker = Raw::connect(&dir, "127.0.0.2").await;
-    assert_ne!(attacker.nonce, victim.nonce);
+    let mut attacker = RawClient::greeted(&dir.server, "127.0.0.2").await;
+    assert_ne!(attacker.nonce(), victim.nonce());
     let reply = attacker.call(&captured).await;
     assert_eq!(refusal(&reply), Refusal::BadSignature);
     assert_eq!(dir.server.online_count(), 1);
@@ -395,10 +306,10 @@ async fn a_login_signature_made_for_another_user_is_refused() {
     // Bianca (who also knows ali's password) signs her own login transcript on this
     // connection and presents it, with her key, as ali's: ali has no key registered yet,
     // so accepting it would bind bianca's key to ali's account.
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::greeted(&dir.server, "127.0.0.1").await;
     let for_bianca = bianca.sign(&login_transcript(
-        &raw.channel,
-        &raw.nonce,
+        &raw.channel(),
+        &raw.nonce(),
         "bianca",
         &bianca.public(),
     ));
@@ -420,9 +331,9 @@ async fn a_login_signature_made_for_another_user_is_refused() {
     };
     assert_granted(&raw.call(&honest).await);
     // Ali's account got no key from it: ali's own key is the one registered.
-    let mut real = Raw::connect(&dir, "127.0.0.2").await;
+    let mut real = RawClient::greeted(&dir.server, "127.0.0.2").await;
     assert_granted(&real.login("ali", PASSWORD, &ali).await);
-    let mut later = Raw::connect(&dir, "127.0.0.3").await;
+    let mut later = RawClient::greeted(&dir.server, "127.0.0.3").await;
     let reply = later.login("ali", PASSWORD, &bianca).await;
     // Another key answers like a wrong password (issue 14: no oracle for the password).
     assert_eq!(refusal(&reply), Refusal::BadCredentials);
@@ -434,11 +345,11 @@ async fn a_login_signed_by_another_key_than_the_one_presented_is_refused() {
     dir.add_users(&["ali"]).await.unwrap();
     let ali = Identity::generate();
     let mallory = Identity::generate();
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::greeted(&dir.server, "127.0.0.1").await;
     // The transcript names ali's key, but mallory (without ali's private key) signs it.
     let signature = mallory.sign(&login_transcript(
-        &raw.channel,
-        &raw.nonce,
+        &raw.channel(),
+        &raw.nonce(),
         "ali",
         &ali.public(),
     ));
@@ -468,8 +379,8 @@ async fn relay_login_through_malicious_directory(a: &TestDirectory, victim: &Ide
     .unwrap();
     let b_addr = b_endpoint.local_addr().unwrap();
 
-    let mut upstream = Raw::connect(a, "127.0.0.2").await;
-    let a_nonce = upstream.nonce;
+    let mut upstream = RawClient::greeted(&a.server, "127.0.0.2").await;
+    let a_nonce = upstream.nonce();
     let proxy = tokio::spawn(async move {
         let conn = b_endpoint.accept().await.unwrap().await.unwrap();
         let (mut send, mut recv) = conn.accept_bi().await.unwrap();
@@ -522,44 +433,19 @@ async fn a_login_relayed_by_a_malicious_directory_is_refused() {
     let ali = users.iter().find(|u| u.name == "ali").unwrap();
     assert_eq!(ali.identity, None, "no key registered by the relayed login");
     // The victim's own login to A is unaffected.
-    let mut raw = Raw::connect(&a, "127.0.0.1").await;
+    let mut raw = RawClient::greeted(&a.server, "127.0.0.1").await;
     assert_granted(&raw.login("ali", PASSWORD, &victim).await);
 }
 
 // ---------------------------------------------------------------------------------------
-// Peer to peer
+// EndpointPeer to peer
 // ---------------------------------------------------------------------------------------
 
-/// A user with an identity and a bound endpoint.
-struct Peer {
-    name: &'static str,
-    identity: Arc<Identity>,
-    endpoint: quinn::Endpoint,
-}
-
-impl Peer {
-    fn new(name: &'static str) -> Self {
-        let identity = Arc::new(Identity::generate());
-        let endpoint = endpoint::bind(&identity, "127.0.0.1:0".parse().unwrap()).unwrap();
-        Peer {
-            name,
-            identity,
-            endpoint,
-        }
-    }
-
-    fn info(&self) -> PeerInfo {
-        PeerInfo {
-            user: self.name.parse().unwrap(),
-            identity: self.identity.public(),
-            observed: self.endpoint.local_addr().unwrap(),
-            addresses: vec![],
-        }
-    }
-}
-
 /// Accepts one chat at `at`, where the directory knows exactly `known`.
-async fn accept_one(at: &Peer, known: PeerInfo) -> Result<(ChatHandle, ChatEvents), ChatError> {
+async fn accept_one(
+    at: &EndpointPeer,
+    known: PeerInfo,
+) -> Result<(ChatHandle, ChatEvents), ChatError> {
     let conn = at.endpoint.accept().await.unwrap().await.unwrap();
     let lookup = async move |name: &str| Ok((name == known.user).then_some(known));
     chat::accept(
@@ -572,106 +458,11 @@ async fn accept_one(at: &Peer, known: PeerInfo) -> Result<(ChatHandle, ChatEvent
     .await
 }
 
-/// A hand-driven dialer: TLS with its own key, then the connect request, then a key
-/// share signed by `signer` (its own identity unless a test says otherwise).
-struct RawDialer {
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    sealer: Sealer,
-    opener: Opener,
-}
-
-impl RawDialer {
-    /// Dials `to` and completes the handshake; returns the dialer and bianca's side.
-    async fn chat(from: &Peer, to: &Peer) -> (RawDialer, (ChatHandle, ChatEvents)) {
-        let (dialer, accepted) = tokio::join!(
-            RawDialer::dial(from, to, &from.identity),
-            accept_one(to, from.info())
-        );
-        let dialer = dialer.unwrap_or_else(|(why, _)| panic!("key exchange: {why}"));
-        (dialer, accepted.expect("acceptor"))
-    }
-
-    /// On failure, the reason and the connection (kept open, for the other side to
-    /// come to its own conclusion).
-    async fn dial(
-        from: &Peer,
-        to: &Peer,
-        signer: &Identity,
-    ) -> Result<RawDialer, (String, quinn::Connection)> {
-        let to_info = to.info();
-        let conn = endpoint::dial_peer(
-            &from.endpoint,
-            &from.identity,
-            to_info.observed,
-            to_info.identity,
-        )
-        .await
-        .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let connect = PeerMsg::Connect {
-            version: proto::PROTOCOL_VERSION,
-            initiator: from.name.parse().unwrap(),
-            background: false,
-        };
-        frame::write_frame(&mut send, &connect).await.unwrap();
-        let reply: PeerMsg = frame::read_frame(&mut recv).await.unwrap().unwrap();
-        assert_eq!(
-            reply,
-            PeerMsg::Accepted {
-                user: to.name.parse().unwrap()
-            }
-        );
-        let (handshake, ours) = Handshake::start(signer, Role::Initiator, to_info.identity);
-        frame::write_frame(&mut send, &PeerMsg::KeyShare(ours))
-            .await
-            .unwrap();
-        let theirs = match frame::read_frame(&mut recv).await {
-            Ok(Some(PeerMsg::KeyShare(share))) => share,
-            other => return Err((format!("no key share: {other:?}"), conn)),
-        };
-        let (sealer, opener) = match handshake.finish(&theirs) {
-            Ok(session) => session.split(),
-            Err(e) => return Err((e.to_string(), conn)),
-        };
-        Ok(RawDialer {
-            conn,
-            send,
-            recv,
-            sealer,
-            opener,
-        })
-    }
-
-    fn seal(&mut self, payload: &ChatPayload) -> SealedFrame {
-        let bytes = frame::encode(payload).unwrap();
-        self.sealer.seal(&bytes[frame::HEADER_LEN..]).unwrap()
-    }
-
-    async fn write(&mut self, sealed: SealedFrame) {
-        frame::write_frame(&mut self.send, &PeerMsg::Sealed(sealed))
-            .await
-            .unwrap();
-    }
-
-    /// The next sealed frame from the other side, unopened.
-    async fn read_sealed(&mut self) -> SealedFrame {
-        match timeout(WAIT, frame::read_frame::<_, PeerMsg>(&mut self.recv))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            PeerMsg::Sealed(sealed) => sealed,
-            other => panic!("expected a sealed frame, got {other:?}"),
-        }
-    }
-
-    async fn read(&mut self) -> ChatPayload {
-        let sealed = self.read_sealed().await;
-        frame::decode(&self.opener.open(&sealed).unwrap()).unwrap()
-    }
+/// Ali (by hand, her own key share) and the real acceptor at `to`, in a chat.
+async fn raw_chat(from: &EndpointPeer, to: &EndpointPeer) -> (RawDialer, (ChatHandle, ChatEvents)) {
+    let (dialer, accepted) =
+        tokio::join!(RawDialer::connect(from, to), accept_one(to, from.info()));
+    (dialer, accepted.expect("acceptor"))
 }
 
 fn text(id: u64, text: &str) -> ChatPayload {
@@ -704,7 +495,7 @@ async fn expect_violation(events: &mut ChatEvents, word: &str) {
 
 #[tokio::test]
 async fn a_key_share_signed_by_another_identity_is_refused() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let mallory = Identity::generate();
     // TLS and the connect request are ali's own; the ephemeral key is signed by mallory
     // (a man in the middle who cannot sign as ali).
@@ -728,9 +519,9 @@ async fn a_key_share_signed_by_another_identity_is_refused() {
 
 #[tokio::test]
 async fn a_message_sealed_for_another_session_is_refused() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (mut first, (_h1, mut events1)) = RawDialer::chat(&ali, &bianca).await;
-    let (mut second, (_h2, mut events2)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (mut first, (_h1, mut events1)) = raw_chat(&ali, &bianca).await;
+    let (mut second, (_h2, mut events2)) = raw_chat(&ali, &bianca).await;
     // Same sender, same receiver, same message id and counter: only the session differs.
     let sealed_for_first = first.seal(&text(1, "transfer approved"));
     second.write(sealed_for_first.clone()).await;
@@ -747,8 +538,8 @@ async fn a_message_sealed_for_another_session_is_refused() {
 
 #[tokio::test]
 async fn a_frame_reflected_back_to_its_sender_is_refused() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (mut raw, (handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (mut raw, (handle, mut events)) = raw_chat(&ali, &bianca).await;
     let id = handle.send("meet at noon").await.unwrap();
     // Ali receives bianca's sealed message and sends the same bytes straight back: the
     // other direction has its own key, so bianca cannot be made to read her own words.
@@ -760,8 +551,8 @@ async fn a_frame_reflected_back_to_its_sender_is_refused() {
 
 #[tokio::test]
 async fn a_message_over_the_length_limit_ends_the_chat() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (mut raw, (_handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (mut raw, (_handle, mut events)) = raw_chat(&ali, &bianca).await;
     // Sealed properly, so it passes the crypto; only the length is wrong.
     let too_long = "x".repeat(proto::names::MAX_MESSAGE + 1);
     let sealed = raw.seal(&text(1, &too_long));
@@ -772,8 +563,8 @@ async fn a_message_over_the_length_limit_ends_the_chat() {
 /// Takes [`chat::STALL_TIMEOUT`] (20 s) and a little more.
 #[tokio::test]
 async fn a_peer_that_stops_reading_is_disconnected_after_the_stall_timeout() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (raw, (handle, mut events)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (raw, (handle, mut events)) = raw_chat(&ali, &bianca).await;
     // Ali reads nothing at all: once the QUIC window is full, bianca's writes stall.
     let big = "x".repeat(proto::names::MAX_MESSAGE);
     let started = tokio::time::Instant::now();
@@ -805,8 +596,8 @@ async fn a_peer_that_stops_reading_is_disconnected_after_the_stall_timeout() {
 
 #[tokio::test]
 async fn a_peer_that_never_acknowledges_cannot_make_the_sender_buffer_without_bound() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
-    let (mut raw, (handle, _events)) = RawDialer::chat(&ali, &bianca).await;
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
+    let (mut raw, (handle, _events)) = raw_chat(&ali, &bianca).await;
     // Ali reads nothing and acknowledges nothing. Bianca's sends are queued, then
     // refused: at most MAX_UNACKED in flight plus COMMAND_QUEUE waiting.
     let bound = chat::MAX_UNACKED + chat::COMMAND_QUEUE + 1;
@@ -1023,14 +814,19 @@ async fn a_caller_cannot_make_the_target_send_packets_to_addresses_it_chose() {
     // a multicast group as her own.
     let mallory_id = Arc::new(Identity::generate());
     let mallory_endpoint = endpoint::bind(&mallory_id, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let mut mallory = Raw::connect_on(&dir, mallory_endpoint.clone()).await;
+    let mut mallory = RawClient::connect_on(
+        mallory_endpoint.clone(),
+        dir.addr(),
+        Some(dir.server.public_key()),
+        |_| {},
+    )
+    .await;
+    mallory.hello().await;
     let reported = vec![
         victim_addr,
         SocketAddr::new("224.0.0.251".parse().unwrap(), victim_addr.port()),
     ];
-    mallory
-        .login_reporting("mallory", &mallory_id, reported)
-        .await;
+    login_reporting(&mut mallory, "mallory", &mallory_id, &reported).await;
     let reply = mallory
         .call(&Request::Rendezvous {
             user: "bianca".parse().unwrap(),
@@ -1071,7 +867,7 @@ async fn a_caller_cannot_make_the_target_send_packets_to_addresses_it_chose() {
 
 /// Seals `text` from ali (logged in on `raw` with `id`) to bianca and deposits it;
 /// returns the blob.
-async fn deposit_to_bianca(raw: &mut Raw, id: &Identity, text: &str) -> Vec<u8> {
+async fn deposit_to_bianca(raw: &mut RawClient, id: &Identity, text: &str) -> Vec<u8> {
     let (identity, prekey) = match raw
         .call(&Request::FetchPrekey {
             user: "bianca".parse().unwrap(),
@@ -1099,7 +895,7 @@ async fn deposit_to_bianca(raw: &mut Raw, id: &Identity, text: &str) -> Vec<u8> 
     blob
 }
 
-async fn deposit_blob(raw: &mut Raw, blob: &[u8]) {
+async fn deposit_blob(raw: &mut RawClient, blob: &[u8]) {
     let reply = raw
         .call(&Request::Deposit {
             to: "bianca".parse().unwrap(),
@@ -1122,7 +918,7 @@ async fn a_redelivered_offline_message_is_never_shown_twice_even_after_a_restart
     let profile = bianca.quit().await;
 
     let ali_id = Identity::generate();
-    let mut ali = Raw::connect(&dir, "127.0.0.1").await;
+    let mut ali = RawClient::greeted(&dir.server, "127.0.0.1").await;
     assert_granted(&ali.login("ali", PASSWORD, &ali_id).await);
     let blob = deposit_to_bianca(&mut ali, &ali_id, "see you at eight").await;
     let mut bianca = TestPeer::start_in(&dir, "bianca", profile, Start::Idle)

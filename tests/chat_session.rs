@@ -5,7 +5,6 @@
 //! every wait is for an event, bounded by [`WAIT`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,9 @@ use peer::chat::{self, ChatError, ChatEvent, ChatEvents, ChatHandle, EndReason};
 use peer::endpoint;
 use proto::frame;
 use proto::message::{ChatPayload, ConnectRefusal, PeerInfo, PeerMsg};
-use proto::session::{Handshake, Opener, Role, SealedFrame, Sealer};
+use proto::session::Role;
 use proto::{Identity, PublicKey};
+use testkit::{EndpointPeer, RawDialer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
@@ -24,44 +24,7 @@ const WAIT: Duration = Duration::from_secs(15);
 type Chat = (ChatHandle, ChatEvents);
 type Directory = HashMap<String, PeerInfo>;
 
-/// A user with an identity and a bound endpoint.
-struct Peer {
-    name: &'static str,
-    identity: Arc<Identity>,
-    endpoint: quinn::Endpoint,
-}
-
-impl Peer {
-    fn new(name: &'static str) -> Self {
-        let identity = Arc::new(Identity::generate());
-        let endpoint = endpoint::bind(&identity, "127.0.0.1:0".parse().unwrap()).unwrap();
-        Peer {
-            name,
-            identity,
-            endpoint,
-        }
-    }
-
-    fn key(&self) -> PublicKey {
-        self.identity.public()
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.endpoint.local_addr().unwrap()
-    }
-
-    /// What the directory would answer about this peer.
-    fn info(&self) -> PeerInfo {
-        PeerInfo {
-            user: self.name.parse().unwrap(),
-            identity: self.key(),
-            observed: self.addr(),
-            addresses: vec![],
-        }
-    }
-}
-
-fn directory(peers: &[&Peer]) -> Directory {
+fn directory(peers: &[&EndpointPeer]) -> Directory {
     peers
         .iter()
         .map(|p| (p.name.to_string(), p.info()))
@@ -69,7 +32,7 @@ fn directory(peers: &[&Peer]) -> Directory {
 }
 
 /// `from` dials `to` (pinning `to`'s real key) and asks for a chat as `claim`.
-async fn dial(from: &Peer, to: &Peer, claim: &str) -> Result<Chat, ChatError> {
+async fn dial(from: &EndpointPeer, to: &EndpointPeer, claim: &str) -> Result<Chat, ChatError> {
     let conn = endpoint::dial_peer(&from.endpoint, &from.identity, to.addr(), to.key())
         .await
         .expect("TLS handshake");
@@ -80,11 +43,11 @@ async fn dial(from: &Peer, to: &Peer, claim: &str) -> Result<Chat, ChatError> {
 }
 
 /// Accepts one chat at `at`, looking initiators up in `dir`, with no pins.
-async fn accept_one(at: &Peer, dir: &Directory) -> Result<Chat, ChatError> {
+async fn accept_one(at: &EndpointPeer, dir: &Directory) -> Result<Chat, ChatError> {
     accept_with(at, dir, |_: &str, _: &PublicKey| Ok(())).await
 }
 
-async fn accept_with<P>(at: &Peer, dir: &Directory, pin_check: P) -> Result<Chat, ChatError>
+async fn accept_with<P>(at: &EndpointPeer, dir: &Directory, pin_check: P) -> Result<Chat, ChatError>
 where
     P: FnOnce(&str, &PublicKey) -> Result<(), ConnectRefusal>,
 {
@@ -103,7 +66,7 @@ where
 }
 
 /// `from` dials `to` under its own name; both sides' chats.
-async fn connect(from: &Peer, to: &Peer, dir: &Directory) -> (Chat, Chat) {
+async fn connect(from: &EndpointPeer, to: &EndpointPeer, dir: &Directory) -> (Chat, Chat) {
     let (dialed, accepted) = tokio::join!(dial(from, to, from.name), accept_one(to, dir));
     (dialed.expect("dialer"), accepted.expect("acceptor"))
 }
@@ -157,7 +120,7 @@ async fn exchange(from: &mut Chat, to: &mut Chat, text: &str) -> u64 {
 
 #[tokio::test]
 async fn messages_flow_both_ways_and_close_ends_both_sides() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let dir = directory(&[&ali, &bianca]);
     let (mut a, mut b) = connect(&ali, &bianca, &dir).await;
 
@@ -205,7 +168,7 @@ async fn messages_flow_both_ways_and_close_ends_both_sides() {
 
 #[tokio::test]
 async fn messages_sent_just_before_close_are_still_acknowledged() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let dir = directory(&[&ali, &bianca]);
     let (a, mut b) = connect(&ali, &bianca, &dir).await;
     for id in 1..=3 {
@@ -225,7 +188,7 @@ async fn messages_sent_just_before_close_are_still_acknowledged() {
 
 #[tokio::test]
 async fn dropping_every_handle_closes_the_chat() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let dir = directory(&[&ali, &bianca]);
     let ((a_handle, mut a_events), mut b) = connect(&ali, &bianca, &dir).await;
     let clone = a_handle.clone();
@@ -241,7 +204,7 @@ async fn dropping_every_handle_closes_the_chat() {
 
 #[tokio::test]
 async fn dropping_the_events_closes_the_chat() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let dir = directory(&[&ali, &bianca]);
     let ((a_handle, a_events), mut b) = connect(&ali, &bianca, &dir).await;
     drop(a_events);
@@ -256,7 +219,7 @@ async fn dropping_the_events_closes_the_chat() {
 
 #[tokio::test]
 async fn message_size_limit_is_checked_before_sending() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let dir = directory(&[&ali, &bianca]);
     let (mut a, mut b) = connect(&ali, &bianca, &dir).await;
     let too_long = "x".repeat(proto::names::MAX_MESSAGE + 1);
@@ -272,7 +235,11 @@ async fn message_size_limit_is_checked_before_sending() {
 
 #[tokio::test]
 async fn impostor_with_another_key_is_refused() {
-    let (ali, bianca, mallory) = (Peer::new("ali"), Peer::new("bianca"), Peer::new("mallory"));
+    let (ali, bianca, mallory) = (
+        EndpointPeer::new("ali"),
+        EndpointPeer::new("bianca"),
+        EndpointPeer::new("mallory"),
+    );
     let dir = directory(&[&ali, &bianca, &mallory]);
     let (dialed, accepted) =
         tokio::join!(dial(&mallory, &bianca, "ali"), accept_one(&bianca, &dir));
@@ -300,7 +267,7 @@ async fn impostor_with_another_key_is_refused() {
 
 #[tokio::test]
 async fn unknown_initiator_is_refused() {
-    let (bianca, chloe) = (Peer::new("bianca"), Peer::new("chloe"));
+    let (bianca, chloe) = (EndpointPeer::new("bianca"), EndpointPeer::new("chloe"));
     let dir = directory(&[&bianca]);
     let (dialed, accepted) =
         tokio::join!(dial(&chloe, &bianca, "chloe"), accept_one(&bianca, &dir));
@@ -325,7 +292,7 @@ async fn unknown_initiator_is_refused() {
 
 /// Sends a connect request claiming `claim` (any text: encoded as the `String` a
 /// `UserName` is on the wire) and returns the answer, if one came.
-async fn connect_claiming(from: &Peer, to: &Peer, claim: &str) -> Option<PeerMsg> {
+async fn connect_claiming(from: &EndpointPeer, to: &EndpointPeer, claim: &str) -> Option<PeerMsg> {
     #[derive(serde::Serialize)]
     enum RawPeerMsg<'a> {
         Connect {
@@ -349,7 +316,11 @@ async fn connect_claiming(from: &Peer, to: &Peer, claim: &str) -> Option<PeerMsg
 
 #[tokio::test]
 async fn initiator_from_an_unlisted_address_is_refused() {
-    let (ali, bianca, elsewhere) = (Peer::new("ali"), Peer::new("bianca"), Peer::new("x"));
+    let (ali, bianca, elsewhere) = (
+        EndpointPeer::new("ali"),
+        EndpointPeer::new("bianca"),
+        EndpointPeer::new("x"),
+    );
     let mut dir = directory(&[&ali, &bianca]);
     // The directory saw ali somewhere else.
     dir.get_mut("ali").unwrap().observed = elsewhere.addr();
@@ -369,7 +340,7 @@ async fn initiator_from_an_unlisted_address_is_refused() {
 
 #[tokio::test]
 async fn directory_failure_refuses_with_directory_unavailable() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let accept = async {
         let conn = bianca.endpoint.accept().await.unwrap().await.unwrap();
         // The directory connection is lost: the app answers DirectoryUnavailable.
@@ -396,7 +367,7 @@ async fn directory_failure_refuses_with_directory_unavailable() {
 
 #[tokio::test]
 async fn pin_check_refusal_reaches_the_dialer() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let dir = directory(&[&ali, &bianca]);
     let asked = Arc::new(Mutex::new(None));
     let record = asked.clone();
@@ -425,7 +396,7 @@ async fn pin_check_refusal_reaches_the_dialer() {
 
 #[tokio::test]
 async fn busy_acceptor_refuses_without_looking() {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let refuse = async {
         let conn = bianca.endpoint.accept().await.unwrap().await.unwrap();
         chat::refuse(conn, ConnectRefusal::Busy).await;
@@ -439,7 +410,11 @@ async fn busy_acceptor_refuses_without_looking() {
 
 #[tokio::test]
 async fn dialer_pinning_another_key_fails_without_hanging() {
-    let (ali, bianca, mallory) = (Peer::new("ali"), Peer::new("bianca"), Peer::new("mallory"));
+    let (ali, bianca, mallory) = (
+        EndpointPeer::new("ali"),
+        EndpointPeer::new("bianca"),
+        EndpointPeer::new("mallory"),
+    );
     let dir = directory(&[&ali, &bianca]);
     // Ali was told bianca has mallory's key (a lying directory, or a stale record).
     let dial = endpoint::dial_peer(&ali.endpoint, &ali.identity, bianca.addr(), mallory.key());
@@ -465,7 +440,7 @@ async fn dialer_pinning_another_key_fails_without_hanging() {
 /// handshake completes; the rejection shows on first use and must become a clear error.
 #[tokio::test]
 async fn acceptor_rejecting_our_certificate_is_a_clear_error() {
-    let ali = Peer::new("ali");
+    let ali = EndpointPeer::new("ali");
     let strict_id = Identity::generate();
     let somebody_else = Identity::generate().public();
     let cert = proto::cert::self_signed(&strict_id, "strict").unwrap();
@@ -516,7 +491,11 @@ async fn acceptor_rejecting_our_certificate_is_a_clear_error() {
 
 #[tokio::test]
 async fn two_callers_at_once_both_get_through() {
-    let (ali, bianca, chloe) = (Peer::new("ali"), Peer::new("bianca"), Peer::new("chloe"));
+    let (ali, bianca, chloe) = (
+        EndpointPeer::new("ali"),
+        EndpointPeer::new("bianca"),
+        EndpointPeer::new("chloe"),
+    );
     let dir = directory(&[&ali, &bianca, &chloe]);
 
     // Bianca's accept loop: one task per incoming connection, like the app's.
@@ -578,7 +557,7 @@ async fn two_callers_at_once_both_get_through() {
 /// sends another packet (no goodbye, no connection close).
 #[tokio::test]
 async fn killed_peer_is_noticed_and_the_endpoint_keeps_accepting() {
-    let (bianca, chloe) = (Peer::new("bianca"), Peer::new("chloe"));
+    let (bianca, chloe) = (EndpointPeer::new("bianca"), EndpointPeer::new("chloe"));
     let bianca_info = bianca.info();
     let (addr_tx, addr_rx) = oneshot::channel::<PeerInfo>();
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
@@ -592,7 +571,7 @@ async fn killed_peer_is_noticed_and_the_endpoint_keeps_accepting() {
         // Everything ali has is returned out of the runtime and dropped only after the
         // runtime is gone, so no task of hers runs again: like a killed process.
         let remains = rt.block_on(async move {
-            let ali = Peer::new("ali");
+            let ali = EndpointPeer::new("ali");
             addr_tx.send(ali.info()).unwrap();
             let conn = endpoint::dial_peer(
                 &ali.endpoint,
@@ -641,88 +620,6 @@ async fn killed_peer_is_noticed_and_the_endpoint_keeps_accepting() {
     exchange(&mut b, &mut c, "hello chloe").await;
 }
 
-/// A hand-driven dialer: does the connect request and the key exchange itself, then lets
-/// the test write any frame it likes.
-struct RawDialer {
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    sealer: Sealer,
-    opener: Opener,
-}
-
-impl RawDialer {
-    async fn connect(from: &Peer, to: &Peer) -> RawDialer {
-        let conn = endpoint::dial_peer(&from.endpoint, &from.identity, to.addr(), to.key())
-            .await
-            .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let connect = PeerMsg::Connect {
-            version: proto::PROTOCOL_VERSION,
-            initiator: from.name.parse().unwrap(),
-            background: false,
-        };
-        frame::write_frame(&mut send, &connect).await.unwrap();
-        let reply: PeerMsg = frame::read_frame(&mut recv).await.unwrap().unwrap();
-        assert_eq!(
-            reply,
-            PeerMsg::Accepted {
-                user: to.name.parse().unwrap()
-            }
-        );
-        let (handshake, ours) = Handshake::start(&from.identity, Role::Initiator, to.key());
-        frame::write_frame(&mut send, &PeerMsg::KeyShare(ours))
-            .await
-            .unwrap();
-        let theirs = match frame::read_frame(&mut recv).await.unwrap().unwrap() {
-            PeerMsg::KeyShare(share) => share,
-            other => panic!("expected a key share, got {other:?}"),
-        };
-        let (sealer, opener) = handshake.finish(&theirs).unwrap().split();
-        RawDialer {
-            conn,
-            send,
-            recv,
-            sealer,
-            opener,
-        }
-    }
-
-    fn seal(&mut self, payload: &ChatPayload) -> SealedFrame {
-        let bytes = frame::encode(payload).unwrap();
-        self.sealer.seal(&bytes[frame::HEADER_LEN..]).unwrap()
-    }
-
-    async fn write(&mut self, frame: SealedFrame) {
-        frame::write_frame(&mut self.send, &PeerMsg::Sealed(frame))
-            .await
-            .unwrap();
-    }
-
-    async fn read(&mut self) -> ChatPayload {
-        let msg = timeout(WAIT, frame::read_frame::<_, PeerMsg>(&mut self.recv))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let PeerMsg::Sealed(sealed) = msg else {
-            panic!("expected a sealed frame, got {msg:?}")
-        };
-        frame::decode(&self.opener.open(&sealed).unwrap()).unwrap()
-    }
-
-    /// Waits for the other side to close the connection; returns its code and reason.
-    async fn closed_by_peer(&self) -> (quinn::VarInt, String) {
-        match timeout(WAIT, self.conn.closed()).await.unwrap() {
-            quinn::ConnectionError::ApplicationClosed(close) => (
-                close.error_code,
-                String::from_utf8_lossy(&close.reason).into_owned(),
-            ),
-            other => panic!("expected an application close, got {other}"),
-        }
-    }
-}
-
 fn text(id: u64, text: &str) -> ChatPayload {
     ChatPayload::Text {
         id,
@@ -733,8 +630,8 @@ fn text(id: u64, text: &str) -> ChatPayload {
 }
 
 /// Ali (by hand) and bianca's real acceptor, in a chat.
-async fn raw_chat() -> (RawDialer, Chat, [Peer; 2]) {
-    let (ali, bianca) = (Peer::new("ali"), Peer::new("bianca"));
+async fn raw_chat() -> (RawDialer, Chat, [EndpointPeer; 2]) {
+    let (ali, bianca) = (EndpointPeer::new("ali"), EndpointPeer::new("bianca"));
     let dir = directory(&[&ali, &bianca]);
     let (raw, accepted) =
         tokio::join!(RawDialer::connect(&ali, &bianca), accept_one(&bianca, &dir));

@@ -12,12 +12,13 @@ use directory::config::Secret;
 use directory::metrics::Metrics;
 use directory::relay::RelayTap;
 use directory::store::postgres;
-use natter::{PASSWORD, TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::directory_client::{ClientError, DirectoryClient};
 use peer::ui::{Direction, Note, Path};
 use proto::Identity;
 use proto::message::{ErrorCode, PeerInfo, Refusal, RelayMsg, RelayRefusal, Reply};
+use testkit::client::{logged_in_at, peer_endpoint};
+use testkit::{PASSWORD, RawClient, TestDirectory, TestPeer};
 
 /// Fast heartbeats so that the expiry test is short.
 const POLICY: ClusterPolicy = ClusterPolicy {
@@ -64,22 +65,6 @@ fn data_sharing_key(of: &TestDirectory) -> tempfile::TempDir {
     data
 }
 
-fn endpoint(identity: &Identity) -> quinn::Endpoint {
-    peer::endpoint::bind(identity, "127.0.0.1:0".parse().unwrap()).unwrap()
-}
-
-async fn logged_in(
-    dir: std::net::SocketAddr,
-    user: &str,
-    identity: &Identity,
-) -> (quinn::Endpoint, DirectoryClient) {
-    let ep = endpoint(identity);
-    let client = DirectoryClient::connect(&ep, dir, None).await.unwrap();
-    let addrs = vec![ep.local_addr().unwrap()];
-    client.login(user, PASSWORD, identity, addrs).await.unwrap();
-    (ep, client)
-}
-
 /// Looks `user` up until `want(found)` holds, for at most `within`.
 async fn lookup_until(
     client: &DirectoryClient,
@@ -108,8 +93,8 @@ async fn users_on_two_instances_find_each_other_and_chat() {
 
     // Accounts are shared: bianca, created through instance 1, logs in to instance 2.
     let (ali_id, bianca_id) = (Identity::generate(), Identity::generate());
-    let (ali_ep, ali) = logged_in(one.addr(), "ali", &ali_id).await;
-    let (bianca_ep, bianca) = logged_in(two.addr(), "bianca", &bianca_id).await;
+    let (ali_ep, ali) = logged_in_at(one.addr(), None, "ali", &ali_id).await;
+    let (bianca_ep, bianca) = logged_in_at(two.addr(), None, "bianca", &bianca_id).await;
 
     let wait = Duration::from_secs(5);
     let found = lookup_until(&ali, "bianca", wait, Option::is_some)
@@ -141,7 +126,7 @@ async fn users_on_two_instances_find_each_other_and_chat() {
 
     // Two real peers on different instances chat (rendezvous crosses instances).
     let mut dina = TestPeer::start(&two, "dina", Start::Idle).await.unwrap();
-    let (watch_ep, watcher) = logged_in(one.addr(), "chloe", &Identity::generate()).await;
+    let (watch_ep, watcher) = logged_in_at(one.addr(), None, "chloe", &Identity::generate()).await;
     lookup_until(&watcher, "dina", wait, Option::is_some)
         .await
         .expect("dina visible on instance 1");
@@ -164,7 +149,7 @@ async fn users_on_two_instances_find_each_other_and_chat() {
     dina.quit().await;
 
     // A graceful stop takes its users off the other instances at once, not at expiry.
-    let (_ep, bianca_again) = logged_in(two.addr(), "bianca", &bianca_id).await;
+    let (_ep, bianca_again) = logged_in_at(two.addr(), None, "bianca", &bianca_id).await;
     lookup_until(&bianca_again, "chloe", wait, Option::is_some)
         .await
         .expect("chloe, on instance 1, visible on instance 2");
@@ -223,8 +208,9 @@ async fn a_crashed_instance_s_users_vanish_within_the_expiry_bound() {
     two.add_users(&["ali", "bianca"]).await.unwrap();
 
     let (one_addr, one) = Crashable::start(&url, &two);
-    let (_ali_ep, _ali) = logged_in(one_addr, "ali", &Identity::generate()).await;
-    let (_bianca_ep, bianca) = logged_in(two.addr(), "bianca", &Identity::generate()).await;
+    let (_ali_ep, _ali) = logged_in_at(one_addr, None, "ali", &Identity::generate()).await;
+    let (_bianca_ep, bianca) =
+        logged_in_at(two.addr(), None, "bianca", &Identity::generate()).await;
     let wait = Duration::from_secs(5);
     assert!(
         lookup_until(&bianca, "ali", wait, Option::is_some)
@@ -250,7 +236,7 @@ async fn lockout_counts_are_shared_across_instances() {
     let (one, two) = (instance(&url).await, instance(&url).await);
     one.add_users(&["ali"]).await.unwrap();
     let id = Identity::generate();
-    let ep = endpoint(&id);
+    let ep = peer_endpoint(&id);
     let c1 = DirectoryClient::connect(&ep, one.addr(), None)
         .await
         .unwrap();
@@ -304,7 +290,7 @@ async fn users_given_both_addresses_log_back_in_to_the_other_instance() {
         .await
         .unwrap();
     let mut bianca = TestPeer::start(&two, "bianca", Start::Idle).await.unwrap();
-    let (_watch_ep, watcher) = logged_in(two.addr(), "chloe", &Identity::generate()).await;
+    let (_watch_ep, watcher) = logged_in_at(two.addr(), None, "chloe", &Identity::generate()).await;
     let wait = Duration::from_secs(5);
     lookup_until(&watcher, "ali", wait, Option::is_some)
         .await
@@ -363,7 +349,7 @@ async fn peers_on_two_instances_chat_through_the_relay() {
     one.add_users(&["ali", "bianca", "chloe"]).await.unwrap();
 
     let mut bianca = TestPeer::start(&two, "bianca", Start::Idle).await.unwrap();
-    let (_watch_ep, watcher) = logged_in(one.addr(), "chloe", &Identity::generate()).await;
+    let (_watch_ep, watcher) = logged_in_at(one.addr(), None, "chloe", &Identity::generate()).await;
     lookup_until(&watcher, "bianca", Duration::from_secs(5), Option::is_some)
         .await
         .expect("bianca, on instance 2, visible on instance 1");
@@ -420,38 +406,18 @@ async fn peers_on_two_instances_chat_through_the_relay() {
 /// Links to `dir` as an instance would, signing with `signer`: the reply, and the
 /// connection (to open forwarded streams on).
 async fn link_as_instance(dir: &TestDirectory, signer: &Identity) -> (Reply, quinn::Connection) {
-    use proto::message::{Request, ServerMsg, instance_transcript};
-    let ep = endpoint(&Identity::generate());
-    let tls =
-        proto::verify::client_config(None, Some(dir.server.public_key()), proto::ALPN_DIRECTORY)
-            .unwrap();
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
-    let conn = ep
-        .connect_with(config, dir.addr(), "natter")
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = Request::Hello {
-        version: proto::PROTOCOL_VERSION,
-        software: "test".into(),
-    };
-    proto::frame::write_frame(&mut send, &hello).await.unwrap();
-    let Ok(Some(ServerMsg::Reply(Reply::Welcome { nonce, .. }))) =
-        proto::frame::read_frame(&mut recv).await
-    else {
-        panic!("no Welcome");
-    };
+    use proto::message::{Request, instance_transcript};
+    let mut raw = RawClient::connect(dir.addr(), dir.server.public_key()).await;
+    let nonce = raw.hello().await;
     let auth = Request::InstanceAuth {
         instance: "test-instance".into(),
         signature: signer.sign(&instance_transcript(&nonce, "test-instance")),
     };
-    proto::frame::write_frame(&mut send, &auth).await.unwrap();
-    let Ok(Some(ServerMsg::Reply(reply))) = proto::frame::read_frame(&mut recv).await else {
-        panic!("no reply to InstanceAuth");
-    };
+    let reply = raw.request(auth).await;
     // The control stream stays open as long as the link (finishing it ends the link).
+    let RawClient {
+        conn, send, recv, ..
+    } = raw;
     std::mem::forget((send, recv));
     (reply, conn)
 }
@@ -507,8 +473,8 @@ async fn a_removed_account_leaves_its_rooms_on_every_instance() {
     let one = instance(&url).await;
     let two = instance_in(&url, data_sharing_key(&one)).await;
     one.add_users(&["ali", "chloe"]).await.unwrap();
-    let (_ali_ep, ali) = logged_in(one.addr(), "ali", &Identity::generate()).await;
-    let (_chloe_ep, chloe) = logged_in(two.addr(), "chloe", &Identity::generate()).await;
+    let (_ali_ep, ali) = logged_in_at(one.addr(), None, "ali", &Identity::generate()).await;
+    let (_chloe_ep, chloe) = logged_in_at(two.addr(), None, "chloe", &Identity::generate()).await;
     ali.join_room("ops").await.unwrap();
 
     let rooms_until = |want: bool| {
@@ -543,13 +509,13 @@ async fn the_status_page_lists_the_instances() {
     .await;
     let two = instance_in(&url, data_sharing_key(&one)).await;
     one.add_users(&["ali"]).await.unwrap();
-    let (_ep, _ali) = logged_in(two.addr(), "ali", &Identity::generate()).await;
+    let (_ep, _ali) = logged_in_at(two.addr(), None, "ali", &Identity::generate()).await;
     let status = one.server.status_addr().unwrap();
 
     // Both instances, ali counted on instance 2, and the gauge for it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let snapshot = loop {
-        let (code, body) = natter::http_get(status, "/status.json", &[]).await;
+        let (code, body) = testkit::http_get(status, "/status.json", &[]).await;
         assert_eq!(code, 200, "{body}");
         let s: serde_json::Value = serde_json::from_str(&body).unwrap();
         let instances = s["cluster"]["instances"]
@@ -570,9 +536,9 @@ async fn the_status_page_lists_the_instances() {
         .find(|i| i["relay_address"] == addr_two.as_str())
         .expect("instance 2 listed with its address");
     assert_eq!(two_row["users"], 1, "{snapshot}");
-    let (_, metrics) = natter::http_get(status, "/metrics", &[]).await;
+    let (_, metrics) = testkit::http_get(status, "/metrics", &[]).await;
     assert!(metrics.contains("\nnatter_instances 2\n"), "{metrics}");
-    let (_, page) = natter::http_get(status, "/", &[]).await;
+    let (_, page) = testkit::http_get(status, "/", &[]).await;
     assert!(page.contains(&addr_two), "the page names instance 2");
     one.server.shutdown().await;
     two.server.shutdown().await;

@@ -1,31 +1,15 @@
 //! The directory service seen from the peer's side (real directory, real client, loopback):
 //! register, login, lookup, who, pinning of the directory's key, tickets across restarts.
 
-use natter::{PASSWORD, TestDirectory};
 use peer::directory_client::{ClientError, DirectoryClient};
 use peer::login::{self, Options};
 use peer::profile::Profile;
 use proto::Identity;
 use proto::message::Refusal;
+use testkit::client::{logged_in, peer_endpoint};
+use testkit::{PASSWORD, TestDirectory};
+
 use zeroize::Zeroizing;
-
-fn endpoint(identity: &Identity) -> quinn::Endpoint {
-    peer::endpoint::bind(identity, "127.0.0.1:0".parse().unwrap()).unwrap()
-}
-
-async fn logged_in(
-    dir: &TestDirectory,
-    user: &str,
-    identity: &Identity,
-) -> (quinn::Endpoint, DirectoryClient) {
-    let ep = endpoint(identity);
-    let client = DirectoryClient::connect(&ep, dir.addr(), Some(dir.server.public_key()))
-        .await
-        .unwrap();
-    let addrs = vec![ep.local_addr().unwrap()];
-    client.login(user, PASSWORD, identity, addrs).await.unwrap();
-    (ep, client)
-}
 
 #[tokio::test]
 async fn register_login_lookup_who_round_trip() {
@@ -36,7 +20,7 @@ async fn register_login_lookup_who_round_trip() {
 
     // Both register themselves, then log in.
     for (name, id) in [("ali", &ali_id), ("bianca", &bianca_id)] {
-        let ep = endpoint(id);
+        let ep = peer_endpoint(id);
         let c = DirectoryClient::connect(&ep, dir.addr(), None)
             .await
             .unwrap();
@@ -95,7 +79,7 @@ async fn lookup_before_login_is_notfound() {
     let bianca_id = Identity::generate();
     let (_ep, _bianca) = logged_in(&dir, "bianca", &bianca_id).await;
     let stranger = Identity::generate();
-    let ep = endpoint(&stranger);
+    let ep = peer_endpoint(&stranger);
     let c = DirectoryClient::connect(&ep, dir.addr(), None)
         .await
         .unwrap();
@@ -107,7 +91,7 @@ async fn wrong_password_counts_down_then_locks_until_unlocked() {
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let id = Identity::generate();
-    let ep = endpoint(&id);
+    let ep = peer_endpoint(&id);
     let c = DirectoryClient::connect(&ep, dir.addr(), None)
         .await
         .unwrap();
@@ -145,7 +129,7 @@ async fn another_identity_key_for_an_existing_user_is_refused() {
     let (_ep, c) = logged_in(&dir, "ali", &first).await;
     c.logout().await.unwrap();
     let other = Identity::generate();
-    let ep = endpoint(&other);
+    let ep = peer_endpoint(&other);
     let c = DirectoryClient::connect(&ep, dir.addr(), None)
         .await
         .unwrap();
@@ -165,7 +149,7 @@ async fn another_identity_key_for_an_existing_user_is_refused() {
 }
 
 fn opts(dir: &TestDirectory, profile: &std::path::Path) -> Options {
-    natter::options(dir, profile, "ali", PASSWORD)
+    testkit::options(dir, profile, "ali", PASSWORD)
 }
 
 #[tokio::test]
@@ -224,7 +208,7 @@ async fn ticket_resumes_after_a_directory_restart() {
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let id = Identity::generate();
-    let ep = endpoint(&id);
+    let ep = peer_endpoint(&id);
     let c = DirectoryClient::connect(&ep, dir.addr(), None)
         .await
         .unwrap();
@@ -292,7 +276,7 @@ async fn passwd_changes_the_directory_password_and_the_profile_together() {
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let profile = tempfile::tempdir().unwrap();
-    let with = |password: &str| natter::options(&dir, profile.path(), "ali", password);
+    let with = |password: &str| testkit::options(&dir, profile.path(), "ali", password);
     let online = login::login(&with(PASSWORD), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -338,7 +322,7 @@ async fn passwd_changes_the_directory_password_and_the_profile_together() {
             .is_err()
     );
     let id = Identity::generate();
-    let c = DirectoryClient::connect(&endpoint(&id), dir.addr(), None)
+    let c = DirectoryClient::connect(&peer_endpoint(&id), dir.addr(), None)
         .await
         .unwrap();
     let e = c.login("ali", PASSWORD, &id, vec![]).await.unwrap_err();
@@ -364,7 +348,7 @@ async fn a_weak_password_is_refused_before_it_seals_a_new_profile() {
         .await
         .unwrap();
     let profile = tempfile::tempdir().unwrap();
-    let opts = natter::options(&dir, profile.path(), "ali", "qwerty123");
+    let opts = testkit::options(&dir, profile.path(), "ali", "qwerty123");
     let e = match login::login(&opts, "127.0.0.1:0".parse().unwrap()).await {
         Ok(_) => panic!("a weak password sealed a new profile"),
         Err(e) => e,

@@ -1,24 +1,21 @@
 //! The directory against hostile and careless clients, over real QUIC on loopback.
 //!
-//! A tiny raw client (frames by hand, no `peer` code) sends garbage, oversized and
+//! A raw client ([`testkit::RawClient`]: frames by hand, no `peer` code) sends garbage, oversized and
 //! truncated frames, unknown message types, wrong versions and out-of-order requests;
 //! each gets its error and its connection closed, while a well-behaved client logged in
 //! at the same time keeps working. Then the authentication rules: lockout and unlock,
 //! key mismatch, replayed signatures, lookups before login, sessions replaced elsewhere,
 //! restart on the same data directory, and shutdown notices.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use directory::{Config, Directory, PasswordCost, close};
+use proto::Identity;
 use proto::message::{
-    ChannelBinding, ErrorCode, Event, Refusal, Reply, Request, ServerMsg, login_transcript,
-    resume_transcript,
+    ErrorCode, Event, Refusal, Reply, Request, ServerMsg, login_transcript, resume_transcript,
 };
-use proto::{Identity, PublicKey};
-use quinn::crypto::rustls::QuicClientConfig;
-use tokio::io::AsyncWriteExt;
+use testkit::RawClient;
+use testkit::raw::reported;
 use tokio::time::timeout;
 
 /// Upper bound for anything a test waits on.
@@ -34,164 +31,6 @@ fn config(data: &std::path::Path) -> Config {
 
 async fn start(data: &std::path::Path) -> Directory {
     Directory::start(config(data)).await.unwrap()
-}
-
-/// A raw directory client: one QUIC connection, one control stream, frames by hand.
-struct Raw {
-    endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    /// Events received while waiting for replies.
-    events: Vec<Event>,
-}
-
-impl Raw {
-    async fn connect(addr: SocketAddr, key: PublicKey) -> Raw {
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let tls = proto::verify::client_config(None, Some(key), proto::ALPN_DIRECTORY).unwrap();
-        let mut client =
-            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-        let mut transport = quinn::TransportConfig::default();
-        // Well under the idle timeouts the tests use, like a real peer's keep-alive.
-        transport.keep_alive_interval(Some(Duration::from_millis(250)));
-        client.transport_config(Arc::new(transport));
-        let conn = timeout(WAIT, endpoint.connect_with(client, addr, "natter").unwrap())
-            .await
-            .expect("handshake timed out")
-            .expect("handshake failed");
-        let (send, recv) = conn.open_bi().await.unwrap();
-        Raw {
-            endpoint,
-            conn,
-            send,
-            recv,
-            events: Vec::new(),
-        }
-    }
-
-    async fn to(dir: &Directory) -> Raw {
-        Raw::connect(dir.local_addr(), dir.public_key()).await
-    }
-
-    /// A handshake attempt only: `Err` when the directory refuses the connection.
-    async fn try_handshake(dir: &Directory) -> Result<quinn::Connection, quinn::ConnectionError> {
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let tls = proto::verify::client_config(None, Some(dir.public_key()), proto::ALPN_DIRECTORY)
-            .unwrap();
-        let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-        timeout(
-            WAIT,
-            endpoint
-                .connect_with(client, dir.local_addr(), "natter")
-                .unwrap(),
-        )
-        .await
-        .expect("handshake timed out")
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.send.write_all(bytes).await.unwrap();
-        self.send.flush().await.unwrap();
-    }
-
-    async fn send(&mut self, request: &Request) {
-        proto::frame::write_frame(&mut self.send, request)
-            .await
-            .unwrap();
-    }
-
-    /// The next message from the directory.
-    async fn next(&mut self) -> Option<ServerMsg> {
-        timeout(WAIT, proto::frame::read_frame(&mut self.recv))
-            .await
-            .expect("no message from the directory in time")
-            .ok()
-            .flatten()
-    }
-
-    /// The next reply, collecting events on the way.
-    async fn reply(&mut self) -> Reply {
-        loop {
-            match self.next().await {
-                Some(ServerMsg::Reply(reply)) => return reply,
-                Some(ServerMsg::Event(event)) => self.events.push(event),
-                None => panic!("stream ended while waiting for a reply"),
-            }
-        }
-    }
-
-    async fn call(&mut self, request: Request) -> Reply {
-        self.send(&request).await;
-        self.reply().await
-    }
-
-    async fn hello(&mut self) -> [u8; 32] {
-        match self
-            .call(Request::Hello {
-                version: proto::PROTOCOL_VERSION,
-                software: "raw-test".into(),
-            })
-            .await
-        {
-            Reply::Welcome { nonce, .. } => nonce,
-            other => panic!("expected Welcome, got {other:?}"),
-        }
-    }
-
-    /// What this connection's login proofs are bound to.
-    fn channel(&self) -> ChannelBinding {
-        directory::tls::client_channel_binding(&self.conn).expect("a channel binding")
-    }
-
-    async fn login(
-        &mut self,
-        nonce: &[u8; 32],
-        user: &str,
-        password: &str,
-        id: &Identity,
-    ) -> Reply {
-        let signature = id.sign(&login_transcript(
-            &self.channel(),
-            nonce,
-            user,
-            &id.public(),
-        ));
-        self.call(Request::Login {
-            user: user.parse().unwrap(),
-            password: password.into(),
-            identity: id.public(),
-            signature,
-            addresses: vec!["192.168.1.20:7000".parse().unwrap()],
-        })
-        .await
-    }
-
-    /// Hello + Login; panics unless granted. Returns the ticket.
-    async fn logged_in(
-        dir: &Directory,
-        user: &str,
-        password: &str,
-        id: &Identity,
-    ) -> (Raw, Vec<u8>) {
-        let mut raw = Raw::to(dir).await;
-        let nonce = raw.hello().await;
-        match raw.login(&nonce, user, password, id).await {
-            Reply::Granted { ticket, .. } => (raw, ticket),
-            other => panic!("expected Granted, got {other:?}"),
-        }
-    }
-
-    /// Waits for the directory to close the connection; returns its application code.
-    async fn closed_with(&self) -> u64 {
-        match timeout(WAIT, self.conn.closed())
-            .await
-            .expect("not closed in time")
-        {
-            quinn::ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
-            other => panic!("closed otherwise: {other}"),
-        }
-    }
 }
 
 fn error_code(reply: &Reply) -> ErrorCode {
@@ -233,12 +72,12 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Sends `bytes` on a fresh connection, then FIN; expects `Error{BadFrame}` and a close.
 async fn expect_bad_frame(dir: &Directory, bytes: &[u8]) {
-    let mut raw = Raw::to(dir).await;
+    let mut raw = RawClient::to(dir).await;
     raw.send_raw(bytes).await;
     let _ = raw.send.finish();
     let reply = raw.reply().await;
     assert_eq!(error_code(&reply), ErrorCode::BadFrame, "{reply:?}");
-    assert_eq!(raw.closed_with().await, u64::from(close::BAD_FRAME));
+    assert_eq!(raw.closed_with(WAIT).await, u64::from(close::BAD_FRAME));
 }
 
 #[tokio::test]
@@ -253,8 +92,8 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     let bianca_id = Identity::generate();
 
     // A well-behaved client, logged in for the whole test.
-    let (mut ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
-    let (mut bianca, _) = Raw::logged_in(&dir, "bianca", "secret-bianca", &bianca_id).await;
+    let (mut ali, _) = RawClient::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
+    let (mut bianca, _) = RawClient::logged_in(&dir, "bianca", "secret-bianca", &bianca_id).await;
     match ali
         .call(Request::Lookup {
             user: "bianca".parse().unwrap(),
@@ -291,16 +130,16 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
     expect_bad_frame(&dir, &trailing).await;
     // Garbage after a proper Hello also closes the connection.
     {
-        let mut raw = Raw::to(&dir).await;
+        let mut raw = RawClient::to(&dir).await;
         raw.hello().await;
         raw.send_raw(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
         assert_eq!(error_code(&raw.reply().await), ErrorCode::BadFrame);
-        assert_eq!(raw.closed_with().await, u64::from(close::BAD_FRAME));
+        assert_eq!(raw.closed_with(WAIT).await, u64::from(close::BAD_FRAME));
     }
 
     // Hello with another protocol version.
     {
-        let mut raw = Raw::to(&dir).await;
+        let mut raw = RawClient::to(&dir).await;
         let reply = raw
             .call(Request::Hello {
                 version: 999,
@@ -320,22 +159,22 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
             }
             other => panic!("expected UnsupportedVersion, got {other:?}"),
         }
-        assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
+        assert_eq!(raw.closed_with(WAIT).await, u64::from(close::PROTOCOL));
     }
     // A request before Hello.
     {
-        let mut raw = Raw::to(&dir).await;
+        let mut raw = RawClient::to(&dir).await;
         let reply = raw
             .call(Request::Lookup {
                 user: "ali".parse().unwrap(),
             })
             .await;
         assert_eq!(error_code(&reply), ErrorCode::ProtocolViolation);
-        assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
+        assert_eq!(raw.closed_with(WAIT).await, u64::from(close::PROTOCOL));
     }
     // Hello twice.
     {
-        let mut raw = Raw::to(&dir).await;
+        let mut raw = RawClient::to(&dir).await;
         raw.hello().await;
         let reply = raw
             .call(Request::Hello {
@@ -344,7 +183,7 @@ async fn hostile_clients_are_cut_off_and_others_keep_working() {
             })
             .await;
         assert_eq!(error_code(&reply), ErrorCode::ProtocolViolation);
-        assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
+        assert_eq!(raw.closed_with(WAIT).await, u64::from(close::PROTOCOL));
     }
 
     // The well-behaved clients did not notice any of it.
@@ -376,10 +215,12 @@ async fn wrong_passwords_lock_the_account_until_unlocked() {
     dir.add_user("ali", "secret-ali", false).await.unwrap();
     let id = Identity::generate();
 
-    let mut raw = Raw::to(&dir).await;
+    let mut raw = RawClient::to(&dir).await;
     let nonce = raw.hello().await;
     for left in [2, 1, 0] {
-        let reply = raw.login(&nonce, "ali", "wrong-password", &id).await;
+        let reply = raw
+            .login_with(&nonce, "ali", "wrong-password", &id, &reported())
+            .await;
         assert_eq!(
             reply,
             Reply::Refused {
@@ -390,7 +231,9 @@ async fn wrong_passwords_lock_the_account_until_unlocked() {
         );
     }
     // Locked, even with the right password, and from another connection too.
-    let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
+    let reply = raw
+        .login_with(&nonce, "ali", "secret-ali", &id, &reported())
+        .await;
     match reply {
         Reply::Refused {
             reason: Refusal::LockedOut,
@@ -399,16 +242,22 @@ async fn wrong_passwords_lock_the_account_until_unlocked() {
         } => assert!((1..=30).contains(&secs), "{secs}"),
         other => panic!("expected LockedOut, got {other:?}"),
     }
-    let mut other = Raw::to(&dir).await;
+    let mut other = RawClient::to(&dir).await;
     let other_nonce = other.hello().await;
-    let reply = other.login(&other_nonce, "ali", "secret-ali", &id).await;
+    let reply = other
+        .login_with(&other_nonce, "ali", "secret-ali", &id, &reported())
+        .await;
     assert_eq!(refusal(&reply), Refusal::LockedOut);
 
     dir.unlock_user("ali").await.unwrap();
-    let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
+    let reply = raw
+        .login_with(&nonce, "ali", "secret-ali", &id, &reported())
+        .await;
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
     // A second login on the same connection is refused.
-    let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
+    let reply = raw
+        .login_with(&nonce, "ali", "secret-ali", &id, &reported())
+        .await;
     assert_eq!(refusal(&reply), Refusal::AlreadyLoggedIn);
     dir.shutdown().await;
 }
@@ -424,9 +273,9 @@ async fn key_mismatch_replay_and_lookup_rules() {
     let ali_id = Identity::generate();
 
     // Before login: lookups find nobody, Who is refused.
-    let mut anon = Raw::to(&dir).await;
+    let mut anon = RawClient::to(&dir).await;
     let anon_nonce = anon.hello().await;
-    let (_ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
+    let (_ali, _) = RawClient::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
     assert_eq!(
         anon.call(Request::Lookup {
             user: "ali".parse().unwrap()
@@ -445,13 +294,13 @@ async fn key_mismatch_replay_and_lookup_rules() {
     // password (issue 14: no oracle telling that the password was right).
     let impostor = Identity::generate();
     let reply = anon
-        .login(&anon_nonce, "ali", "secret-ali", &impostor)
+        .login_with(&anon_nonce, "ali", "secret-ali", &impostor, &reported())
         .await;
     assert_eq!(refusal(&reply), Refusal::BadCredentials);
 
     // A signature made for another connection's nonce does not verify here.
     let bianca_id = Identity::generate();
-    let mut victim = Raw::to(&dir).await;
+    let mut victim = RawClient::to(&dir).await;
     let victim_nonce = victim.hello().await;
     let stolen = bianca_id.sign(&login_transcript(
         &victim.channel(),
@@ -459,7 +308,7 @@ async fn key_mismatch_replay_and_lookup_rules() {
         "bianca",
         &bianca_id.public(),
     ));
-    let mut attacker = Raw::to(&dir).await;
+    let mut attacker = RawClient::to(&dir).await;
     let attacker_nonce = attacker.hello().await;
     assert_ne!(attacker_nonce, victim_nonce);
     let reply = attacker
@@ -519,15 +368,18 @@ async fn second_login_replaces_first_and_dropped_connections_leave() {
         .unwrap();
     let id = Identity::generate();
 
-    let (mut first, _) = Raw::logged_in(&dir, "ali", "secret-ali", &id).await;
-    let (second, _) = Raw::logged_in(&dir, "ali", "secret-ali", &id).await;
+    let (mut first, _) = RawClient::logged_in(&dir, "ali", "secret-ali", &id).await;
+    let (second, _) = RawClient::logged_in(&dir, "ali", "secret-ali", &id).await;
     assert_eq!(
         first.next().await,
         Some(ServerMsg::Event(Event::ForcedLogout {
             reason: "logged in elsewhere".into()
         }))
     );
-    assert_eq!(first.closed_with().await, u64::from(close::FORCED_LOGOUT));
+    assert_eq!(
+        first.closed_with(WAIT).await,
+        u64::from(close::FORCED_LOGOUT)
+    );
     assert_eq!(
         dir.online_count(),
         1,
@@ -535,7 +387,7 @@ async fn second_login_replaces_first_and_dropped_connections_leave() {
     );
 
     let (mut watcher, _) =
-        Raw::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
+        RawClient::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
     match watcher
         .call(Request::Lookup {
             user: "ali".parse().unwrap(),
@@ -571,7 +423,7 @@ async fn restart_keeps_key_accounts_and_tickets() {
     let (key, ticket) = {
         let dir = start(data.path()).await;
         dir.add_user("ali", "secret-ali", true).await.unwrap();
-        let (_raw, ticket) = Raw::logged_in(&dir, "ali", "secret-ali", &id).await;
+        let (_raw, ticket) = RawClient::logged_in(&dir, "ali", "secret-ali", &id).await;
         let key = dir.public_key();
         dir.shutdown().await;
         (key, ticket)
@@ -581,7 +433,7 @@ async fn restart_keeps_key_accounts_and_tickets() {
     assert_eq!(dir.fingerprint(), key.fingerprint());
 
     // The ticket from before the restart resumes, without the password.
-    let mut raw = Raw::to(&dir).await;
+    let mut raw = RawClient::to(&dir).await;
     let nonce = raw.hello().await;
     let reply = raw
         .call(Request::Resume {
@@ -607,10 +459,18 @@ async fn restart_keeps_key_accounts_and_tickets() {
     assert_eq!(raw.call(Request::Logout).await, Reply::LoggedOut);
     // The account (and its registered key) survived as well.
     let reply = raw
-        .login(&nonce, "ali", "secret-ali", &Identity::generate())
+        .login_with(
+            &nonce,
+            "ali",
+            "secret-ali",
+            &Identity::generate(),
+            &reported(),
+        )
         .await;
     assert_eq!(refusal(&reply), Refusal::BadCredentials, "another key");
-    let reply = raw.login(&nonce, "ali", "secret-ali", &id).await;
+    let reply = raw
+        .login_with(&nonce, "ali", "secret-ali", &id, &reported())
+        .await;
     assert!(
         matches!(reply, Reply::Granted { admin: true, .. }),
         "{reply:?}"
@@ -626,7 +486,7 @@ async fn open_registration_and_shutdown_notice() {
     let dir = Directory::start(config).await.unwrap();
     let id = Identity::generate();
 
-    let mut raw = Raw::to(&dir).await;
+    let mut raw = RawClient::to(&dir).await;
     let nonce = match raw
         .call(Request::Hello {
             version: proto::PROTOCOL_VERSION,
@@ -667,7 +527,9 @@ async fn open_registration_and_shutdown_notice() {
         refusal(&raw.call(register("dora", "short")).await),
         Refusal::Invalid
     );
-    let reply = raw.login(&nonce, "carla", "secret-carla", &id).await;
+    let reply = raw
+        .login_with(&nonce, "carla", "secret-carla", &id, &reported())
+        .await;
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
 
     let shutdown = tokio::spawn(dir.shutdown());
@@ -675,7 +537,7 @@ async fn open_registration_and_shutdown_notice() {
         Some(ServerMsg::Event(Event::Shutdown { reason })) => assert!(!reason.is_empty()),
         other => panic!("expected a Shutdown event, got {other:?}"),
     }
-    assert_eq!(raw.closed_with().await, u64::from(close::SHUTDOWN));
+    assert_eq!(raw.closed_with(WAIT).await, u64::from(close::SHUTDOWN));
     timeout(WAIT, shutdown).await.unwrap().unwrap();
 }
 
@@ -683,7 +545,7 @@ async fn open_registration_and_shutdown_notice() {
 async fn registration_is_closed_by_default() {
     let data = tempfile::tempdir().unwrap();
     let dir = start(data.path()).await;
-    let mut raw = Raw::to(&dir).await;
+    let mut raw = RawClient::to(&dir).await;
     raw.hello().await;
     let reply = raw
         .call(Request::Register {
@@ -706,9 +568,9 @@ async fn vanished_peers_time_out_while_live_ones_stay() {
     dir.add_user("bianca", "secret-bianca", false)
         .await
         .unwrap();
-    let (ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &Identity::generate()).await;
+    let (ali, _) = RawClient::logged_in(&dir, "ali", "secret-ali", &Identity::generate()).await;
     let (mut bianca, _) =
-        Raw::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
+        RawClient::logged_in(&dir, "bianca", "secret-bianca", &Identity::generate()).await;
     assert_eq!(dir.online_count(), 2);
 
     // Ali vanishes without a word: his packets now come from another port, which the
@@ -737,11 +599,16 @@ async fn connections_per_source_are_limited() {
     let mut config = config(data.path());
     config.max_connections_per_ip = 2;
     let dir = Directory::start(config).await.unwrap();
-    let mut first = Raw::to(&dir).await;
+    let mut first = RawClient::to(&dir).await;
     first.hello().await;
-    let mut second = Raw::to(&dir).await;
+    let mut second = RawClient::to(&dir).await;
     second.hello().await;
-    let refused = Raw::try_handshake(&dir).await;
+    let refused = testkit::raw::handshake(
+        &testkit::raw::endpoint("127.0.0.1"),
+        dir.local_addr(),
+        dir.public_key(),
+    )
+    .await;
     assert!(
         refused.is_err(),
         "a third connection from one address is refused"
@@ -753,7 +620,7 @@ async fn connections_per_source_are_limited() {
         dir.connection_count() == 1
     })
     .await;
-    let mut third = Raw::to(&dir).await;
+    let mut third = RawClient::to(&dir).await;
     third.hello().await;
     assert_eq!(second.call(Request::Logout).await, Reply::LoggedOut);
     dir.shutdown().await;
@@ -765,7 +632,7 @@ async fn operator_actions_end_sessions() {
     let dir = start(data.path()).await;
     dir.add_user("ali", "secret-ali", false).await.unwrap();
     let id = Identity::generate();
-    let (mut ali, ticket) = Raw::logged_in(&dir, "ali", "secret-ali", &id).await;
+    let (mut ali, ticket) = RawClient::logged_in(&dir, "ali", "secret-ali", &id).await;
 
     // Resetting the key ends the session and invalidates the ticket; a new key is accepted.
     dir.reset_key("ali").await.unwrap();
@@ -775,8 +642,8 @@ async fn operator_actions_end_sessions() {
         }
         other => panic!("expected ForcedLogout, got {other:?}"),
     }
-    assert_eq!(ali.closed_with().await, u64::from(close::FORCED_LOGOUT));
-    let mut raw = Raw::to(&dir).await;
+    assert_eq!(ali.closed_with(WAIT).await, u64::from(close::FORCED_LOGOUT));
+    let mut raw = RawClient::to(&dir).await;
     let nonce = raw.hello().await;
     let reply = raw
         .call(Request::Resume {
@@ -788,7 +655,9 @@ async fn operator_actions_end_sessions() {
         .await;
     assert_eq!(refusal(&reply), Refusal::TicketInvalid);
     let new_id = Identity::generate();
-    let reply = raw.login(&nonce, "ali", "secret-ali", &new_id).await;
+    let reply = raw
+        .login_with(&nonce, "ali", "secret-ali", &new_id, &reported())
+        .await;
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
 
     // Removing the account ends the session too.
@@ -797,7 +666,7 @@ async fn operator_actions_end_sessions() {
         raw.next().await,
         Some(ServerMsg::Event(Event::ForcedLogout { .. }))
     ));
-    assert_eq!(raw.closed_with().await, u64::from(close::FORCED_LOGOUT));
+    assert_eq!(raw.closed_with(WAIT).await, u64::from(close::FORCED_LOGOUT));
     assert_eq!(dir.online_count(), 0);
     assert!(dir.list_users().await.unwrap().is_empty());
     dir.shutdown().await;
@@ -811,10 +680,16 @@ async fn request_floods_are_rate_limited() {
     config.request_burst = 3;
     let dir = Directory::start(config).await.unwrap();
     dir.add_user("ali", "secret-ali", false).await.unwrap();
-    let mut raw = Raw::to(&dir).await;
+    let mut raw = RawClient::to(&dir).await;
     let nonce = raw.hello().await;
     let reply = raw
-        .login(&nonce, "ali", "secret-ali", &Identity::generate())
+        .login_with(
+            &nonce,
+            "ali",
+            "secret-ali",
+            &Identity::generate(),
+            &reported(),
+        )
         .await;
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
     assert!(matches!(raw.call(Request::Who).await, Reply::Online { .. }));
@@ -835,7 +710,7 @@ async fn instance_links_are_refused_by_a_directory_running_alone() {
     let own =
         directory::keys::load_or_create(&data.path().join(directory::keys::KEY_FILE)).unwrap();
     for signer in [Identity::generate(), own] {
-        let mut raw = Raw::to(&dir).await;
+        let mut raw = RawClient::to(&dir).await;
         let nonce = raw.hello().await;
         let reply = raw
             .call(Request::InstanceAuth {
@@ -847,7 +722,7 @@ async fn instance_links_are_refused_by_a_directory_running_alone() {
             })
             .await;
         assert_eq!(error_code(&reply), ErrorCode::NotPermitted, "{reply:?}");
-        assert_eq!(raw.closed_with().await, u64::from(close::PROTOCOL));
+        assert_eq!(raw.closed_with(WAIT).await, u64::from(close::PROTOCOL));
     }
     dir.shutdown().await;
 }
@@ -866,7 +741,7 @@ async fn names_that_break_the_rules_are_bad_frames() {
         .unwrap();
     let (ali_id, mallory_id) = (Identity::generate(), Identity::generate());
     // A well-behaved client, on one connection for the whole test.
-    let (mut ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
+    let (mut ali, _) = RawClient::logged_in(&dir, "ali", "secret-ali", &ali_id).await;
 
     // A frame: the request's variant index, then one name encoded as a string.
     let with_name = |variant: u8, name: &str| {
@@ -891,7 +766,8 @@ async fn names_that_break_the_rules_are_bad_frames() {
         (13, "ali\u{200b}"),
         (4, "Ali"),
     ] {
-        let (mut raw, _) = Raw::logged_in(&dir, "mallory", "secret-mallory", &mallory_id).await;
+        let (mut raw, _) =
+            RawClient::logged_in(&dir, "mallory", "secret-mallory", &mallory_id).await;
         raw.send_raw(&with_name(variant, name)).await;
         let reply = raw.reply().await;
         assert_eq!(
@@ -899,7 +775,7 @@ async fn names_that_break_the_rules_are_bad_frames() {
             ErrorCode::BadFrame,
             "{name:?}: {reply:?}"
         );
-        assert_eq!(raw.closed_with().await, u64::from(close::BAD_FRAME));
+        assert_eq!(raw.closed_with(WAIT).await, u64::from(close::BAD_FRAME));
     }
     // ali's connection saw none of it and works as ever.
     let reply = ali
@@ -917,8 +793,9 @@ async fn an_administrators_lock_takes_the_user_out_of_rooms_and_ends_the_session
     let dir = start(data.path()).await;
     dir.add_user("root", "secret-root", true).await.unwrap();
     dir.add_user("ali", "secret-ali", false).await.unwrap();
-    let (mut root, _) = Raw::logged_in(&dir, "root", "secret-root", &Identity::generate()).await;
-    let (mut ali, _) = Raw::logged_in(&dir, "ali", "secret-ali", &Identity::generate()).await;
+    let (mut root, _) =
+        RawClient::logged_in(&dir, "root", "secret-root", &Identity::generate()).await;
+    let (mut ali, _) = RawClient::logged_in(&dir, "ali", "secret-ali", &Identity::generate()).await;
     for raw in [&mut ali, &mut root] {
         let reply = raw
             .call(Request::JoinRoom {
@@ -949,7 +826,7 @@ async fn an_administrators_lock_takes_the_user_out_of_rooms_and_ends_the_session
             other => panic!("expected ali leaving the room, got {other:?}"),
         }
     }
-    assert_eq!(ali.closed_with().await, u64::from(close::FORCED_LOGOUT));
+    assert_eq!(ali.closed_with(WAIT).await, u64::from(close::FORCED_LOGOUT));
     match root.call(Request::ListRooms).await {
         Reply::Rooms { rooms } => assert!(
             rooms.iter().all(|r| r.room != "ops" || r.members == 1),

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use natter::{PASSWORD, TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::history::Direction;
 use peer::profile::{Profile, ProfileError};
 use peer::ui::Note;
 use peer::vault::{VaultCost, VaultError};
+use testkit::{PASSWORD, TestDirectory, TestPeer};
 
 const MARKER: &str = "HISTORY-MARKER-c0ffee";
 
@@ -215,7 +215,7 @@ async fn a_refused_first_login_does_not_lock_the_profile() {
     let dir = TestDirectory::start().await.unwrap();
     dir.add_users(&["ali"]).await.unwrap();
     let profile = tempfile::tempdir().unwrap();
-    let opts = natter::options(&dir, profile.path(), "ali", "mistyped password");
+    let opts = testkit::options(&dir, profile.path(), "ali", "mistyped password");
     assert!(
         peer::login::login(&opts, "127.0.0.1:0".parse().unwrap())
             .await

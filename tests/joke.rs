@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use natter::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::Note;
+use testkit::{TestDirectory, TestPeer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -6,7 +6,7 @@
 //! peer's requests with crafted replies. Its messages are written with mirror types that
 //! hold names as plain strings (the encoding of a `UserName` on the wire), so it can send
 //! what a compromised directory could send. The peer is the real app
-//! ([`natter::TestPeer`]), logging in to it like to any directory.
+//! ([`testkit::TestPeer`]), logging in to it like to any directory.
 //!
 //! The attack from the security review: mallory seals offline mail to bianca whose sender
 //! is `"zzz <hex>\nalice"`, signed by mallory's own key, and the directory answers
@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hkdf::Hkdf;
-use natter::TestPeer;
 use peer::app::Start;
 use peer::ui::Note;
 use proto::frame;
@@ -34,6 +33,7 @@ use proto::sealed::{SealedMail, SignedPrekey, mail_transcript};
 use proto::{Identity, PublicKey, Signature};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use testkit::TestPeer;
 use x25519_dalek::{EphemeralSecret, PublicKey as XPublic};
 
 /// The name that, written into `known_peers` as is, adds a line pinning `alice`.

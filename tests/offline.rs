@@ -12,9 +12,9 @@
 
 use std::time::Duration;
 
-use natter::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::Note;
+use testkit::{TestDirectory, TestPeer};
 
 const MARKER: &str = "PLAINTEXT-MARKER-7f3a";
 

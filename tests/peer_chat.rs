@@ -1,9 +1,9 @@
 //! Chats between real peers through a real directory, driven the way a user drives the
 //! app: lines typed, Ctrl-C pressed, notes read.
 
-use natter::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::{Direction, Note};
+use testkit::{TestDirectory, TestPeer};
 
 fn connected(with: &str) -> impl Fn(&Note) -> bool + '_ {
     move |n| matches!(n, Note::Connected { peer, .. } if peer == with)
@@ -167,7 +167,7 @@ async fn impersonation_is_refused_at_the_acceptor() {
 
     // mallory logs in as herself, then dials bianca claiming to be ali.
     let profile = tempfile::tempdir().unwrap();
-    let opts = natter::options(&dir, profile.path(), "mallory", natter::PASSWORD);
+    let opts = testkit::options(&dir, profile.path(), "mallory", testkit::PASSWORD);
     let mallory = peer::login::login(&opts, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

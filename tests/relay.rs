@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use directory::metrics::Metrics;
 use directory::relay::{RelayPolicy, RelayTap};
-use natter::{TestDirectory, TestPeer, WAIT};
 use peer::app::Start;
 use peer::chat::{self, Path, Transport};
 use peer::ui::{Direction, Note};
@@ -24,6 +23,7 @@ use proto::Identity;
 use proto::frame;
 use proto::message::{ConnectRefusal, Event, PeerMsg};
 use proto::session::{Handshake, Role};
+use testkit::{TestDirectory, TestPeer, WAIT};
 
 fn connected(with: &str) -> impl Fn(&Note) -> bool + '_ {
     move |n| matches!(n, Note::Connected { peer, .. } if peer == with)
@@ -55,7 +55,7 @@ async fn relay_directory(adjust: impl FnOnce(&mut RelayPolicy)) -> TestDirectory
 /// Logs `name` in with the library, without running the app (to act by hand).
 async fn raw_peer(dir: &TestDirectory, name: &str) -> (peer::login::Online, tempfile::TempDir) {
     let profile = tempfile::tempdir().unwrap();
-    let opts = natter::options(dir, profile.path(), name, natter::PASSWORD);
+    let opts = testkit::options(dir, profile.path(), name, testkit::PASSWORD);
     let online = peer::login::login(&opts, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use natter::{TestDirectory, TestPeer};
 use peer::app::Start;
 use peer::ui::Note;
+use testkit::{TestDirectory, TestPeer};
 
 async fn join(p: &mut TestPeer, room: &str) {
     p.say(&format!("/join {room}")).await;

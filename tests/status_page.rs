@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use natter::{PASSWORD, TestDirectory, TestPeer, http_get};
 use peer::app::Start;
 use peer::ui::Note;
+use testkit::{PASSWORD, TestDirectory, TestPeer, http_get};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -203,7 +203,7 @@ async fn the_status_page_shows_the_directory_at_work() {
     assert!(after["natter_lookups_total"] >= 1.0, "{after:?}");
     assert_eq!(after["natter_relay_bytes_total"], 0.0);
     // A failed login and another lookup move their counters.
-    let wrong = natter::options(
+    let wrong = testkit::options(
         &dir,
         tempfile::tempdir().unwrap().path(),
         "ali",
@@ -305,7 +305,7 @@ async fn the_status_page_shows_the_directory_at_work() {
         |n| matches!(n, Note::Info(t) if t.contains("shutting down")),
     )
     .await;
-    tokio::time::timeout(natter::WAIT, dir.server.stopped())
+    tokio::time::timeout(testkit::WAIT, dir.server.stopped())
         .await
         .unwrap();
     let (code, _) = http_get(status, "/healthz", &[]).await;

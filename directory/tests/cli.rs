@@ -3,17 +3,16 @@
 //! fingerprint and address, SIGTERM ending it with status 0, the same key after a restart.
 
 use std::process::{Output, Stdio};
-use std::sync::Arc;
 
 use proto::Identity;
 use proto::message::{Reply, Request, ServerMsg};
-use quinn::crypto::rustls::QuicClientConfig;
 use tokio::process::Child;
 use tokio::time::timeout;
 
 mod common;
 
-use common::{WAIT, run};
+use common::run;
+use testkit::{RawClient, WAIT};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -61,7 +60,7 @@ async fn user_commands_and_serve() {
     let out = run(&data, &["user", "add", "bob", "--password-stdin"], Some("")).await;
     assert!(!out.status.success());
 
-    let common::Serving {
+    let testkit::DirectoryProcess {
         child: server,
         fingerprint,
         addr,
@@ -98,27 +97,13 @@ async fn user_commands_and_serve() {
     assert!(stderr(&out).contains("no such user"), "{}", stderr(&out));
 
     // The server answers on the printed address with the printed key.
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let tls = proto::verify::client_config(None, Some(key), proto::ALPN_DIRECTORY).unwrap();
-    let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-    let conn = timeout(WAIT, endpoint.connect_with(client, addr, "natter").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    proto::frame::write_frame(
-        &mut send,
-        &Request::Hello {
-            version: proto::PROTOCOL_VERSION,
-            software: "cli-test".into(),
-        },
-    )
-    .await
-    .unwrap();
-    let msg: Option<ServerMsg> = timeout(WAIT, proto::frame::read_frame(&mut recv))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut raw = RawClient::connect(addr, key).await;
+    let hello = Request::Hello {
+        version: proto::PROTOCOL_VERSION,
+        software: "cli-test".into(),
+    };
+    raw.send(&hello).await;
+    let msg = raw.next().await;
     assert!(
         matches!(
             msg,
@@ -133,7 +118,7 @@ async fn user_commands_and_serve() {
     terminate(server).await;
 
     // Same data directory, same fingerprint.
-    let common::Serving {
+    let testkit::DirectoryProcess {
         child: server,
         fingerprint: again,
         ..

@@ -18,10 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proto::Identity;
-use proto::message::{
-    ErrorCode, Refusal, Reply, Request, ServerMsg, login_transcript, resume_transcript,
-};
-use quinn::crypto::rustls::QuicClientConfig;
+use proto::message::{ErrorCode, Refusal, Reply, Request};
+use testkit::RawClient;
+use testkit::raw::endpoint;
 use tokio::process::Child;
 use tokio::time::timeout;
 
@@ -86,102 +85,32 @@ fn identity(user: &str) -> Identity {
     Identity::from_secret_bytes(&seed)
 }
 
-/// A raw protocol client.
-struct Client {
-    _endpoint: quinn::Endpoint,
-    _conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    nonce: [u8; 32],
-    channel: proto::message::ChannelBinding,
+/// A raw client from 127.0.0.1 (any directory key), past `Hello`; `Err` when the
+/// directory cannot be reached.
+async fn connect(addr: SocketAddr) -> Result<RawClient, String> {
+    let mut client = RawClient::try_connect_on(endpoint("127.0.0.1"), addr, None, |_| {}).await?;
+    client.try_hello().await?;
+    Ok(client)
 }
 
-impl Client {
-    async fn connect(addr: SocketAddr) -> Result<Client, String> {
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let tls = proto::verify::client_config(None, None, proto::ALPN_DIRECTORY).unwrap();
-        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-        let connecting = endpoint.connect_with(config, addr, "natter").unwrap();
-        let conn = match timeout(WAIT, connecting).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("handshake timed out".into()),
-        };
-        let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let channel = directory::tls::client_channel_binding(&conn).ok_or("no channel binding")?;
-        let mut client = Client {
-            _endpoint: endpoint,
-            _conn: conn,
-            send,
-            recv,
-            nonce: [0; 32],
-            channel,
-        };
-        let hello = Request::Hello {
-            version: proto::PROTOCOL_VERSION,
-            software: "faults-test".into(),
-        };
-        match client.call(&hello).await? {
-            Reply::Welcome { nonce, .. } => client.nonce = nonce,
-            other => return Err(format!("expected Welcome, got {other:?}")),
-        }
-        Ok(client)
-    }
-
-    /// One request and its reply; `Err` when the connection breaks (or no reply comes
-    /// within [`WAIT`]: a hang is an error too).
-    async fn call(&mut self, request: &Request) -> Result<Reply, String> {
-        proto::frame::write_frame(&mut self.send, request)
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            match timeout(WAIT, proto::frame::read_frame(&mut self.recv)).await {
-                Err(_) => return Err("no reply within the deadline".into()),
-                Ok(Err(e)) => return Err(e.to_string()),
-                Ok(Ok(None)) => return Err("stream ended".into()),
-                Ok(Ok(Some(ServerMsg::Reply(reply)))) => return Ok(reply),
-                Ok(Ok(Some(ServerMsg::Event(_)))) => {}
-            }
-        }
-    }
-
-    async fn register(&mut self, user: &str) -> Result<Reply, String> {
-        self.call(&Request::Register {
+async fn register(client: &mut RawClient, user: &str) -> Result<Reply, String> {
+    client
+        .try_call(&Request::Register {
             user: user.parse().unwrap(),
             password: PASSWORD.into(),
             identity: identity(user).public(),
         })
         .await
-    }
+}
 
-    async fn login(&mut self, user: &str) -> Result<Reply, String> {
-        let id = identity(user);
-        self.call(&Request::Login {
-            user: user.parse().unwrap(),
-            password: PASSWORD.into(),
-            identity: id.public(),
-            signature: id.sign(&login_transcript(
-                &self.channel,
-                &self.nonce,
-                user,
-                &id.public(),
-            )),
-            addresses: vec![],
-        })
-        .await
-    }
+async fn login(client: &mut RawClient, user: &str) -> Result<Reply, String> {
+    let request = client.login_request(user, PASSWORD, &identity(user));
+    client.try_call(&request).await
+}
 
-    async fn resume(&mut self, user: &str, ticket: &[u8]) -> Result<Reply, String> {
-        let signature =
-            identity(user).sign(&resume_transcript(&self.channel, &self.nonce, user, ticket));
-        self.call(&Request::Resume {
-            user: user.parse().unwrap(),
-            ticket: ticket.to_vec(),
-            signature,
-            addresses: vec![],
-        })
-        .await
-    }
+async fn resume(client: &mut RawClient, user: &str, ticket: &[u8]) -> Result<Reply, String> {
+    let request = client.resume_request(user, ticket, &identity(user));
+    client.try_call(&request).await
 }
 
 /// What the clients were told before the kill.
@@ -229,12 +158,12 @@ fn log_tail(log: &Path) -> String {
 /// One client's work until the server dies: register accounts, and log every third one
 /// in (a ticket written) — each acknowledged result recorded the moment it arrives.
 async fn churn(addr: SocketAddr, prefix: String, acked: Arc<Mutex<Acknowledged>>) {
-    let Ok(mut client) = Client::connect(addr).await else {
+    let Ok(mut client) = connect(addr).await else {
         return;
     };
     for i in 0.. {
         let user = format!("{prefix}{i}");
-        match client.register(&user).await {
+        match register(&mut client, &user).await {
             Ok(Reply::Registered { .. }) => {
                 acked.lock().unwrap().accounts.insert(user.clone());
             }
@@ -242,7 +171,7 @@ async fn churn(addr: SocketAddr, prefix: String, acked: Arc<Mutex<Acknowledged>>
             Err(_) => return, // killed
         }
         if i % 3 == 0 {
-            match client.login(&user).await {
+            match login(&mut client, &user).await {
                 Ok(Reply::Granted { ticket, .. }) => {
                     acked.lock().unwrap().tickets.insert(user, ticket);
                 }
@@ -251,7 +180,7 @@ async fn churn(addr: SocketAddr, prefix: String, acked: Arc<Mutex<Acknowledged>>
             }
             // A fresh connection for the next login (a logout would end the ticket,
             // which must stay for the check below).
-            client = match Client::connect(addr).await {
+            client = match connect(addr).await {
                 Ok(client) => client,
                 Err(_) => return,
             };
@@ -275,14 +204,14 @@ async fn sigkill_during_registrations_and_logins_loses_nothing_acknowledged() {
         // before the kill resumes, an account from before logs in.
         let earlier_ticket = acked.lock().unwrap().tickets.pop_first();
         if let Some((user, ticket)) = earlier_ticket {
-            let mut client = Client::connect(server.addr).await.unwrap();
-            let reply = client.resume(&user, &ticket).await.unwrap();
+            let mut client = connect(server.addr).await.unwrap();
+            let reply = resume(&mut client, &user, &ticket).await.unwrap();
             assert!(matches!(reply, Reply::Granted { .. }), "{user}: {reply:?}");
         }
         let some_account = acked.lock().unwrap().accounts.last().cloned();
         if let Some(user) = some_account {
-            let mut client = Client::connect(server.addr).await.unwrap();
-            let reply = client.login(&user).await.unwrap();
+            let mut client = connect(server.addr).await.unwrap();
+            let reply = login(&mut client, &user).await.unwrap();
             assert!(matches!(reply, Reply::Granted { .. }), "{user}: {reply:?}");
         }
 
@@ -416,12 +345,12 @@ async fn a_full_disk_gives_errors_not_hangs_and_no_corruption() {
     let data = mount.path.join("data");
     let log = tmp.path().join("directory.log");
     let mut server = Server::start(&data, "127.0.0.1:0".parse().unwrap(), &log).await;
-    let mut client = Client::connect(server.addr).await.unwrap();
+    let mut client = connect(server.addr).await.unwrap();
 
     let mut acknowledged = BTreeSet::new();
     for i in 0..20 {
         let user = format!("early{i}");
-        let reply = client.register(&user).await.unwrap();
+        let reply = register(&mut client, &user).await.unwrap();
         assert_eq!(
             reply,
             Reply::Registered {
@@ -437,7 +366,7 @@ async fn a_full_disk_gives_errors_not_hangs_and_no_corruption() {
     for i in 0..100 {
         let user = format!("full{i}");
         let started = Instant::now();
-        match client.register(&user).await {
+        match register(&mut client, &user).await {
             Ok(Reply::Registered { .. }) => {
                 // SQLite may still find room in pages it holds already.
                 acknowledged.insert(user);
@@ -461,7 +390,7 @@ async fn a_full_disk_gives_errors_not_hangs_and_no_corruption() {
         log_tail(&log)
     );
     // A login needs to write its ticket: refused the same way, the account intact.
-    let reply = client.login("early0").await.unwrap();
+    let reply = login(&mut client, "early0").await.unwrap();
     assert!(
         matches!(
             reply,
@@ -474,15 +403,15 @@ async fn a_full_disk_gives_errors_not_hangs_and_no_corruption() {
     );
     assert!(server.is_running(), "the directory died on a full disk");
     // Other clients can still connect and are told the same.
-    let mut other = Client::connect(server.addr).await.unwrap();
-    let reply = other.register("late").await.unwrap();
+    let mut other = connect(server.addr).await.unwrap();
+    let reply = register(&mut other, "late").await.unwrap();
     assert!(matches!(reply, Reply::Error { .. }), "{reply:?}");
 
     // Space again: the same process recovers without a restart.
     std::fs::remove_file(filler).unwrap();
     for i in 0..5 {
         let user = format!("after{i}");
-        let reply = client.register(&user).await.unwrap();
+        let reply = register(&mut client, &user).await.unwrap();
         assert_eq!(
             reply,
             Reply::Registered {
@@ -491,10 +420,10 @@ async fn a_full_disk_gives_errors_not_hangs_and_no_corruption() {
         );
         acknowledged.insert(user);
     }
-    let reply = client.login("early0").await.unwrap();
+    let reply = login(&mut client, "early0").await.unwrap();
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
     assert!(matches!(
-        client.register("early1").await.unwrap(),
+        register(&mut client, "early1").await.unwrap(),
         Reply::Refused {
             reason: Refusal::UserExists,
             ..

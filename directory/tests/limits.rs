@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use directory::{Config, Directory, PasswordCost, close};
 use proto::Identity;
-use proto::message::{ErrorCode, Event, Reply, Request, ServerMsg, login_transcript};
-use quinn::crypto::rustls::QuicClientConfig;
+use proto::message::{ErrorCode, Event, Reply, Request};
+use testkit::RawClient;
+use testkit::raw::{endpoint, handshake};
 use tokio::time::timeout;
 
 /// Upper bound for anything a test waits on.
@@ -28,144 +29,6 @@ async fn start(adjust: impl FnOnce(&mut Config)) -> (Directory, tempfile::TempDi
     config.password_cost = PasswordCost::insecure_fast();
     adjust(&mut config);
     (Directory::start(config).await.unwrap(), data)
-}
-
-/// A client endpoint bound to `ip` (any port).
-fn endpoint(ip: &str) -> quinn::Endpoint {
-    quinn::Endpoint::client(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap()
-}
-
-/// Client settings pinning the directory's key; `tweak` adjusts the transport.
-fn client_config(
-    dir: &Directory,
-    tweak: impl FnOnce(&mut quinn::TransportConfig),
-) -> quinn::ClientConfig {
-    let tls =
-        proto::verify::client_config(None, Some(dir.public_key()), proto::ALPN_DIRECTORY).unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_millis(250)));
-    tweak(&mut transport);
-    config.transport_config(Arc::new(transport));
-    config
-}
-
-/// One handshake from `endpoint`; `Err` when the directory refuses it.
-async fn handshake(
-    endpoint: &quinn::Endpoint,
-    dir: &Directory,
-) -> Result<quinn::Connection, quinn::ConnectionError> {
-    let connecting = endpoint
-        .connect_with(client_config(dir, |_| {}), dir.local_addr(), "natter")
-        .unwrap();
-    timeout(WAIT, connecting).await.expect("handshake hung")
-}
-
-/// A raw client: one connection, one control stream, frames by hand.
-struct Raw {
-    _endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    /// This connection's login nonce, once `Hello` is done.
-    nonce: Option<[u8; 32]>,
-}
-
-impl Raw {
-    async fn connect(dir: &Directory, ip: &str) -> Raw {
-        Raw::connect_with(dir, ip, |_| {}).await
-    }
-
-    async fn connect_with(
-        dir: &Directory,
-        ip: &str,
-        tweak: impl FnOnce(&mut quinn::TransportConfig),
-    ) -> Raw {
-        let endpoint = endpoint(ip);
-        let connecting = endpoint
-            .connect_with(client_config(dir, tweak), dir.local_addr(), "natter")
-            .unwrap();
-        let conn = timeout(WAIT, connecting).await.unwrap().unwrap();
-        let (send, recv) = conn.open_bi().await.unwrap();
-        Raw {
-            _endpoint: endpoint,
-            conn,
-            send,
-            recv,
-            nonce: None,
-        }
-    }
-
-    async fn send(&mut self, request: &Request) {
-        proto::frame::write_frame(&mut self.send, request)
-            .await
-            .unwrap();
-    }
-
-    async fn reply(&mut self) -> Reply {
-        loop {
-            let msg = timeout(WAIT, proto::frame::read_frame(&mut self.recv))
-                .await
-                .expect("no reply in time")
-                .expect("a frame")
-                .expect("the stream is open");
-            match msg {
-                ServerMsg::Reply(reply) => return reply,
-                ServerMsg::Event(_) => {}
-            }
-        }
-    }
-
-    async fn call(&mut self, request: Request) -> Reply {
-        self.send(&request).await;
-        self.reply().await
-    }
-
-    async fn hello(&mut self) -> [u8; 32] {
-        let hello = Request::Hello {
-            version: proto::PROTOCOL_VERSION,
-            software: "limits-test".into(),
-        };
-        match self.call(hello).await {
-            Reply::Welcome { nonce, .. } => {
-                self.nonce = Some(nonce);
-                nonce
-            }
-            other => panic!("expected Welcome, got {other:?}"),
-        }
-    }
-
-    /// Logs in (saying `Hello` first if this connection has not yet).
-    async fn login(&mut self, user: &str, password: &str, id: &Identity) -> Reply {
-        let nonce = match self.nonce {
-            Some(nonce) => nonce,
-            None => self.hello().await,
-        };
-        self.call(Request::Login {
-            user: user.parse().unwrap(),
-            password: password.into(),
-            identity: id.public(),
-            signature: id.sign(&login_transcript(
-                &directory::tls::client_channel_binding(&self.conn).unwrap(),
-                &nonce,
-                user,
-                &id.public(),
-            )),
-            addresses: vec![],
-        })
-        .await
-    }
-
-    /// Waits for the directory to close the connection; its application close code.
-    async fn closed_with(&self, within: Duration) -> u64 {
-        match timeout(within, self.conn.closed())
-            .await
-            .unwrap_or_else(|_| panic!("not closed within {within:?}"))
-        {
-            quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
-            other => panic!("closed otherwise: {other}"),
-        }
-    }
 }
 
 /// Waits until `cond` holds, at most [`WAIT`].
@@ -189,7 +52,7 @@ fn error_code(reply: &Reply) -> ErrorCode {
 #[tokio::test]
 async fn a_frame_over_the_size_limit_is_refused_from_its_header_alone() {
     let (dir, _data) = start(|_| {}).await;
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::from_ip(&dir, "127.0.0.1").await;
     raw.hello().await;
     // Only the 4-byte header of a frame one byte too large; no body, stream left open.
     let len = u32::try_from(proto::frame::MAX_FRAME + 1).unwrap();
@@ -201,7 +64,7 @@ async fn a_frame_over_the_size_limit_is_refused_from_its_header_alone() {
         "refused without waiting for (or allocating) the body"
     );
     // A frame of exactly the limit is read (and then fails to decode as a request).
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::from_ip(&dir, "127.0.0.1").await;
     raw.hello().await;
     let len = u32::try_from(proto::frame::MAX_FRAME).unwrap();
     let mut frame = len.to_be_bytes().to_vec();
@@ -215,7 +78,7 @@ async fn a_frame_over_the_size_limit_is_refused_from_its_header_alone() {
 async fn names_and_passwords_over_their_limits_are_refused() {
     let (dir, _data) = start(|c| c.open_registration = true).await;
     dir.add_user("ali", "secret-ali", false).await.unwrap();
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::from_ip(&dir, "127.0.0.1").await;
     raw.hello().await;
     let id = Identity::generate();
     let register = |user: &str, password: &str| Request::Register {
@@ -285,7 +148,9 @@ async fn silent_and_stalling_clients_are_cut_off_by_the_deadlines() {
 
     // Connects, never opens a stream.
     let endpoint = endpoint("127.0.0.1");
-    let silent = handshake(&endpoint, &dir).await.unwrap();
+    let silent = handshake(&endpoint, dir.local_addr(), dir.public_key())
+        .await
+        .unwrap();
     match timeout(WAIT, silent.closed()).await.expect("not closed") {
         quinn::ConnectionError::ApplicationClosed(c) => {
             assert_eq!(c.error_code.into_inner(), timed_out)
@@ -293,11 +158,11 @@ async fn silent_and_stalling_clients_are_cut_off_by_the_deadlines() {
         other => panic!("closed otherwise: {other}"),
     }
     // Opens the stream and starts a frame, but never finishes its Hello.
-    let mut mute = Raw::connect(&dir, "127.0.0.1").await;
+    let mut mute = RawClient::from_ip(&dir, "127.0.0.1").await;
     mute.send.write_all(&[0, 0]).await.unwrap();
     assert_eq!(mute.closed_with(WAIT).await, timed_out);
     // Says Hello, then starts a frame and stalls in the middle of it.
-    let mut stalling = Raw::connect(&dir, "127.0.0.1").await;
+    let mut stalling = RawClient::from_ip(&dir, "127.0.0.1").await;
     stalling.hello().await;
     let started = Instant::now();
     stalling
@@ -309,7 +174,7 @@ async fn silent_and_stalling_clients_are_cut_off_by_the_deadlines() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 
     // An idle client after Hello is normal: it stays.
-    let mut idle = Raw::connect(&dir, "127.0.0.1").await;
+    let mut idle = RawClient::from_ip(&dir, "127.0.0.1").await;
     idle.hello().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
@@ -322,7 +187,7 @@ async fn silent_and_stalling_clients_are_cut_off_by_the_deadlines() {
 #[tokio::test]
 async fn streams_per_connection_are_capped_and_unread_streams_pin_little() {
     let (dir, _data) = start(|c| c.max_streams_per_connection = 2).await;
-    let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+    let mut raw = RawClient::from_ip(&dir, "127.0.0.1").await;
     raw.hello().await;
 
     // One more bidirectional stream fits; the next one waits for a credit that never
@@ -372,13 +237,15 @@ async fn total_connections_are_capped_across_source_addresses() {
         c.max_connections_per_ip = 10;
     })
     .await;
-    let mut a = Raw::connect(&dir, "127.0.0.1").await;
+    let mut a = RawClient::from_ip(&dir, "127.0.0.1").await;
     a.hello().await;
-    let mut b = Raw::connect(&dir, "127.0.0.2").await;
+    let mut b = RawClient::from_ip(&dir, "127.0.0.2").await;
     b.hello().await;
     let third = endpoint("127.0.0.3");
     assert!(
-        handshake(&third, &dir).await.is_err(),
+        handshake(&third, dir.local_addr(), dir.public_key())
+            .await
+            .is_err(),
         "a third connection got in past max_connections = 2"
     );
     assert_eq!(dir.connection_count(), 2);
@@ -388,7 +255,9 @@ async fn total_connections_are_capped_across_source_addresses() {
         dir.connection_count() == 1
     })
     .await;
-    let conn = handshake(&third, &dir).await.expect("a slot is free again");
+    let conn = handshake(&third, dir.local_addr(), dir.public_key())
+        .await
+        .expect("a slot is free again");
     assert_eq!(
         error_code(&b.call(Request::Who).await),
         ErrorCode::NotLoggedIn
@@ -413,21 +282,23 @@ async fn strangers_must_log_in_in_time_and_cannot_keep_users_out() {
     // QUIC keep-alives (every 250 ms).
     let mut flood = Vec::new();
     for _ in 0..FLOOD {
-        let mut raw = Raw::connect(&dir, "127.0.0.1").await;
+        let mut raw = RawClient::from_ip(&dir, "127.0.0.1").await;
         raw.hello().await;
         flood.push(raw);
     }
     let welcomed = Instant::now();
     assert_eq!(dir.anonymous_count(), FLOOD);
     assert!(
-        handshake(&endpoint("127.0.0.1"), &dir).await.is_err(),
+        handshake(&endpoint("127.0.0.1"), dir.local_addr(), dir.public_key())
+            .await
+            .is_err(),
         "the flooding source got one more anonymous slot"
     );
 
     // A real user from another address still gets in and logs in: a stranger's slot
     // makes room, and the login leaves the anonymous budget.
     let id = Identity::generate();
-    let mut ali = Raw::connect(&dir, "127.0.0.2").await;
+    let mut ali = RawClient::from_ip(&dir, "127.0.0.2").await;
     assert!(matches!(
         ali.login("ali", "secret-ali", &id).await,
         Reply::Granted { .. }
@@ -466,14 +337,14 @@ async fn a_strangers_flood_cannot_rotate_a_failed_login_out_of_the_audit_log() {
     .await;
     dir.add_user("ali", "secret-ali", false).await.unwrap();
     let id = Identity::generate();
-    let mut guesser = Raw::connect(&dir, "127.0.0.2").await;
+    let mut guesser = RawClient::from_ip(&dir, "127.0.0.2").await;
     assert!(matches!(
         guesser.login("ali", "not-her-password", &id).await,
         Reply::Refused { .. }
     ));
 
     // A stranger asks and asks without logging in (under the request burst).
-    let mut stranger = Raw::connect(&dir, "127.0.0.1").await;
+    let mut stranger = RawClient::from_ip(&dir, "127.0.0.1").await;
     stranger.hello().await;
     for i in 0..FLOOD {
         let reply = stranger
@@ -514,7 +385,7 @@ async fn handshakes_per_source_are_rate_limited_before_any_work() {
     let started = Instant::now();
     let (mut accepted, mut refused) = (Vec::new(), 0);
     for _ in 0..20 {
-        match handshake(&flooder, &dir).await {
+        match handshake(&flooder, dir.local_addr(), dir.public_key()).await {
             Ok(conn) => accepted.push(conn),
             Err(quinn::ConnectionError::ConnectionClosed(c))
                 if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
@@ -541,7 +412,7 @@ async fn handshakes_per_source_are_rate_limited_before_any_work() {
 
     // Another source address is not affected.
     let other = endpoint("127.0.0.2");
-    let conn = handshake(&other, &dir)
+    let conn = handshake(&other, dir.local_addr(), dir.public_key())
         .await
         .expect("another source gets in");
     drop((conn, accepted));
@@ -558,7 +429,7 @@ async fn a_client_that_never_reads_its_replies_is_disconnected() {
     .await;
     dir.add_user("ali", "secret-ali", false).await.unwrap();
     // A tiny receive window: after a few replies the directory can write no more.
-    let mut slow = Raw::connect_with(&dir, "127.0.0.1", |t| {
+    let mut slow = RawClient::from_ip_with(&dir, "127.0.0.1", |t| {
         t.stream_receive_window(1024u32.into())
             .receive_window(2048u32.into());
     })
@@ -585,7 +456,7 @@ async fn a_client_that_never_reads_its_replies_is_disconnected() {
     flood.await.unwrap();
 
     // Meanwhile everyone else is served as usual.
-    let mut ali = Raw::connect(&dir, "127.0.0.2").await;
+    let mut ali = RawClient::from_ip(&dir, "127.0.0.2").await;
     let reply = ali.login("ali", "secret-ali", &Identity::generate()).await;
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
     until("the slow client's slot to free up", || {
@@ -608,7 +479,7 @@ async fn a_logged_in_peer_that_never_reads_its_events_is_disconnected() {
         .await
         .unwrap();
     dir.add_user("bob", "secret-bob", false).await.unwrap();
-    let mut watcher = Raw::connect_with(&dir, "127.0.0.1", |t| {
+    let mut watcher = RawClient::from_ip_with(&dir, "127.0.0.1", |t| {
         t.stream_receive_window(1024u32.into())
             .receive_window(2048u32.into());
     })
@@ -624,7 +495,7 @@ async fn a_logged_in_peer_that_never_reads_its_events_is_disconnected() {
     assert_eq!(watcher.call(watching).await, Reply::Watching);
     // From here on the watcher reads nothing; bob comes and goes.
     let bob_id = Identity::generate();
-    let mut bob = Raw::connect(&dir, "127.0.0.2").await;
+    let mut bob = RawClient::from_ip(&dir, "127.0.0.2").await;
     let reply = bob.login("bob", "secret-bob", &bob_id).await;
     assert!(matches!(reply, Reply::Granted { .. }), "{reply:?}");
     let started = Instant::now();

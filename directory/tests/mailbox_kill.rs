@@ -17,7 +17,8 @@ use tokio::process::Child;
 
 mod common;
 
-use common::{Client, serve_cheap as serve};
+use common::serve_cheap as serve;
+use testkit::RawClient;
 const PASSWORD: &str = "correct horse battery";
 const MARKER: &str = "KILL-NINE-MARKER-51c2";
 
@@ -50,8 +51,10 @@ fn identity(user: &str) -> Identity {
 }
 
 /// `user`, logged in with their key and the password every test user has.
-async fn login(addr: SocketAddr, user: &str) -> Client {
-    Client::login(addr, user, &identity(user), PASSWORD).await
+async fn login(addr: SocketAddr, user: &str) -> RawClient {
+    RawClient::logged_in_at(addr, None, user, PASSWORD, &identity(user), &[])
+        .await
+        .0
 }
 
 fn database_has(data: &Path, needle: &str) -> bool {

@@ -14,7 +14,8 @@ use tokio::time::timeout;
 
 mod common;
 
-use common::{Client, WAIT, run, serve_cheap as serve};
+use common::{run, serve_cheap as serve};
+use testkit::{RawClient, WAIT};
 const PASSWORD: &str = "correct horse battery";
 
 fn text(bytes: &[u8]) -> String {
@@ -41,8 +42,10 @@ fn identity(user: &str) -> Identity {
 }
 
 /// `user`, logged in with their key and the password every test user has.
-async fn login(addr: SocketAddr, user: &str) -> Client {
-    Client::login(addr, user, &identity(user), PASSWORD).await
+async fn login(addr: SocketAddr, user: &str) -> RawClient {
+    RawClient::logged_in_at(addr, None, user, PASSWORD, &identity(user), &[])
+        .await
+        .0
 }
 
 async fn exits_zero(mut child: Child) {

@@ -12,16 +12,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use testkit::{PASSWORD, PeerProcess, TestDirectory, WAIT};
+use tokio::process::Command;
 
-/// How long a test waits for something that should happen before failing.
-const WAIT: Duration = Duration::from_secs(15);
-/// The password every test account gets.
-const PASSWORD: &str = "correct horse battery";
 /// The path of the binary under test.
 const PEER: &str = env!("CARGO_BIN_EXE_peer");
 /// argon2 cost of the vaults the tests make (`NATTER_VAULT_COST`): the cheapest, since a
@@ -32,37 +27,13 @@ const CHEAP_VAULT: &str = "8,1,1";
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// A directory server running in the test's runtime.
-struct TestDirectory {
-    server: directory::Directory,
-    _data: tempfile::TempDir,
-}
-
-impl TestDirectory {
-    async fn start(open_registration: bool, users: &[&str]) -> Self {
-        let data = tempfile::tempdir().expect("temp dir");
-        let mut config = directory::Config::new(data.path());
-        config.listen = "127.0.0.1:0".parse().expect("loopback");
-        config.password_cost = directory::PasswordCost::insecure_fast();
-        config.open_registration = open_registration;
-        let server = directory::Directory::start(config)
-            .await
-            .expect("directory starts");
-        for user in users {
-            server
-                .add_user(user, PASSWORD, false)
-                .await
-                .expect("add user");
-        }
-        Self {
-            server,
-            _data: data,
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.server.local_addr().to_string()
-    }
+/// A directory in the test's runtime, with open registration or not, and `users`.
+async fn start_directory(open_registration: bool, users: &[&str]) -> TestDirectory {
+    let dir = TestDirectory::start_with(|c| c.open_registration = open_registration)
+        .await
+        .expect("directory starts");
+    dir.add_users(users).await.expect("add users");
+    dir
 }
 
 /// A user of the `peer` program: a name and a profile directory of their own.
@@ -90,7 +61,7 @@ impl User {
 
     fn cmd_with(&self, dir: &TestDirectory, password: &str, args: &[&str]) -> Command {
         let mut cmd = bare_cmd(self.profile());
-        cmd.args(["--directory", &dir.addr(), "--user", &self.name])
+        cmd.args(["--directory", &dir.addr().to_string(), "--user", &self.name])
             .args(args)
             .env("PEER_PASSWORD", password);
         cmd
@@ -198,173 +169,6 @@ async fn run(cmd: Command) -> Outcome {
     run_within(cmd, WAIT).await
 }
 
-/// A running `peer` child process, driven through its stdin and read line by line.
-/// Dropping it kills the process.
-struct PeerProcess {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: Arc<Mutex<String>>,
-    /// Every stdout line read so far, for failure messages.
-    seen: Vec<String>,
-}
-
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-impl PeerProcess {
-    fn spawn(name: &str, mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("peer starts");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().expect("stderr piped");
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Self {
-            name: name.to_string(),
-            child,
-            stdin,
-            stdout,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "[{}] stdout so far:\n  {}\nstderr so far:\n  {}",
-            self.name,
-            self.seen.join("\n  "),
-            self.stderr.lock().unwrap().replace('\n', "\n  ")
-        )
-    }
-
-    /// Reads stdout until a line satisfies `pred` (returned), failing after `limit`.
-    async fn expect_within(
-        &mut self,
-        limit: Duration,
-        what: &str,
-        pred: impl Fn(&str) -> bool,
-    ) -> String {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match tokio::time::timeout_at(deadline, self.stdout.next_line()).await {
-                Ok(Ok(Some(line))) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Ok(Ok(None)) => panic!("EOF while waiting for {what}\n{}", self.context()),
-                Ok(Err(e)) => panic!("reading stdout: {e}\n{}", self.context()),
-                Err(_) => panic!("no {what} within {limit:?}\n{}", self.context()),
-            }
-        }
-    }
-
-    /// Reads stdout until a line starts with `prefix`.
-    async fn expect(&mut self, prefix: &str) -> String {
-        self.expect_within(WAIT, &format!("line starting {prefix:?}"), |l| {
-            l.starts_with(prefix)
-        })
-        .await
-    }
-
-    /// Waits for a received message and checks that its text arrived unchanged.
-    async fn expect_message(&mut self, from: &str, text: &str) {
-        let prefix = format!("msg from={from} ");
-        let line = self.expect(&prefix).await;
-        let got = line.split_once(" text=").map(|(_, t)| t);
-        assert_eq!(
-            got,
-            Some(text),
-            "message from {from} changed on the way: {line:?}\n{}",
-            self.context()
-        );
-    }
-
-    /// Waits for `logged-in` and `listening`; returns the listening address.
-    async fn online(&mut self) -> SocketAddr {
-        let logged_in = self.expect("logged-in ").await;
-        assert!(
-            logged_in.contains(&format!("user={}", self.name)),
-            "{logged_in}"
-        );
-        let line = self.expect("listening addr=").await;
-        let addr: SocketAddr = line["listening addr=".len()..]
-            .parse()
-            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-        assert_ne!(addr.port(), 0, "--listen with port 0 must pick a port");
-        addr
-    }
-
-    async fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .expect("write to peer's stdin");
-        stdin.flush().await.expect("flush peer's stdin");
-    }
-
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    /// Waits for the process to exit; returns its status and the rest of its stdout.
-    async fn exit(&mut self) -> (ExitStatus, Vec<String>) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut rest = Vec::new();
-        loop {
-            match tokio::time::timeout_at(deadline, self.stdout.next_line()).await {
-                Ok(Ok(Some(line))) => {
-                    self.seen.push(line.clone());
-                    rest.push(line);
-                }
-                Ok(Ok(None)) | Ok(Err(_)) => break,
-                Err(_) => panic!("stdout did not end within {WAIT:?}\n{}", self.context()),
-            }
-        }
-        let status = tokio::time::timeout_at(deadline, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("did not exit within {WAIT:?}\n{}", self.context()))
-            .expect("wait for peer");
-        (status, rest)
-    }
-
-    /// Closes stdin and checks that the program ends its chats and exits 0.
-    async fn quit(&mut self) -> Vec<String> {
-        self.close_stdin();
-        let (status, rest) = self.exit().await;
-        assert!(
-            status.success(),
-            "end of stdin must exit 0, got {status}\n{}",
-            self.context()
-        );
-        rest
-    }
-}
-
 /// Opens a chat from `caller` to the listening `callee`, waiting for both sides.
 async fn chat(dir: &TestDirectory, caller: &User, callee: &mut PeerProcess) -> PeerProcess {
     let mut p = caller.spawn(dir, &["connect", &callee.name, "--listen", "127.0.0.1:0"]);
@@ -400,7 +204,7 @@ fn write_file(path: PathBuf, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn who_lists_the_users_online() {
-    let dir = TestDirectory::start(false, &["ali", "bianca"]).await;
+    let dir = start_directory(false, &["ali", "bianca"]).await;
     let (ali, bianca) = (User::new("ali"), User::new("bianca"));
     let mut b = bianca.spawn(&dir, &["listen", "--listen", "127.0.0.1:0"]);
     b.online().await;
@@ -423,7 +227,7 @@ async fn who_lists_the_users_online() {
     cmd.arg("who")
         .arg("--profile")
         .arg(ali.profile())
-        .args(["--directory", &dir.addr()])
+        .args(["--directory", &dir.addr().to_string()])
         .env_remove("PEER_USER")
         .env_remove("PEER_DIRECTORY")
         .env_remove("PEER_PROFILE")
@@ -441,9 +245,14 @@ async fn who_lists_the_users_online() {
         &format!("{PASSWORD}\nnot this line\n"),
     );
     let mut cmd = bare_cmd(chloe.profile());
-    cmd.args(["--directory", &dir.addr(), "who", "--password-file"])
-        .arg(&password_file)
-        .env("PEER_USER", "chloe");
+    cmd.args([
+        "--directory",
+        &dir.addr().to_string(),
+        "who",
+        "--password-file",
+    ])
+    .arg(&password_file)
+    .env("PEER_USER", "chloe");
     let out = run(cmd).await;
     let lines = out.ok();
     assert!(
@@ -458,7 +267,7 @@ async fn who_lists_the_users_online() {
 
     // No password anywhere and no terminal to ask on: one line saying so.
     let mut cmd = bare_cmd(chloe.profile());
-    cmd.args(["--directory", &dir.addr(), "who"]);
+    cmd.args(["--directory", &dir.addr().to_string(), "who"]);
     let line = run(cmd).await.failed_one_line().to_string();
     assert!(line.contains("PEER_PASSWORD"), "{line}");
 
@@ -481,7 +290,7 @@ async fn connections_back_to(dir: &TestDirectory, n: usize, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_commands_free_their_directory_connection_at_once() {
-    let dir = TestDirectory::start(true, &["ali"]).await;
+    let dir = start_directory(true, &["ali"]).await;
     let ali = User::new("ali");
     // Well under the directory's idle timeout (10 s), which is when it would notice a
     // connection that just went silent.
@@ -501,7 +310,7 @@ async fn one_shot_commands_free_their_directory_connection_at_once() {
 
     let chloe = User::new("chloe");
     let mut cmd = bare_cmd(chloe.profile());
-    cmd.args(["--directory", &dir.addr(), "register", "chloe"])
+    cmd.args(["--directory", &dir.addr().to_string(), "register", "chloe"])
         .env("PEER_PASSWORD", PASSWORD);
     run(cmd).await.ok();
     connections_back_to(&dir, 0, PROMPTLY).await;
@@ -509,7 +318,7 @@ async fn one_shot_commands_free_their_directory_connection_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passwords_count_down_then_lock_the_account() {
-    let dir = TestDirectory::start(false, &["ali"]).await;
+    let dir = start_directory(false, &["ali"]).await;
     let ali = User::new("ali");
     for left in ["2 attempts left", "1 attempt left"] {
         let out = run(ali.cmd_with(&dir, "not the password", &["who"])).await;
@@ -558,7 +367,7 @@ async fn unreachable_directory_fails_fast_with_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_directory_key_is_refused_naming_both_fingerprints() {
-    let dir = TestDirectory::start(false, &["ali"]).await;
+    let dir = start_directory(false, &["ali"]).await;
     let ali = User::new("ali");
     let real = dir.server.fingerprint().to_string();
 
@@ -613,7 +422,7 @@ async fn changed_directory_key_is_refused_naming_both_fingerprints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_over_stdin_and_stdout() {
-    let dir = TestDirectory::start(false, &["ali", "bianca", "chloe"]).await;
+    let dir = start_directory(false, &["ali", "bianca", "chloe"]).await;
     let (ali, bianca, chloe) = (User::new("ali"), User::new("bianca"), User::new("chloe"));
     let mut b = bianca.spawn(&dir, &["listen", "--listen", "127.0.0.1:0"]);
     b.online().await;
@@ -656,7 +465,7 @@ async fn chat_over_stdin_and_stdout() {
     b.quit().await;
     for p in [&a, &b, &c] {
         assert_eq!(
-            *p.stderr.lock().unwrap(),
+            p.stderr(),
             "",
             "a normal chat logs nothing\n{}",
             p.context()
@@ -667,7 +476,7 @@ async fn chat_over_stdin_and_stdout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn piped_message_is_delivered_even_when_stdin_ends_at_once() {
     // `echo hi | peer connect bianca`: stdin ends before the chat is open.
-    let dir = TestDirectory::start(false, &["ali", "bianca"]).await;
+    let dir = start_directory(false, &["ali", "bianca"]).await;
     let (ali, bianca) = (User::new("ali"), User::new("bianca"));
     let mut b = bianca.spawn(&dir, &["listen", "--listen", "127.0.0.1:0"]);
     b.online().await;
@@ -687,7 +496,7 @@ async fn piped_message_is_delivered_even_when_stdin_ends_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_someone_offline_says_so() {
-    let dir = TestDirectory::start(false, &["ali", "bianca"]).await;
+    let dir = start_directory(false, &["ali", "bianca"]).await;
     let ali = User::new("ali");
     let mut a = ali.spawn(&dir, &["connect", "bianca", "--listen", "127.0.0.1:0"]);
     a.online().await;
@@ -702,7 +511,7 @@ async fn connect_to_someone_offline_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_peer_is_noticed_and_the_listener_goes_on() {
-    let dir = TestDirectory::start(false, &["ali", "bianca", "chloe"]).await;
+    let dir = start_directory(false, &["ali", "bianca", "chloe"]).await;
     let (ali, bianca, chloe) = (User::new("ali"), User::new("bianca"), User::new("chloe"));
     let mut b = bianca.spawn(&dir, &["listen", "--listen", "127.0.0.1:0"]);
     b.online().await;
@@ -734,10 +543,10 @@ async fn killed_peer_is_noticed_and_the_listener_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_then_log_in_with_the_remembered_name_and_directory() {
-    let dir = TestDirectory::start(true, &[]).await;
+    let dir = start_directory(true, &[]).await;
     let dora = User::new("dora");
     let mut cmd = bare_cmd(dora.profile());
-    cmd.args(["--directory", &dir.addr(), "register", "dora"])
+    cmd.args(["--directory", &dir.addr().to_string(), "register", "dora"])
         .env("PEER_PASSWORD", PASSWORD);
     let out = run(cmd).await;
     let lines = out.ok();
@@ -757,7 +566,7 @@ async fn register_then_log_in_with_the_remembered_name_and_directory() {
     // The name is taken now.
     let other = User::new("dora");
     let mut cmd = bare_cmd(other.profile());
-    cmd.args(["--directory", &dir.addr(), "register", "dora"])
+    cmd.args(["--directory", &dir.addr().to_string(), "register", "dora"])
         .env("PEER_PASSWORD", PASSWORD);
     let line = run(cmd).await.failed_one_line().to_string();
     assert!(line.contains("taken"), "{line}");
@@ -765,10 +574,10 @@ async fn register_then_log_in_with_the_remembered_name_and_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_on_a_closed_directory_fails_with_one_line() {
-    let dir = TestDirectory::start(false, &[]).await;
+    let dir = start_directory(false, &[]).await;
     let erin = User::new("erin");
     let mut cmd = bare_cmd(erin.profile());
-    cmd.args(["--directory", &dir.addr(), "register", "erin"])
+    cmd.args(["--directory", &dir.addr().to_string(), "register", "erin"])
         .env("PEER_PASSWORD", PASSWORD);
     let out = run(cmd).await;
     let line = out.failed_one_line();
@@ -794,7 +603,7 @@ async fn fingerprints_and_safety_numbers() {
         Some(fresh.key_fingerprint().as_str())
     );
 
-    let dir = TestDirectory::start(false, &["ali", "bianca"]).await;
+    let dir = start_directory(false, &["ali", "bianca"]).await;
     let (ali, bianca) = (User::new("ali"), User::new("bianca"));
     let mut b = bianca.spawn(&dir, &["listen", "--listen", "127.0.0.1:0"]);
     b.online().await;
@@ -842,7 +651,7 @@ async fn fingerprints_and_safety_numbers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_contact_key_is_refused_until_trusted() {
-    let dir = TestDirectory::start(false, &["ali", "bianca"]).await;
+    let dir = start_directory(false, &["ali", "bianca"]).await;
     let (ali, bianca) = (User::new("ali"), User::new("bianca"));
 
     // First chat: ali pins bianca's key.
@@ -923,7 +732,7 @@ async fn changed_contact_key_is_refused_until_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_received_message_cannot_forge_output_lines() {
-    let dir = TestDirectory::start(false, &["bianca", "mallory"]).await;
+    let dir = start_directory(false, &["bianca", "mallory"]).await;
     let bianca = User::new("bianca");
     let mut b = bianca.spawn(&dir, &["listen", "--listen", "127.0.0.1:0"]);
     b.online().await;
@@ -931,17 +740,7 @@ async fn a_received_message_cannot_forge_output_lines() {
     // mallory runs her own client (the library), not `peer`, and sends what `peer` would
     // never send: line breaks and terminal escapes inside one message.
     let mallory = User::new("mallory");
-    let opts = peer::login::Options {
-        profile: mallory.profile().to_path_buf(),
-        directory: Some(dir.addr()),
-        directory_fingerprint: None,
-        credentials: peer::login::Credentials {
-            user: Some("mallory".into()),
-            password: Some(zeroize::Zeroizing::new(PASSWORD.into())),
-            password_file: None,
-        },
-        vault_cost: peer::vault::VaultCost::insecure_fast(),
-    };
+    let opts = testkit::options(&dir, mallory.profile(), "mallory", PASSWORD);
     let online = peer::login::login(&opts, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("mallory logs in");

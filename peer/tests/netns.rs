@@ -31,12 +31,12 @@
 
 mod netlab;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use netlab::{Lab, Proc};
+use testkit::process::directory_binary;
 
 /// The directory's address inside the lab.
 const DIR_ADDR: &str = "10.99.1.2:8888";
@@ -65,35 +65,6 @@ fn lab() -> Option<Lab> {
             None
         }
     }
-}
-
-/// The `directory` binary of this build (next to the test executable's directory),
-/// built once if it is not there.
-fn directory_binary() -> PathBuf {
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = built.as_ref() {
-        return path.clone();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = profile_dir.join("directory");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "directory", "--bin", "directory"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("cargo build runs");
-        assert!(status.success(), "cargo build -p directory failed");
-    }
-    assert!(path.exists(), "{} missing", path.display());
-    *built = Some(path.clone());
-    path
 }
 
 /// How a NAT router maps ports.

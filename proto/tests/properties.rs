@@ -9,7 +9,7 @@
 //!   fingerprints parse back from their printed forms.
 //!
 //! Case counts are kept small so the file runs in seconds in a debug build; the fuzz
-//! targets in `proto/fuzz` (run by `.ci/fuzz`) search the same ground for longer.
+//! targets in `fuzz` (run by `.ci/fuzz`) search the same ground for longer.
 
 use std::fmt::Debug;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

@@ -1,4 +1,4 @@
-//! One test per problem found by fuzzing (`proto/fuzz`, run by `.ci/fuzz`), with the input
+//! One test per problem found by fuzzing (`fuzz`, run by `.ci/fuzz`), with the input
 //! that found it written inline, so it stays fixed without the fuzzer.
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -1,4 +1,5 @@
-//! Harness shared by the end-to-end tests (`tests/*.rs`) and the examples.
+//! The in-process directory and peers: what most end-to-end tests (`tests/*.rs`) and the
+//! demo run.
 //!
 //! Everything here is real: a [`directory::Directory`] on 127.0.0.1 port 0 with its SQLite
 //! file in a temporary directory, and peers that log in through the real protocol and
@@ -16,11 +17,7 @@ use peer::ui::{Input, Note, Output};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-/// How long a test waits for something that should happen, before failing.
-pub const WAIT: Duration = Duration::from_secs(20);
-
-/// The password every test user gets unless a test says otherwise.
-pub const PASSWORD: &str = "correct horse battery";
+use crate::{PASSWORD, WAIT};
 
 /// A directory on a temporary data directory, listening on 127.0.0.1 (random port).
 pub struct TestDirectory {
@@ -270,33 +267,4 @@ impl TestPeer {
     pub fn kill(self) {
         self.task.abort();
     }
-}
-
-/// One HTTP/1.0 GET (the server closes after answering): status and body.
-pub async fn http_get(
-    addr: std::net::SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("the status page did not answer")
-        .unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_string())
 }

@@ -2,7 +2,7 @@
 //! and in PostgreSQL (one instance, then two on one database), the same crowd and the
 //! same checks each time.
 //!
-//! Each set-up starts from scratch (see `examples/loadgen/deployment.rs`: a fresh copy
+//! Each set-up starts from scratch (see `tools/src/deployment.rs`: a fresh copy
 //! of the cached accounts; on PostgreSQL a scratch schema of its own, dropped after). The
 //! peers log in with their password, peer `i` to instance `i % N`; once every login has
 //! been announced (on PostgreSQL: written to the `presence` table and, with two

@@ -76,12 +76,12 @@ pub fn app_name(i: usize) -> String {
     format!("app{i}")
 }
 
-/// The target directory this example was built into (`.../target`), found from the
-/// running executable (`target/release/examples/NAME`).
+/// The target directory this tool was built into (`.../target`), found from the
+/// running executable (`target/release/NAME`).
 pub fn target_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the running executable")?;
     exe.ancestors()
-        .nth(3)
+        .nth(2)
         .map(Path::to_path_buf)
         .context("the executable is not inside a cargo target directory")
 }

@@ -1,8 +1,8 @@
 //! Natter's benchmark suite: speed, scale and memory, side by side with ngircd.
 //!
 //! ```text
-//! cargo run --release --example bench -- --out BENCHMARKS.md     # about 5 minutes
-//! cargo run --release --example bench -- --quick                 # under a minute (CI)
+//! cargo run --release -p tools --bin bench -- --out BENCHMARKS.md     # about 5 minutes
+//! cargo run --release -p tools --bin bench -- --quick                 # under a minute (CI)
 //! ```
 //!
 //! With a PostgreSQL database (`--database URL`, `NATTER_BENCH_POSTGRES` or
@@ -11,7 +11,7 @@
 //! section says it was skipped.
 //!
 //! Everything runs on this machine over 127.0.0.1 with real endpoints: a directory child
-//! process (see `examples/loadgen/server.rs`), peers on their own tokio runtimes, and,
+//! process (see `tools/src/server.rs`), peers on their own tokio runtimes, and,
 //! for the comparison, ngircd with TLS (`benches/setup-ngircd.sh` installs it). The
 //! report (Markdown) says which machine, which commit and which command produced it.
 //!
@@ -26,32 +26,17 @@
 //! - `scaleout.rs`: SQLite against one and two instances on PostgreSQL.
 //! - `irc.rs`: ngircd and the minimal IRC client that drives it.
 //! - `report.rs`: the Markdown report and the targets.
-//! - the load generator's modules (`examples/loadgen/`): accounts, the directory
+//! - the `tools` library (`tools/src/`): accounts, the directory
 //!   process, the crowd of peers, `/proc` figures, statistics.
 
-#[path = "../loadgen/accounts.rs"]
-mod accounts;
-#[path = "../loadgen/chatpeer.rs"]
-mod chatpeer;
-#[path = "../loadgen/deployment.rs"]
-#[allow(dead_code)] // restarting and describing are the load generator's
-mod deployment;
 mod dirload;
 mod irc;
 mod p2p;
-#[path = "../loadgen/procfs.rs"]
-mod procfs;
 mod report;
 mod rooms;
 mod scaleout;
-#[path = "../loadgen/server.rs"]
-#[allow(dead_code)] // `--directory-bin` is the load generator's
-mod server;
-#[path = "../loadgen/stats.rs"]
-mod stats;
-#[path = "../loadgen/swarm.rs"]
-#[allow(dead_code)] // the load generator uses the rest
-mod swarm;
+
+use tools::{accounts, chatpeer, deployment, procfs, server, stats, swarm};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,8 +44,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::procfs::{Meter, Usage};
-use crate::server::{DirectoryProcess, Program, ServeArgs};
+use tools::procfs::{Meter, Usage};
+use tools::server::{DirectoryProcess, Program, ServeArgs};
 
 /// Run Natter's benchmarks (and ngircd's, for comparison) and write the report.
 #[derive(Debug, Parser)]
@@ -339,7 +324,7 @@ async fn run(o: Options) -> anyhow::Result<bool> {
             }
         }
     };
-    other.shutdown_background();
+    drop(other);
 
     let results = Results {
         sizes,

@@ -1,7 +1,7 @@
 //! Load generator: N simulated peers against a real directory, on loopback.
 //!
 //! ```text
-//! cargo run --release --example loadgen -- --peers 10000
+//! cargo run --release -p tools --bin loadgen -- --peers 10000
 //! ```
 //!
 //! Each simulated peer has its own identity key and its own QUIC connection to the
@@ -21,32 +21,12 @@
 //!
 //! ```text
 //! eval "$(bash .ci/postgres start)"     # a throwaway PostgreSQL; exports NATTER_TEST_POSTGRES
-//! cargo run --release --example loadgen -- --peers 5000 \
+//! cargo run --release -p tools --bin loadgen -- --peers 5000 \
 //!     --database "$NATTER_TEST_POSTGRES" --instances 2
 //! ```
 //!
-//! # Layout
-//! - `accounts.rs`: the generated accounts and their cache under `target/`.
-//! - `deployment.rs`: the directory service under load: one instance on SQLite, or N
-//!   on a scratch schema of a PostgreSQL database.
-//! - `server.rs`: the directory child process (start, restart, stop, `/proc` figures).
-//! - `swarm.rs`: the crowd of simulated peers and the checked operations they run.
-//! - `chatpeer.rs`: peers that open real chats with each other.
-//! - `procfs.rs`, `stats.rs`: measuring and printing.
-//!
-//! The benchmark suite (`examples/bench`) reuses these modules.
-
-#[allow(dead_code)] // shared with examples/bench, which uses the rest
-mod accounts;
-mod chatpeer;
-#[allow(dead_code)]
-mod deployment;
-#[allow(dead_code)]
-mod procfs;
-mod server;
-#[allow(dead_code)]
-mod stats;
-mod swarm;
+//! The parts (accounts, the directory process, the crowd, measuring) are the `tools`
+//! library (`tools/src/lib.rs`), which the benchmark suite (`src/bin/bench`) uses too.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,11 +36,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::deployment::Deployment;
-use crate::procfs::Meter;
-use crate::server::Program;
-use crate::stats::{Summary, fmt_count, fmt_duration, fmt_kib};
-use crate::swarm::{Phase, Swarm};
+use tools::deployment::Deployment;
+use tools::procfs::Meter;
+use tools::server::Program;
+use tools::stats::{Summary, fmt_count, fmt_duration, fmt_kib};
+use tools::swarm::{Phase, Swarm};
+use tools::{accounts, chatpeer, server, swarm};
 
 /// How long the instances may take to announce the logins after the login phase.
 const SETTLE_WITHIN: Duration = Duration::from_secs(30);
