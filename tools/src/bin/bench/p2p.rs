@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use peer::app::gate::{SOURCE_BURST, SOURCE_RATE};
 use peer::app::{App, Start};
+use peer::calls::gate::{SOURCE_BURST, SOURCE_RATE};
 use peer::chat::{ChatEvent, ChatEvents, ChatHandle};
 use peer::login::{Credentials, Options};
 use peer::ui::{Input, Note, Output};
