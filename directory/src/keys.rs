@@ -130,7 +130,8 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
                 Err(_) => String::new(),
             };
             bail!(
-                "the data directory {} is already served by another directory{holder};                  stop it first, or give this one another --data",
+                "the data directory {} is already served by another directory{holder}; \
+                 stop it first, or give this one another --data",
                 dir.display()
             );
         }

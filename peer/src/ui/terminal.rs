@@ -10,9 +10,8 @@
 //! is marked: another peer's text cannot make a line that looks like it starts a new
 //! message.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
 
 use rustyline::ExternalPrinter;
 use rustyline::error::ReadlineError;
@@ -24,27 +23,28 @@ use super::{Direction, Input, Note, Output, printable, screen_lines};
 pub struct TerminalOutput {
     printer: Mutex<Box<dyn ExternalPrinter + Send>>,
     prompts: Mutex<std_mpsc::Sender<String>>,
-    /// The terminal's width in columns, as the line editor last saw it.
-    width: Arc<AtomicUsize>,
 }
 
-/// Width assumed until the line editor has measured the terminal.
+/// Width assumed when the terminal cannot be measured.
 const DEFAULT_WIDTH: usize = 80;
+
+/// The terminal's width in columns now (it may have been resized since the last note), or
+/// [`DEFAULT_WIDTH`] when it cannot be measured.
+fn terminal_width() -> usize {
+    crossterm::terminal::size()
+        .map(|(cols, _)| usize::from(cols))
+        .unwrap_or(DEFAULT_WIDTH)
+}
 
 /// Starts the line editor, which sends what the user types to `tx`.
 pub fn start(tx: mpsc::Sender<Input>) -> Result<TerminalOutput, ReadlineError> {
     let mut editor = rustyline::DefaultEditor::new()?;
     let printer = editor.create_external_printer()?;
     let (prompt_tx, prompt_rx) = std_mpsc::channel::<String>();
-    let width = Arc::new(AtomicUsize::new(DEFAULT_WIDTH));
-    let measured = width.clone();
     std::thread::Builder::new()
         .name("line-editor".into())
         .spawn(move || {
             while let Ok(prompt) = prompt_rx.recv() {
-                if let Some((cols, _)) = editor.dimensions() {
-                    measured.store(usize::from(cols), Ordering::Relaxed);
-                }
                 let input = match editor.readline(&prompt) {
                     Ok(line) => {
                         if !line.trim().is_empty() {
@@ -65,7 +65,6 @@ pub fn start(tx: mpsc::Sender<Input>) -> Result<TerminalOutput, ReadlineError> {
     Ok(TerminalOutput {
         printer: Mutex::new(Box::new(printer)),
         prompts: Mutex::new(prompt_tx),
-        width,
     })
 }
 
@@ -394,7 +393,8 @@ impl Output for TerminalOutput {
         }
         // Outside a read rustyline writes the text as is, and the next prompt would
         // overwrite a line without its end; in raw mode a bare LF does not return.
-        let text = screen_lines(&text, self.width.load(Ordering::Relaxed));
+        // Measured for each note, so a resize between two prompts is followed at once.
+        let text = screen_lines(&text, terminal_width());
         let text = format!("{}\r\n", text.replace('\n', "\r\n"));
         if let Ok(mut p) = self.printer.lock()
             && p.print(text.clone()).is_ok()
