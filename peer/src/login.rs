@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use proto::message::Refusal;
 use proto::{Fingerprint, PublicKey};
 use zeroize::Zeroizing;
 
@@ -313,7 +314,8 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
     // No account can have a longer one: say so instead of spending a login attempt.
     proto::names::check_password_len(&password)?;
     // A new profile seals its keys with this password: it must stand an offline attack.
-    if profile.is_new() {
+    let new_profile = profile.is_new();
+    if new_profile {
         crate::passwd::check_strength(&user, &password)?;
     }
     let attempt = async |profile: &mut Profile| {
@@ -341,7 +343,9 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
         anyhow::Ok((endpoint, first_contact, link, grant))
     };
     let (mut profile, (endpoint, first_contact, link, grant)) =
-        with_secrets(profile, &password, opts.vault_cost, attempt).await?;
+        with_secrets(profile, &password, opts.vault_cost, attempt)
+            .await
+            .map_err(|e| explain_new_profile_refusal(e, new_profile, &user))?;
     drop(password);
     if let Some((created_at, secret)) = profile.current_prekey() {
         let prekey =
@@ -361,6 +365,30 @@ pub async fn login(opts: &Options, listen: SocketAddr) -> anyhow::Result<Online>
         grant,
         first_contact,
     })
+}
+
+/// A login refused as bad credentials from a profile made just now may be an account
+/// that already has a key, made by another profile: the directory answers that exactly
+/// like a wrong password (so strangers learn nothing), so say it here, where we know the
+/// key is new.
+fn explain_new_profile_refusal(e: anyhow::Error, new_profile: bool, user: &str) -> anyhow::Error {
+    let bad_credentials = matches!(
+        e.downcast_ref::<ClientError>(),
+        Some(ClientError::Refused {
+            reason: Refusal::BadCredentials,
+            ..
+        })
+    );
+    if new_profile && bad_credentials {
+        e.context(format!(
+            "the directory refused this new profile (its identity key was made just now; if \
+             {user} has logged in before from another profile, use that one with --profile DIR, \
+             or ask the directory's operator for `directory user reset-key {user}`, which your \
+             contacts will see as a key change)"
+        ))
+    } else {
+        e
+    }
 }
 
 /// The key to show for `name`: the pinned one.

@@ -343,6 +343,23 @@ async fn wrong_passwords_count_down_then_lock_the_account() {
     assert!(out.stdout.is_empty(), "{out:#?}");
 }
 
+/// The right password from a second, new profile is refused like a wrong one (the
+/// directory gives strangers no oracle), so the peer, which knows its key was made just
+/// now, says what may be going on and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_profile_for_an_account_with_a_key_is_told_why_it_may_be_refused() {
+    let dir = start_directory(false, &["ali"]).await;
+    let first = User::new("ali");
+    let out = run(first.cmd(&dir, &["who"])).await;
+    assert_eq!(out.ok().last(), Some(&"who count=1"), "{out:#?}");
+    let second = User::new("ali");
+    let out = run(second.cmd(&dir, &["who"])).await;
+    let line = out.failed_one_line();
+    assert!(line.contains("wrong user name or password"), "{line}");
+    assert!(line.contains("new profile"), "{line}");
+    assert!(line.contains("directory user reset-key ali"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_directory_fails_fast_with_one_line() {
     let ali = User::new("ali");
