@@ -517,7 +517,7 @@ impl SeenMail {
                 [w, ..] if w.starts_with('#') => {}
                 ["horizon", ms] => self.horizon = ms.parse().map_err(|_| i + 1)?,
                 [hash, ms] => {
-                    let hash: [u8; 32] = crate::vault::unhex(hash)
+                    let hash: [u8; 32] = proto::hex::decode(hash)
                         .and_then(|b| b.try_into().ok())
                         .ok_or(i + 1)?;
                     self.entries.insert(hash, ms.parse().map_err(|_| i + 1)?);
@@ -571,7 +571,7 @@ impl SeenMail {
             self.horizon
         );
         for (k, ms) in &self.entries {
-            text.push_str(&format!("{} {ms}\n", crate::vault::hex(k)));
+            text.push_str(&format!("{} {ms}\n", proto::hex::encode(k)));
         }
         crate::vault::write_private(&self.path, text.as_bytes())
     }

@@ -478,12 +478,8 @@ impl Profile {
 
 /// The identity key file's plaintext (sealed by the vault, or kept as is).
 fn identity_text(identity: &Identity) -> zeroize::Zeroizing<String> {
-    let hex: String = identity
-        .secret_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    zeroize::Zeroizing::new(format!("{IDENTITY_HEADER}\n{hex}\n"))
+    let hex = zeroize::Zeroizing::new(proto::hex::encode(identity.secret_bytes().as_ref()));
+    zeroize::Zeroizing::new(format!("{IDENTITY_HEADER}\n{}\n", hex.as_str()))
 }
 
 fn seal_identity(dir: &Path, vault: &Vault, identity: &Identity) -> Result<(), ProfileError> {
@@ -504,7 +500,7 @@ fn load_prekeys(dir: &Path, vault: &Vault) -> Result<Vec<(i64, StaticSecret)>, P
             let Some((at, hex)) = line.split_once(' ') else {
                 continue;
             };
-            let (Ok(at), Some(bytes)) = (at.parse::<i64>(), crate::vault::unhex(hex)) else {
+            let (Ok(at), Some(bytes)) = (at.parse::<i64>(), proto::hex::decode(hex)) else {
                 continue;
             };
             let Ok(bytes) = <[u8; 32]>::try_from(bytes) else {
@@ -523,7 +519,7 @@ fn load_prekeys(dir: &Path, vault: &Vault) -> Result<Vec<(i64, StaticSecret)>, P
         keys.truncate(PREKEYS_KEPT);
         let text = zeroize::Zeroizing::new(
             keys.iter()
-                .map(|(at, k)| format!("{at} {}\n", crate::vault::hex(k.as_bytes())))
+                .map(|(at, k)| format!("{at} {}\n", proto::hex::encode(k.as_bytes())))
                 .collect::<String>(),
         );
         vault.write_file(&path, PREKEYS_FILE, text.as_bytes())?;
@@ -634,14 +630,8 @@ fn parse_identity(text: &str) -> Option<Identity> {
     if lines.next()? != IDENTITY_HEADER {
         return None;
     }
-    let hex = lines.next()?.trim();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    for (i, byte) in seed.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok()?;
-    }
+    proto::hex::decode_into(lines.next()?.trim(), seed.as_mut_slice())?;
     Some(Identity::from_secret_bytes(&seed))
 }
 
@@ -820,11 +810,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         let old = Identity::generate();
-        let hex: String = old
-            .secret_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = proto::hex::encode(old.secret_bytes().as_ref());
         write_private(
             &p.join(IDENTITY_FILE),
             format!("{IDENTITY_HEADER}\n{hex}\n").as_bytes(),

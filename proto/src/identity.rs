@@ -109,12 +109,12 @@ impl PublicKey {
 
     /// Lowercase hex of the raw key (used in profile files).
     pub fn to_hex(&self) -> String {
-        hex(&self.0)
+        crate::hex::encode(&self.0)
     }
 
     /// Parses [`PublicKey::to_hex`] output.
     pub fn from_hex(s: &str) -> Result<Self, KeyError> {
-        let bytes = unhex(s.trim()).ok_or(KeyError::InvalidKey)?;
+        let bytes = crate::hex::decode(s.trim()).ok_or(KeyError::InvalidKey)?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| KeyError::InvalidKey)?;
         let key = PublicKey(arr);
         if key.is_valid() {
@@ -143,7 +143,7 @@ pub struct Signature(pub [u8; SIGNATURE_LEN]);
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signature({}..)", hex(&self.0[..8]))
+        write!(f, "Signature({}..)", crate::hex::encode(&self.0[..8]))
     }
 }
 
@@ -192,7 +192,7 @@ impl Fingerprint {
             .chars()
             .filter(|c| !c.is_whitespace() && *c != ':')
             .collect();
-        let bytes = unhex(&compact)?;
+        let bytes = crate::hex::decode(&compact)?;
         Some(Fingerprint(bytes.try_into().ok()?))
     }
 }
@@ -248,23 +248,9 @@ pub fn transcript(label: &str, parts: &[&[u8]]) -> Vec<u8> {
 fn groups(bytes: &[u8]) -> String {
     bytes
         .chunks(2)
-        .map(|c| hex(c).to_uppercase())
+        .map(|c| crate::hex::encode(c).to_uppercase())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -14,12 +14,14 @@
 //!   messages independently of the transport.
 //! - [`sealed`]: sealed mail for offline users (prekeys, x25519 + HKDF +
 //!   ChaCha20-Poly1305, the sender's signature inside).
+//! - [`hex`]: the one hex encoder and strict decoder.
 //! - [`names`]: what a valid user name, password and message look like.
 //! - [`addr`]: which of another peer's addresses a peer may send packets to.
 
 pub mod addr;
 pub mod cert;
 pub mod frame;
+pub mod hex;
 pub mod identity;
 pub mod message;
 pub mod names;

@@ -105,7 +105,7 @@ fn token_for(listen: SocketAddr, configured: Option<String>) -> Option<String> {
     configured.or_else(|| {
         (!listen.ip().is_loopback()).then(|| {
             let bytes: [u8; 16] = rand::random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            proto::hex::encode(&bytes)
         })
     })
 }
