@@ -183,7 +183,7 @@ pub(crate) fn rekey(
         bytes.extend_from_slice(&sealed);
     }
     let target = crate::vault::rekey_path(&path(dir, contact));
-    crate::vault::write_private(&target, &bytes).map_err(|source| HistoryError::Io {
+    crate::private_file::write_private(&target, &bytes).map_err(|source| HistoryError::Io {
         path: target,
         source,
     })

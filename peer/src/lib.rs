@@ -7,6 +7,7 @@
 //!   directory, login.
 //! - [`link`]: staying logged in to the directory (reconnects, events).
 //! - [`pins`]: keys of other users pinned on first contact (trust on first use).
+//! - [`private_file`]: atomic 0600 writes, the one way a profile file is written.
 //! - [`endpoint`]: the one QUIC endpoint (one UDP socket) that listens for chats, dials
 //!   other peers and talks to the directory.
 //! - [`directory_client`]: the directory protocol from the peer's side: hello, login,
@@ -49,6 +50,7 @@ pub mod login;
 pub mod mailbox;
 pub mod passwd;
 pub mod pins;
+pub mod private_file;
 pub mod profile;
 pub mod reach;
 pub mod ui;

@@ -573,7 +573,7 @@ impl SeenMail {
         for (k, ms) in &self.entries {
             text.push_str(&format!("{} {ms}\n", proto::hex::encode(k)));
         }
-        crate::vault::write_private(&self.path, text.as_bytes())
+        crate::private_file::write_private(&self.path, text.as_bytes())
     }
 }
 

@@ -17,12 +17,13 @@
 //! half-written file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use proto::PublicKey;
 use proto::names::UserName;
+
+use crate::private_file::write_private;
 
 /// What can name a pin: parsed from and printed as one word of a pin file line.
 pub trait PinName: Ord + Clone + FromStr + AsRef<str> + std::fmt::Display {}
@@ -252,22 +253,6 @@ impl<K: PinName> Pins<K> {
             source,
         })
     }
-}
-
-/// Writes `bytes` to `path` atomically (temp file + rename) with mode 0600.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ use proto::sealed::StaticSecret;
 use proto::{Identity, PublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::pins::{DirectoryAddr, PinError, Pins, write_private};
+use crate::pins::{DirectoryAddr, PinError, Pins};
+use crate::private_file::write_private;
 use crate::vault::{Vault, VaultCost, VaultError};
 
 const IDENTITY_FILE: &str = "identity.key";

@@ -36,7 +36,6 @@
 //! `NATTER_VAULT_COST=MEMORY_KIB,PASSES,LANES` overrides the cost of new vaults (for
 //! tests and very slow machines; see [`VaultCost::from_env`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -44,6 +43,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use proto::identity::transcript;
 use zeroize::Zeroizing;
+
+use crate::private_file::write_private;
 
 /// The vault file inside the profile.
 pub const VAULT_FILE: &str = "vault";
@@ -411,22 +412,6 @@ pub(crate) fn rekey_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(REKEY_SUFFIX);
     PathBuf::from(s)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, mode 0600, synced.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ impl Marks {
         for (room, n) in &self.sent {
             text.push_str(&format!("sent {room} {n}\n"));
         }
-        crate::pins::write_private(&profile.join(MARKS_FILE), text.as_bytes())
+        crate::private_file::write_private(&profile.join(MARKS_FILE), text.as_bytes())
     }
 }
 
