@@ -88,14 +88,6 @@ enum JokeTarget {
     Peer(String),
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The running peer.
 pub struct App {
     me: UserName,

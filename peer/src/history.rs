@@ -316,7 +316,7 @@ fn open_for_append(dir: &Path, vault: &Vault, contact: &str) -> std::io::Result<
         file.write_all(&header)?;
     } else if !bytes.starts_with(&header) {
         drop(file);
-        let aside = path.with_extension(format!("log.damaged-{}", crate::app::now_ms()));
+        let aside = path.with_extension(format!("log.damaged-{}", crate::clock::now_ms()));
         tracing::warn!(
             "{} was not written with this profile's key; moved to {}",
             path.display(),

@@ -33,6 +33,7 @@
 //! - [`ui`]: what the app tells the user ([`ui::Note`]) and the user the app
 //!   ([`ui::Input`]): the terminal and the script line format.
 //! - [`cli`]: command-line arguments; [`commands`]: what each subcommand does.
+//! - [`clock`]: the wall clock, read in one place.
 
 pub mod admin;
 pub mod alerts;
@@ -40,6 +41,7 @@ pub mod app;
 pub mod calls;
 pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod directory_client;
 pub mod endpoint;

@@ -189,7 +189,7 @@ async fn send(ctx: &MailContext, peer: &str, text: &str) -> Result<u64, String> 
         &key,
         &prekey,
         text,
-        crate::app::now_ms(),
+        crate::clock::now_ms(),
     )
     .map_err(|e| format!("cannot seal it: {e}"))?;
     match retrying(|| ctx.link.deposit(peer, blob.clone())).await {

@@ -511,7 +511,7 @@ fn load_prekeys(dir: &Path, vault: &Vault) -> Result<Vec<(i64, StaticSecret)>, P
         }
     }
     keys.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-    let now = crate::app::now_ms() as i64 / 1000;
+    let now = crate::clock::now_ms() as i64 / 1000;
     if keys
         .first()
         .is_none_or(|(at, _)| now - at >= PREKEY_ROTATION_SECS)

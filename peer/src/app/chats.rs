@@ -422,7 +422,7 @@ impl App {
                         &peer,
                         crate::history::Direction::Out,
                         &text,
-                        super::now_ms(),
+                        crate::clock::now_ms(),
                     );
                 }
                 if let Some(chat) = self.chats.open.get_mut(&id) {
@@ -468,7 +468,12 @@ impl App {
                         self.show(Note::Switched { peer: peer.clone() });
                     }
                 }
-                self.record(&peer, crate::history::Direction::In, &text, super::now_ms());
+                self.record(
+                    &peer,
+                    crate::history::Direction::In,
+                    &text,
+                    crate::clock::now_ms(),
+                );
                 self.show(Note::Message {
                     peer,
                     id: msg_id,

@@ -139,7 +139,7 @@ impl Mail {
                     &peer,
                     history::Direction::OutOffline,
                     &text,
-                    crate::app::now_ms(),
+                    crate::clock::now_ms(),
                 );
                 vec![Note::Queued {
                     peer,

@@ -16,7 +16,6 @@
 //! finished or reset (see [`super::transport`]).
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::frame::{self, FrameError};
 use proto::message::{ChatPayload, PeerMsg, RELAY_PEER_LOST};
@@ -201,7 +200,7 @@ impl Driver {
         let payload = ChatPayload::Text {
             id,
             text,
-            sent_at_ms: now_ms(),
+            sent_at_ms: crate::clock::now_ms(),
             room,
         };
         self.send_payload(&payload).await.map_err(Stop::End)
@@ -457,13 +456,6 @@ fn encode_payload(payload: &ChatPayload) -> Result<Vec<u8>, FrameError> {
 
 fn decode_payload(plain: &[u8]) -> Result<ChatPayload, FrameError> {
     frame::decode(plain)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
