@@ -538,7 +538,7 @@ fn clean_addresses(addresses: Vec<SocketAddr>) -> Vec<SocketAddr> {
         if out.len() >= proto::message::MAX_ADDRESSES {
             break;
         }
-        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+        let a = proto::addr::canonical(a);
         if a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast() && !out.contains(&a)
         {
             out.push(a);

@@ -183,7 +183,7 @@ pub(crate) async fn run(
     slot: ConnSlot,
     mut shutdown: Shutdown,
 ) {
-    let remote = canonical(conn.remote_address());
+    let remote = proto::addr::canonical(conn.remote_address());
     let hello_timeout = shared.config.hello_timeout;
     let Some(channel) = crate::tls::channel_binding(&conn, shared.directory_key) else {
         tracing::warn!("the TLS session exports no keying material; closing");
@@ -699,9 +699,4 @@ fn needs_login(request: &Request) -> bool {
             | Request::InstanceAuth { .. }
             | Request::Logout
     )
-}
-
-/// The address as the peer would be dialled: IPv4-mapped IPv6 turned back into IPv4.
-pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }

@@ -409,7 +409,7 @@ async fn accept_loop(
             }
         };
         let Some(incoming) = incoming else { break };
-        let remote = connection::canonical(incoming.remote_address());
+        let remote = proto::addr::canonical(incoming.remote_address());
         let validated = incoming.remote_address_validated();
         match handshakes.admit(remote.ip(), validated, incoming.may_retry(), Instant::now()) {
             Admission::Accept => {}

@@ -61,8 +61,8 @@ use quinn::VarInt;
 use tokio::sync::{mpsc, watch};
 
 pub use handshake::{
-    CONFIRMATION, accept, accept_over, canonical_addr, initiate, initiate_over, initiate_with,
-    refuse, refuse_over, verify_initiator, verify_relayed_initiator,
+    CONFIRMATION, accept, accept_over, initiate, initiate_over, initiate_with, refuse, refuse_over,
+    verify_initiator, verify_relayed_initiator,
 };
 pub use transport::{Path, RelayStream, Transport};
 

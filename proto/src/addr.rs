@@ -21,6 +21,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::message::PeerInfo;
 
+/// An address in the form used for comparisons and dialing: IPv4-mapped IPv6 becomes
+/// IPv4, and IPv6 flow labels and scope ids are dropped (only address and port identify a
+/// peer).
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// Where an address reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -56,7 +63,7 @@ pub fn may_send(peer: &PeerInfo, addr: SocketAddr, near: IpAddr) -> bool {
         return false;
     }
     let observed = peer.observed.ip().to_canonical();
-    let canonical = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+    let canonical = canonical(addr);
     match scope(addr.ip()) {
         Scope::Never => false,
         Scope::Loopback => {

@@ -253,11 +253,11 @@ pub fn verify_initiator(
     if info.identity != *handshake_key {
         return Err(ConnectRefusal::KeyMismatch);
     }
-    let remote = canonical_addr(remote);
+    let remote = proto::addr::canonical(remote);
     if !info
         .all_addresses()
         .into_iter()
-        .any(|a| canonical_addr(a) == remote)
+        .any(|a| proto::addr::canonical(a) == remote)
     {
         return Err(ConnectRefusal::AddressMismatch);
     }
@@ -278,13 +278,6 @@ pub fn verify_relayed_initiator(
         return Err(ConnectRefusal::UnknownInitiator);
     }
     Ok(info.identity)
-}
-
-/// An address in the form used for comparisons: IPv4-mapped IPv6 becomes IPv4, and IPv6
-/// flow labels and scope ids are dropped (only address and port identify a peer).
-pub fn canonical_addr(addr: SocketAddr) -> SocketAddr {
-    let ip = addr.ip().to_canonical();
-    SocketAddr::new(ip, addr.port())
 }
 
 async fn dial(
@@ -691,7 +684,7 @@ mod tests {
             v4 => v4,
         };
         assert_ne!(a, with_flow);
-        assert_eq!(canonical_addr(a), canonical_addr(with_flow));
+        assert_eq!(proto::addr::canonical(a), proto::addr::canonical(with_flow));
     }
 
     #[test]
