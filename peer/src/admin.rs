@@ -17,26 +17,10 @@ use zeroize::Zeroizing;
 use crate::directory_client::ClientError;
 use crate::link::Link;
 use crate::ui::Note;
+use crate::ui::command::AdminCommand;
 
 /// How long an administrator's request may take (adding a user hashes a password).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// An administrator's command, as typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminCommand {
-    /// `/adduser NAME [--admin]`.
-    AddUser { name: String, admin: bool },
-    /// `/listusers`.
-    ListUsers,
-    /// `/logoutuser NAME`.
-    LogoutUser(String),
-    /// `/lock NAME`.
-    Lock(String),
-    /// `/unlock NAME`.
-    Unlock(String),
-    /// `/shutdown`.
-    Shutdown,
-}
 
 /// An `/adduser` waiting for its password on the next input line (scripted mode).
 #[derive(Debug, Clone, PartialEq, Eq)]

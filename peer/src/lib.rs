@@ -10,6 +10,7 @@
 //! - [`private_file`]: atomic 0600 writes, the one way a profile file is written.
 //! - [`endpoint`]: the one QUIC endpoint (one UDP socket) that listens for chats, dials
 //!   other peers and talks to the directory.
+//! - [`directory_addr`]: where the directory is: `--directory` values and their resolution.
 //! - [`directory_client`]: the directory protocol from the peer's side: hello, login,
 //!   lookup, who, events.
 //! - [`chat`]: one end-to-end chat session with another peer: connect request, mutual
@@ -43,6 +44,7 @@ pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod directory_addr;
 pub mod directory_client;
 pub mod endpoint;
 pub mod history;

@@ -240,7 +240,7 @@ impl Link {
     async fn addresses_to_try(&self) -> Vec<SocketAddr> {
         let last = *self.addr.lock().expect("link lock");
         let mut addrs = vec![last];
-        if let Ok(all) = crate::login::resolve_all(&self.directories).await {
+        if let Ok(all) = crate::directory_addr::resolve_all(&self.directories).await {
             addrs.extend(all.into_iter().filter(|a| *a != last));
         }
         addrs

@@ -1,6 +1,21 @@
 //! Slash commands, shared by the terminal and the scripted front end.
 
-use crate::admin::AdminCommand;
+/// An administrator's command, as typed (carried out by [`crate::admin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// `/adduser NAME [--admin]`.
+    AddUser { name: String, admin: bool },
+    /// `/listusers`.
+    ListUsers,
+    /// `/logoutuser NAME`.
+    LogoutUser(String),
+    /// `/lock NAME`.
+    Lock(String),
+    /// `/unlock NAME`.
+    Unlock(String),
+    /// `/shutdown`.
+    Shutdown,
+}
 
 /// One line of user input, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
