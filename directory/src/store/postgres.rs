@@ -283,6 +283,22 @@ fn lock_state_params(s: &LockState) -> (i32, Option<i64>, i32) {
     )
 }
 
+/// Stores `name`'s lockout counters (inside the transaction that read them).
+async fn save_lock_state(
+    tx: &deadpool_postgres::Transaction<'_>,
+    name: &str,
+    state: &LockState,
+) -> Result<(), StoreError> {
+    let (failed, locked_until, lockouts) = lock_state_params(state);
+    tx.execute(
+        "UPDATE accounts SET failed_attempts = $2, locked_until = $3, lockout_count = $4
+         WHERE name = $1",
+        &[&name, &failed, &locked_until, &lockouts],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn insert_ticket(
     client: &deadpool_postgres::Transaction<'_>,
     ticket: &TicketRecord,
@@ -462,13 +478,7 @@ impl Store for PostgresStore {
             let Some(row) = row else { return Ok(None) };
             let account = account_from_row(&row)?;
             let state = policy.after_failure(account.lock, now);
-            let (failed, locked_until, lockouts) = lock_state_params(&state);
-            tx.execute(
-                "UPDATE accounts SET failed_attempts = $2, locked_until = $3, lockout_count = $4
-                 WHERE name = $1",
-                &[&name, &failed, &locked_until, &lockouts],
-            )
-            .await?;
+            save_lock_state(&tx, &name, &state).await?;
             tx.commit().await?;
             Ok(Some(state))
         })
@@ -496,13 +506,7 @@ impl Store for PostgresStore {
             let account = account_from_row(&row)?;
             let reservation = policy.reserve(account.lock, now, past_lock);
             if let Reservation::Granted(state) = reservation {
-                let (failed, locked_until, lockouts) = lock_state_params(&state);
-                tx.execute(
-                    "UPDATE accounts SET failed_attempts = $2, locked_until = $3, lockout_count = $4
-                     WHERE name = $1",
-                    &[&name, &failed, &locked_until, &lockouts],
-                )
-                .await?;
+                save_lock_state(&tx, &name, &state).await?;
                 tx.commit().await?;
             }
             Ok(Some(reservation))

@@ -270,6 +270,21 @@ fn ticket_from_row(row: &Row<'_>) -> rusqlite::Result<TicketRecord> {
     })
 }
 
+/// Stores `name`'s lockout counters (inside the transaction that read them).
+fn save_lock_state(conn: &Connection, name: &str, state: &LockState) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET failed_attempts = ?2, locked_until = ?3, lockout_count = ?4
+         WHERE name = ?1",
+        params![
+            name,
+            state.failed_attempts,
+            state.locked_until,
+            state.lockout_count
+        ],
+    )?;
+    Ok(())
+}
+
 fn load_account(conn: &Connection, name: &str) -> Result<Option<Account>, StoreError> {
     conn.query_row(
         &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"),
@@ -386,16 +401,7 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             let state = policy.after_failure(account.lock, now);
-            tx.execute(
-                "UPDATE accounts SET failed_attempts = ?2, locked_until = ?3, lockout_count = ?4
-                 WHERE name = ?1",
-                params![
-                    name,
-                    state.failed_attempts,
-                    state.locked_until,
-                    state.lockout_count
-                ],
-            )?;
+            save_lock_state(&tx, &name, &state)?;
             tx.commit()?;
             Ok(Some(state))
         }))
@@ -416,16 +422,7 @@ impl Store for SqliteStore {
             };
             let reservation = policy.reserve(account.lock, now, past_lock);
             if let Reservation::Granted(state) = reservation {
-                tx.execute(
-                    "UPDATE accounts SET failed_attempts = ?2, locked_until = ?3, lockout_count = ?4
-                     WHERE name = ?1",
-                    params![
-                        name,
-                        state.failed_attempts,
-                        state.locked_until,
-                        state.lockout_count
-                    ],
-                )?;
+                save_lock_state(&tx, &name, &state)?;
                 tx.commit()?;
             }
             Ok(Some(reservation))
